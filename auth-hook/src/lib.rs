@@ -1,0 +1,10 @@
+//! Who may connect and what they may touch: tokens, passwords, room membership, topic ACL.
+
+pub mod acl;
+pub mod membership;
+pub mod passwords;
+pub mod tokens;
+
+pub use acl::{Decision, Policy};
+pub use membership::{MembershipChange, MembershipView};
+pub use tokens::{TokenError, TokenService};

@@ -1,0 +1,179 @@
+//! The in-memory view of room membership that every ACL check reads: no I/O on the hot path.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+use tokio::sync::broadcast;
+
+/// A change to the view, broadcast so connections can revoke subscriptions at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    Added { room: String, user: String },
+    Removed { room: String, user: String },
+}
+
+#[derive(Default)]
+struct Rooms {
+    members: HashMap<String, HashSet<String>>,
+    rooms_of: HashMap<String, HashSet<String>>,
+}
+
+/// Who is in which room, kept in memory; the store is the source it is loaded from.
+pub struct MembershipView {
+    rooms: RwLock<Rooms>,
+    changes: broadcast::Sender<MembershipChange>,
+}
+
+impl Default for MembershipView {
+    fn default() -> Self {
+        Self {
+            rooms: RwLock::default(),
+            changes: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl MembershipView {
+    /// A view holding the given `(room, user)` pairs.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let view = Self::default();
+        {
+            let mut rooms = view.rooms.write().expect("membership lock");
+            for (room, user) in pairs {
+                rooms.insert(room, user);
+            }
+        }
+        view
+    }
+
+    /// Receives every change made from now on.
+    pub fn changes(&self) -> broadcast::Receiver<MembershipChange> {
+        self.changes.subscribe()
+    }
+
+    pub fn add(&self, room: &str, user: &str) {
+        let inserted = self
+            .rooms
+            .write()
+            .expect("membership lock")
+            .insert(room.to_owned(), user.to_owned());
+        if inserted {
+            let _ = self.changes.send(MembershipChange::Added {
+                room: room.to_owned(),
+                user: user.to_owned(),
+            });
+        }
+    }
+
+    pub fn remove(&self, room: &str, user: &str) {
+        let removed = self.rooms.write().expect("membership lock").remove(room, user);
+        if removed {
+            let _ = self.changes.send(MembershipChange::Removed {
+                room: room.to_owned(),
+                user: user.to_owned(),
+            });
+        }
+    }
+
+    /// Drops a room and all its members.
+    pub fn remove_room(&self, room: &str) {
+        let members: Vec<String> = self
+            .rooms
+            .read()
+            .expect("membership lock")
+            .members
+            .get(room)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        for user in members {
+            self.remove(room, &user);
+        }
+    }
+
+    pub fn is_member(&self, room: &str, user: &str) -> bool {
+        self.rooms
+            .read()
+            .expect("membership lock")
+            .members
+            .get(room)
+            .is_some_and(|m| m.contains(user))
+    }
+
+    /// True when `a` and `b` are the same user or have a room in common.
+    pub fn shares_room(&self, a: &str, b: &str) -> bool {
+        if a == b {
+            return true;
+        }
+        let rooms = self.rooms.read().expect("membership lock");
+        match (rooms.rooms_of.get(a), rooms.rooms_of.get(b)) {
+            (Some(ra), Some(rb)) => {
+                let (small, large) = if ra.len() <= rb.len() { (ra, rb) } else { (rb, ra) };
+                small.iter().any(|room| large.contains(room))
+            }
+            _ => false,
+        }
+    }
+
+    /// The members of `room`, sorted.
+    pub fn members(&self, room: &str) -> Vec<String> {
+        let rooms = self.rooms.read().expect("membership lock");
+        let mut members: Vec<String> = rooms
+            .members
+            .get(room)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default();
+        members.sort();
+        members
+    }
+}
+
+impl Rooms {
+    fn insert(&mut self, room: String, user: String) -> bool {
+        self.rooms_of.entry(user.clone()).or_default().insert(room.clone());
+        self.members.entry(room).or_default().insert(user)
+    }
+
+    fn remove(&mut self, room: &str, user: &str) -> bool {
+        if let Some(rooms) = self.rooms_of.get_mut(user) {
+            rooms.remove(room);
+            if rooms.is_empty() {
+                self.rooms_of.remove(user);
+            }
+        }
+        match self.members.get_mut(room) {
+            Some(members) => {
+                let removed = members.remove(user);
+                if members.is_empty() {
+                    self.members.remove(room);
+                }
+                removed
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracks_membership_and_shared_rooms() {
+        let view = MembershipView::from_pairs([("a".into(), "alice".into()), ("a".into(), "bob".into())]);
+        let mut changes = view.changes();
+        assert!(view.is_member("a", "alice"));
+        assert!(view.shares_room("alice", "bob"));
+        assert!(!view.shares_room("alice", "carol"));
+        view.remove("a", "bob");
+        assert!(!view.is_member("a", "bob"));
+        assert!(!view.shares_room("alice", "bob"));
+        assert_eq!(
+            changes.try_recv().unwrap(),
+            MembershipChange::Removed {
+                room: "a".into(),
+                user: "bob".into()
+            }
+        );
+        view.remove_room("a");
+        assert_eq!(view.members("a"), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,113 @@
+//! The embedded rumqttd router and the local links into it: one per client connection, plus
+//! the server's own link for presence, room events and inbox notices.
+
+use crate::config::BrokerConfig;
+use roost_history::Notifier;
+use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{Packet, Publish};
+use rumqttd::{Notification, Router, RouterConfig};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// A link into the router: sender, receiver and the router's CONNACK notification.
+pub(crate) type Link = (LinkTx, LinkRx, Notification);
+
+type Factory = dyn Fn(&str, bool) -> Result<Link, String> + Send + Sync;
+
+/// Builds links into the router. The router's sender type is private to rumqttd, so it lives
+/// captured in a closure.
+#[derive(Clone)]
+pub(crate) struct Links {
+    factory: Arc<Factory>,
+}
+
+/// The link id the server's own link uses; client link ids always contain `:`.
+const SERVER_LINK_ID: &str = "roost-server";
+
+impl Links {
+    /// Spawns the router thread, sized for `config`.
+    pub(crate) fn spawn_router(config: &BrokerConfig) -> Self {
+        let router = RouterConfig {
+            // one slot for the server link, a margin for connections in takeover
+            max_connections: config.max_connections + 64,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 10,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        };
+        let router_tx = Router::new(0, router).spawn();
+        let factory = move |id: &str, clean: bool| {
+            LinkBuilder::new(id, router_tx.clone())
+                .clean_session(clean)
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        Self {
+            factory: Arc::new(factory),
+        }
+    }
+
+    /// Builds a link; the router answers synchronously, so this runs on the blocking pool.
+    pub(crate) async fn build(&self, id: String, clean: bool) -> Result<Link, String> {
+        let factory = self.factory.clone();
+        tokio::task::spawn_blocking(move || factory(&id, clean))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    /// Opens the server link and the task that feeds it.
+    pub(crate) async fn server_link(&self) -> Result<ServerLink, String> {
+        let (tx, rx, _) = self.build(SERVER_LINK_ID.to_owned(), true).await?;
+        let (queue, outbox) = mpsc::unbounded_channel();
+        tokio::spawn(feed_server_link(tx, rx, outbox));
+        Ok(ServerLink { queue })
+    }
+}
+
+/// Queues publishes of the server into the router, in order. Cheap to clone; never blocks.
+#[derive(Clone)]
+pub struct ServerLink {
+    queue: mpsc::UnboundedSender<Publish>,
+}
+
+impl ServerLink {
+    pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        let _ = self.queue.send(crate::codec::publish(topic, payload, false));
+    }
+}
+
+impl Notifier for ServerLink {
+    fn publish(&self, topic: String, payload: Vec<u8>) {
+        ServerLink::publish(self, topic, payload);
+    }
+}
+
+/// Moves queued publishes into the router, one router notification per batch.
+async fn feed_server_link(mut tx: LinkTx, mut rx: LinkRx, mut outbox: mpsc::UnboundedReceiver<Publish>) {
+    // The server link subscribes to nothing; drain it so the router never parks it.
+    tokio::spawn(async move {
+        while let Ok(notification) = rx.next().await {
+            if matches!(notification, Some(Notification::Unschedule)) && rx.wake().await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut batch = Vec::new();
+    while outbox.recv_many(&mut batch, 256).await > 0 {
+        if let Err(e) = send_batch(&mut tx, batch.drain(..).map(|p| Packet::Publish(p, None))).await {
+            warn!(error = %e, "router refused the server link's publishes");
+            return;
+        }
+    }
+}
+
+/// Hands `packets` to the router with a single notification.
+pub(crate) async fn send_batch(tx: &mut LinkTx, packets: impl IntoIterator<Item = Packet>) -> Result<(), LinkError> {
+    let mut packets: Vec<Packet> = packets.into_iter().collect();
+    let Some(last) = packets.pop() else { return Ok(()) };
+    tx.buffer().extend(packets);
+    tx.send(last).await.map(drop)
+}

@@ -1,0 +1,142 @@
+//! Presence: each connection's device status and the per-user aggregate, owned by the server.
+//!
+//! The router's retained store is bounded per subscribe (rumqttd drops retained messages past
+//! its outgoing limit) and RAM-only, so presence state lives here; the edge replays it to new
+//! subscribers itself and the router carries only the live changes.
+
+use crate::links::ServerLink;
+use roost_auth::Policy;
+use roost_history::{PresenceSource, Store};
+use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tracing::warn;
+
+#[derive(Default)]
+struct UserPresence {
+    /// Online devices: client id -> the generation of the connection holding it.
+    online: HashMap<String, u64>,
+    /// Last status of every device seen since start.
+    devices: HashMap<String, DeviceStatus>,
+    last_seen: Option<i64>,
+}
+
+impl UserPresence {
+    fn aggregate(&self) -> PresenceAggregate {
+        PresenceAggregate {
+            status: if self.online.is_empty() {
+                PresenceStatus::Offline
+            } else {
+                PresenceStatus::Online
+            },
+            devices: self.online.len() as u32,
+            last_seen: self.last_seen,
+        }
+    }
+}
+
+/// The presence board: updated by connections, published through the server link.
+pub struct Presence {
+    users: Mutex<HashMap<String, UserPresence>>,
+    server: ServerLink,
+    store: Arc<dyn Store>,
+    policy: Policy,
+}
+
+impl Presence {
+    pub(crate) fn new(server: ServerLink, store: Arc<dyn Store>, policy: Policy) -> Self {
+        Self {
+            users: Mutex::default(),
+            server,
+            store,
+            policy,
+        }
+    }
+
+    /// Connection `generation` of (`user`, `client_id`) is online.
+    pub(crate) fn connected(&self, user: &str, client_id: &str, generation: u64) {
+        self.update(user, client_id, PresenceStatus::Online, |p| {
+            p.online.insert(client_id.to_owned(), generation);
+            true
+        });
+    }
+
+    /// Connection `generation` of (`user`, `client_id`) ended. A connection that was taken over
+    /// no longer owns the device, so its end changes nothing.
+    pub(crate) fn disconnected(&self, user: &str, client_id: &str, generation: u64) {
+        let changed = self.update(user, client_id, PresenceStatus::Offline, |p| {
+            if p.online.get(client_id) == Some(&generation) {
+                p.online.remove(client_id);
+                true
+            } else {
+                false
+            }
+        });
+        if changed {
+            let (store, user) = (self.store.clone(), user.to_owned());
+            tokio::spawn(async move {
+                if let Err(e) = store.set_last_seen(&user, now_millis()).await {
+                    warn!(%user, error = %e, "could not store last seen");
+                }
+            });
+        }
+    }
+
+    /// Applies `change` under the lock and, when it reports a change, publishes the device
+    /// status and the aggregate while still holding it, so publishes keep the order of changes.
+    fn update(
+        &self,
+        user: &str,
+        client_id: &str,
+        status: PresenceStatus,
+        change: impl FnOnce(&mut UserPresence) -> bool,
+    ) -> bool {
+        let mut users = self.users.lock().expect("presence lock");
+        let presence = users.entry(user.to_owned()).or_default();
+        if !change(presence) {
+            return false;
+        }
+        let ts = now_millis();
+        presence.last_seen = Some(ts);
+        let device = DeviceStatus { status, ts: Some(ts) };
+        self.server
+            .publish(Topic::Device { user, client_id }.to_string(), to_payload(&device));
+        presence.devices.insert(client_id.to_owned(), device);
+        self.server
+            .publish(Topic::Presence(user).to_string(), to_payload(&presence.aggregate()));
+        true
+    }
+
+    /// The current statuses matching `filter` that `viewer` may see: the retained messages a
+    /// new subscription receives.
+    pub(crate) fn retained(&self, viewer: &str, filter: &str) -> Vec<(String, Vec<u8>)> {
+        let users = self.users.lock().expect("presence lock");
+        let mut out = Vec::new();
+        for (user, presence) in users.iter() {
+            if !self.policy.membership().shares_room(viewer, user) {
+                continue;
+            }
+            let topic = Topic::Presence(user).to_string();
+            if rumqttd::protocol::matches(&topic, filter) {
+                out.push((topic, to_payload(&presence.aggregate())));
+            }
+            for (client_id, device) in &presence.devices {
+                let topic = Topic::Device { user, client_id }.to_string();
+                if rumqttd::protocol::matches(&topic, filter) {
+                    out.push((topic, to_payload(device)));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl PresenceSource for Presence {
+    fn presence(&self, user: &str) -> Option<PresenceAggregate> {
+        self.users
+            .lock()
+            .expect("presence lock")
+            .get(user)
+            .map(UserPresence::aggregate)
+    }
+}

@@ -1,0 +1,44 @@
+//! Per-room sequence numbers, leased from the store in blocks so the hot path rarely waits
+//! on I/O and a crash can only make `seq` jump forward, never repeat.
+
+use roost_history::{Store, StoreError};
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+/// Sequence numbers reserved per store round trip.
+const LEASE: i64 = 1000;
+
+/// Hands out the next `seq` of each room.
+pub(crate) struct Sequencer {
+    store: Arc<dyn Store>,
+    leases: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Range<i64>>>>>,
+}
+
+impl Sequencer {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            leases: Mutex::default(),
+        }
+    }
+
+    /// The next sequence number of `room`.
+    pub(crate) async fn next(&self, room: &str) -> Result<i64, StoreError> {
+        let lease = self
+            .leases
+            .lock()
+            .expect("lease map lock")
+            .entry(room.to_owned())
+            .or_default()
+            .clone();
+        let mut lease = lease.lock().await;
+        if lease.is_empty() {
+            let first = self.store.reserve_seq(room, LEASE).await?;
+            *lease = first..first + LEASE;
+        }
+        let seq = lease.start;
+        lease.start += 1;
+        Ok(seq)
+    }
+}

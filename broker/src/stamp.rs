@@ -1,0 +1,149 @@
+//! Validation and stamping of client payloads: the sender, server time and, for messages,
+//! the room's next sequence number.
+
+use roost_protocol::{
+    now_millis, to_payload, ClientMessage, DeviceStatus, Envelope, ReceiptIn, ReceiptStamped, Topic, TypingIn,
+    TypingStamped,
+};
+
+/// Why a payload was refused; `code` is stable, the message is for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Invalid {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl Invalid {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A validated payload, ready to be stamped.
+#[derive(Debug)]
+pub(crate) enum Accepted {
+    Message(ClientMessage),
+    Typing(TypingIn),
+    Receipt(ReceiptIn),
+    Device(DeviceStatus),
+}
+
+const MAX_ID: usize = 64;
+
+/// Parses and checks `payload` for `topic`, a topic the sender may publish on.
+pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, Invalid> {
+    fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Invalid> {
+        serde_json::from_slice(payload).map_err(|e| Invalid::new("invalid_payload", e.to_string()))
+    }
+    match topic {
+        Topic::Messages(_) => {
+            let message: ClientMessage = parse(payload)?;
+            if let Some(id) = &message.id {
+                let valid = (1..=MAX_ID).contains(&id.len())
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+                if !valid {
+                    return Err(Invalid::new(
+                        "invalid_id",
+                        format!("id must be 1 to {MAX_ID} of A-Z a-z 0-9 - _ . :"),
+                    ));
+                }
+            }
+            if message.body.trim().is_empty() && message.attachments.as_ref().is_none_or(Vec::is_empty) {
+                return Err(Invalid::new("empty_message", "a message needs a body or attachments"));
+            }
+            if message.reply_to.is_some_and(|seq| seq < 1) {
+                return Err(Invalid::new(
+                    "invalid_reply_to",
+                    "reply_to is the seq of an earlier message",
+                ));
+            }
+            Ok(Accepted::Message(message))
+        }
+        Topic::Typing(_) => parse(payload).map(Accepted::Typing),
+        Topic::Receipts(_) => {
+            let receipt: ReceiptIn = parse(payload)?;
+            if receipt.read_seq < 0 {
+                return Err(Invalid::new("invalid_read_seq", "read_seq is a seq, 0 or more"));
+            }
+            Ok(Accepted::Receipt(receipt))
+        }
+        Topic::Device { .. } => parse(payload).map(Accepted::Device),
+        Topic::Events(_) | Topic::Presence(_) | Topic::Inbox(_) => {
+            Err(Invalid::new("forbidden", "only the server publishes here"))
+        }
+    }
+}
+
+/// A stamped message envelope.
+pub(crate) fn envelope(room: &str, from: &str, seq: i64, message: ClientMessage) -> Envelope {
+    Envelope {
+        id: message.id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+        room: room.to_owned(),
+        seq,
+        from: from.to_owned(),
+        ts: now_millis(),
+        body: message.body,
+        attachments: message.attachments,
+        reply_to: message.reply_to,
+    }
+}
+
+pub(crate) fn typing(room: &str, from: &str, typing: TypingIn) -> Vec<u8> {
+    to_payload(&TypingStamped {
+        room: room.to_owned(),
+        from: from.to_owned(),
+        typing: typing.typing,
+        ts: now_millis(),
+    })
+}
+
+pub(crate) fn receipt(room: &str, from: &str, receipt: ReceiptIn) -> ReceiptStamped {
+    ReceiptStamped {
+        room: room.to_owned(),
+        from: from.to_owned(),
+        read_seq: receipt.read_seq,
+        ts: now_millis(),
+    }
+}
+
+pub(crate) fn device(status: DeviceStatus) -> Vec<u8> {
+    to_payload(&DeviceStatus {
+        status: status.status,
+        ts: Some(now_millis()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_need_content_and_a_sane_id() {
+        let topic = Topic::Messages("lobby");
+        assert!(validate(&topic, br#"{"body":"hi","from":"mallory"}"#).is_ok());
+        assert_eq!(validate(&topic, b"not json").unwrap_err().code, "invalid_payload");
+        assert_eq!(validate(&topic, br#"{"body":"  "}"#).unwrap_err().code, "empty_message");
+        assert_eq!(
+            validate(&topic, br#"{"body":"x","id":"a/b"}"#).unwrap_err().code,
+            "invalid_id"
+        );
+        assert_eq!(validate(&topic, br#"{"body":7}"#).unwrap_err().code, "invalid_payload");
+    }
+
+    #[test]
+    fn stamping_overwrites_the_sender() {
+        let Ok(Accepted::Message(m)) = validate(&Topic::Messages("lobby"), br#"{"body":"hi","from":"mallory"}"#) else {
+            panic!("valid message refused");
+        };
+        let stamped = envelope("lobby", "alice", 7, m);
+        assert_eq!(
+            (stamped.from.as_str(), stamped.seq, stamped.room.as_str()),
+            ("alice", 7, "lobby")
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Accounts and tokens: register, login, refresh, and the bearer-token extractor.
+
+use super::error::{ApiJson, ErrorBody};
+use super::{ApiError, AppState};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use roost_auth::passwords;
+use roost_auth::tokens::{hex, random_secret};
+use roost_protocol::{now_millis, Name};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/register", post(register))
+        .route("/v1/auth/login", post(login))
+        .route("/v1/auth/refresh", post(refresh))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct Credentials {
+    #[schema(value_type = String, pattern = "^[a-z0-9_.-]{1,64}$")]
+    username: Name,
+    password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Registered {
+    username: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// A token pair.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenPair {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    /// Seconds until the access token expires.
+    expires_in: u64,
+}
+
+/// The authenticated user of a request, from `Authorization: Bearer <access token>`.
+pub(crate) struct AuthUser(pub(crate) String);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
+        let claims = state
+            .tokens
+            .verify(token)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        Ok(Self(claims.sub))
+    }
+}
+
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 1024;
+
+#[utoipa::path(post, path = "/v1/auth/register", request_body = Credentials, responses(
+    (status = 201, body = Registered), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn register(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<(StatusCode, Json<Registered>), ApiError> {
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&body.password.len()) {
+        return Err(ApiError::bad_request(format!(
+            "password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
+        )));
+    }
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
+        .await
+        .map_err(|_| ApiError::bad_request("could not hash password"))?;
+    state
+        .store
+        .create_user(body.username.as_str(), &hash)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict => ApiError::conflict("username taken"),
+            other => other.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Registered {
+            username: body.username.to_string(),
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/auth/login", request_body = Credentials, responses(
+    (status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
+pub(crate) async fn login(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let stored = state.store.password_hash(body.username.as_str()).await?;
+    let password = body.password;
+    let valid = tokio::task::spawn_blocking(move || stored.is_some_and(|hash| passwords::verify(&password, &hash)))
+        .await
+        .unwrap_or(false);
+    if !valid {
+        return Err(ApiError::unauthorized("wrong username or password"));
+    }
+    issue_pair(&state, body.username.as_str()).await.map(Json)
+}
+
+#[utoipa::path(post, path = "/v1/auth/refresh", request_body = RefreshRequest, responses(
+    (status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
+pub(crate) async fn refresh(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let taken = state.store.take_refresh_token(&digest(&body.refresh_token)).await?;
+    match taken {
+        Some((user, expires_at)) if expires_at > now_millis() => issue_pair(&state, &user).await.map(Json),
+        _ => Err(ApiError::unauthorized("refresh token unknown, used or expired")),
+    }
+}
+
+/// A new access token and a new single-use refresh token for `user`.
+async fn issue_pair(state: &AppState, user: &str) -> Result<TokenPair, ApiError> {
+    let refresh_token = random_secret();
+    let expires_at = now_millis() + (state.config.refresh_ttl_secs as i64) * 1000;
+    state
+        .store
+        .put_refresh_token(&digest(&refresh_token), user, expires_at)
+        .await?;
+    Ok(TokenPair {
+        access_token: state.tokens.issue(user, state.config.access_ttl_secs),
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.config.access_ttl_secs,
+    })
+}
+
+/// Refresh tokens are stored by their SHA-256, never in the clear.
+fn digest(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}

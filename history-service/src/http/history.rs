@@ -1,0 +1,115 @@
+//! History pages and presence, for members of the rooms concerned.
+
+use super::auth::AuthUser;
+use super::error::{ApiQuery, ErrorBody};
+use super::{ApiError, AppState};
+use crate::store::Page;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/rooms/{id}/messages", get(messages))
+        .route("/v1/rooms/{id}/presence", get(room_presence))
+        .route("/v1/users/{name}/presence", get(user_presence))
+}
+
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+
+#[derive(Deserialize, IntoParams)]
+pub(crate) struct PageQuery {
+    /// Messages with a smaller `seq`, newest first.
+    before: Option<i64>,
+    /// Messages with a larger `seq`, oldest first (gap recovery after a reconnect).
+    after: Option<i64>,
+    /// At most this many (default 50, at most 500).
+    limit: Option<u32>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MessagePage {
+    messages: Vec<Envelope>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MemberPresence {
+    user: String,
+    #[serde(flatten)]
+    presence: PresenceAggregate,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RoomPresence {
+    members: Vec<MemberPresence>,
+}
+
+#[utoipa::path(get, path = "/v1/rooms/{id}/messages", params(PageQuery), security(("bearer" = [])), responses(
+    (status = 200, body = MessagePage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn messages(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<PageQuery>,
+) -> Result<Json<MessagePage>, ApiError> {
+    state.room_of_member(&id, &user).await?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}")));
+    }
+    let page = match (query.before, query.after) {
+        (before, Some(after)) => Page::After { after, before, limit },
+        (Some(before), None) => Page::Before { before, limit },
+        (None, None) => Page::Latest { limit },
+    };
+    Ok(Json(MessagePage {
+        messages: state.store.messages(&id, page).await?,
+    }))
+}
+
+impl AppState {
+    /// Live presence when the broker knows the user, else offline with the stored last seen.
+    async fn presence_of(&self, user: &str) -> Result<PresenceAggregate, ApiError> {
+        if let Some(live) = self.presence.presence(user) {
+            return Ok(live);
+        }
+        Ok(PresenceAggregate {
+            status: PresenceStatus::Offline,
+            devices: 0,
+            last_seen: self.store.last_seen(user).await?,
+        })
+    }
+}
+
+#[utoipa::path(get, path = "/v1/users/{name}/presence", security(("bearer" = [])), responses(
+    (status = 200, body = PresenceAggregate), (status = 404, body = ErrorBody)))]
+pub(crate) async fn user_presence(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+) -> Result<Json<PresenceAggregate>, ApiError> {
+    if !state.membership.shares_room(&user, &name) || !state.store.user_exists(&name).await? {
+        return Err(ApiError::not_found(format!("no user '{name}' shares a room with you")));
+    }
+    state.presence_of(&name).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/rooms/{id}/presence", security(("bearer" = [])), responses(
+    (status = 200, body = RoomPresence), (status = 404, body = ErrorBody)))]
+pub(crate) async fn room_presence(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<RoomPresence>, ApiError> {
+    state.room_of_member(&id, &user).await?;
+    let mut members = Vec::new();
+    for member in state.membership.members(&id) {
+        let presence = state.presence_of(&member).await?;
+        members.push(MemberPresence { user: member, presence });
+    }
+    Ok(Json(RoomPresence { members }))
+}

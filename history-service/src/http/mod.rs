@@ -1,0 +1,55 @@
+//! The HTTP API (axum): auth, rooms, history, presence, health, metrics and OpenAPI.
+
+mod auth;
+mod error;
+mod history;
+mod ops;
+mod rooms;
+
+pub use error::ApiError;
+
+use crate::store::Store;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use roost_auth::{MembershipView, TokenService};
+use roost_protocol::PresenceAggregate;
+use std::sync::Arc;
+
+/// Publishes server-originated MQTT messages (room events, inbox notices).
+pub trait Notifier: Send + Sync + 'static {
+    fn publish(&self, topic: String, payload: Vec<u8>);
+}
+
+/// Live presence, for users the broker has seen since it started.
+pub trait PresenceSource: Send + Sync + 'static {
+    fn presence(&self, user: &str) -> Option<PresenceAggregate>;
+}
+
+/// Token lifetimes the API hands out.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub access_ttl_secs: u64,
+    pub refresh_ttl_secs: u64,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenService,
+    pub membership: Arc<MembershipView>,
+    pub notifier: Arc<dyn Notifier>,
+    pub presence: Arc<dyn PresenceSource>,
+    pub metrics: PrometheusHandle,
+    pub config: ApiConfig,
+}
+
+/// The complete API router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(auth::routes())
+        .merge(rooms::routes())
+        .merge(history::routes())
+        .merge(ops::routes())
+        .with_state(state)
+}

@@ -1,0 +1,89 @@
+//! Operations endpoints: health, Prometheus metrics, the OpenAPI document.
+
+use super::error::ErrorBody;
+use super::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(prometheus))
+        .route("/openapi.json", get(openapi))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok`, or `degraded` while the store cannot be reached.
+    status: &'static str,
+    store: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    match state.store.ping().await {
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok",
+                store: "ok",
+            }),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "degraded",
+                store: "unavailable",
+            }),
+        ),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+pub(crate) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}
+
+pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Roost", description = "Chat messaging and presence over MQTT: accounts, rooms, history, presence."),
+    paths(
+        super::auth::register, super::auth::login, super::auth::refresh,
+        super::rooms::create_room, super::rooms::list_rooms, super::rooms::get_room, super::rooms::join,
+        super::rooms::leave, super::rooms::add_member, super::rooms::remove_member, super::rooms::delete_room,
+        super::rooms::open_dm,
+        super::history::messages, super::history::user_presence, super::history::room_presence,
+        healthz, prometheus,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;

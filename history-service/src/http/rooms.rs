@@ -1,0 +1,343 @@
+//! Rooms: create, list, join, leave, owner-managed members, delete, direct messages.
+
+use super::auth::AuthUser;
+use super::error::{ApiJson, ErrorBody};
+use super::{ApiError, AppState};
+use crate::store::{Room, StoreError};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use roost_auth::tokens::hex;
+use roost_protocol::{now_millis, to_payload, InboxNotice, Name, RoomEvent, Topic};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/rooms", post(create_room).get(list_rooms))
+        .route("/v1/rooms/{id}", get(get_room).delete(delete_room))
+        .route("/v1/rooms/{id}/join", post(join))
+        .route("/v1/rooms/{id}/leave", post(leave))
+        .route("/v1/rooms/{id}/members", post(add_member))
+        .route("/v1/rooms/{id}/members/{user}", delete(remove_member))
+        .route("/v1/dms", post(open_dm))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewRoom {
+    /// The room's name, which is also its id and its topic level.
+    #[schema(value_type = String, pattern = "^[a-z0-9_.-]{1,64}$")]
+    name: Name,
+    #[serde(default)]
+    private: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct UserRef {
+    #[schema(value_type = String)]
+    user: Name,
+}
+
+/// A room with its members.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RoomDetail {
+    #[serde(flatten)]
+    room: Room,
+    members: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RoomList {
+    rooms: Vec<Room>,
+}
+
+impl AppState {
+    /// The room `id`, or 404.
+    pub(crate) async fn existing_room(&self, id: &str) -> Result<Room, ApiError> {
+        self.store
+            .room(id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no room '{id}'")))
+    }
+
+    /// The room `id` when `user` is a member, else 404 (private) or 403.
+    pub(crate) async fn room_of_member(&self, id: &str, user: &str) -> Result<Room, ApiError> {
+        let room = self.existing_room(id).await?;
+        if self.membership.is_member(id, user) {
+            Ok(room)
+        } else if room.private {
+            Err(ApiError::not_found(format!("no room '{id}'")))
+        } else {
+            Err(ApiError::forbidden("join the room first"))
+        }
+    }
+
+    fn detail(&self, room: Room) -> RoomDetail {
+        let members = self.membership.members(&room.id);
+        RoomDetail { room, members }
+    }
+
+    fn announce(&self, room: &str, event: &RoomEvent) {
+        self.notifier
+            .publish(Topic::Events(room).to_string(), to_payload(event));
+    }
+
+    fn notify(&self, user: &str, notice: &InboxNotice) {
+        self.notifier
+            .publish(Topic::Inbox(user).to_string(), to_payload(notice));
+    }
+
+    /// Adds `user` to `room` in the store and the live view, and tells the room.
+    async fn admit(&self, room: &str, user: &str) -> Result<bool, ApiError> {
+        let added = self.store.add_member(room, user).await?;
+        self.membership.add(room, user);
+        if added {
+            self.announce(
+                room,
+                &RoomEvent::Joined {
+                    room: room.into(),
+                    user: user.into(),
+                    ts: now_millis(),
+                },
+            );
+        }
+        Ok(added)
+    }
+
+    /// Removes `user` from `room` in the store and the live view (revoking its subscriptions).
+    async fn dismiss(&self, room: &str, user: &str) -> Result<bool, ApiError> {
+        let removed = self.store.remove_member(room, user).await?;
+        self.membership.remove(room, user);
+        Ok(removed)
+    }
+}
+
+#[utoipa::path(post, path = "/v1/rooms", request_body = NewRoom, security(("bearer" = [])), responses(
+    (status = 201, body = RoomDetail), (status = 409, body = ErrorBody)))]
+pub(crate) async fn create_room(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(body): ApiJson<NewRoom>,
+) -> Result<(StatusCode, Json<RoomDetail>), ApiError> {
+    let room = Room {
+        id: body.name.to_string(),
+        private: body.private,
+        owner: user.clone(),
+        direct: false,
+        created_at: now_millis(),
+    };
+    state.store.create_room(&room).await.map_err(|e| match e {
+        StoreError::Conflict => ApiError::conflict(format!("room '{}' exists", room.id)),
+        other => other.into(),
+    })?;
+    state.membership.add(&room.id, &user);
+    Ok((StatusCode::CREATED, Json(state.detail(room))))
+}
+
+#[utoipa::path(get, path = "/v1/rooms", security(("bearer" = [])), responses((status = 200, body = RoomList)))]
+pub(crate) async fn list_rooms(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<RoomList>, ApiError> {
+    Ok(Json(RoomList {
+        rooms: state.store.rooms_of(&user).await?,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/rooms/{id}", security(("bearer" = [])), responses(
+    (status = 200, body = RoomDetail), (status = 404, body = ErrorBody)))]
+pub(crate) async fn get_room(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<RoomDetail>, ApiError> {
+    let room = state.existing_room(&id).await?;
+    if room.private && !state.membership.is_member(&id, &user) {
+        return Err(ApiError::not_found(format!("no room '{id}'")));
+    }
+    Ok(Json(state.detail(room)))
+}
+
+#[utoipa::path(post, path = "/v1/rooms/{id}/join", security(("bearer" = [])), responses(
+    (status = 200, body = RoomDetail), (status = 404, body = ErrorBody)))]
+pub(crate) async fn join(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<RoomDetail>, ApiError> {
+    let room = state.existing_room(&id).await?;
+    if room.private && !state.membership.is_member(&id, &user) {
+        return Err(ApiError::not_found(format!("no room '{id}'")));
+    }
+    state.admit(&id, &user).await?;
+    Ok(Json(state.detail(room)))
+}
+
+#[utoipa::path(post, path = "/v1/rooms/{id}/leave", security(("bearer" = [])), responses(
+    (status = 204), (status = 404, body = ErrorBody)))]
+pub(crate) async fn leave(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.room_of_member(&id, &user).await?;
+    if state.dismiss(&id, &user).await? {
+        state.announce(
+            &id,
+            &RoomEvent::Left {
+                room: id.clone(),
+                user,
+                ts: now_millis(),
+            },
+        );
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The room `id` when `user` owns it.
+async fn owned_room(state: &AppState, id: &str, user: &str) -> Result<Room, ApiError> {
+    let room = state.room_of_member(id, user).await?;
+    if room.owner == user {
+        Ok(room)
+    } else {
+        Err(ApiError::forbidden("only the room's owner may do this"))
+    }
+}
+
+#[utoipa::path(post, path = "/v1/rooms/{id}/members", request_body = UserRef, security(("bearer" = [])), responses(
+    (status = 200, body = RoomDetail), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn add_member(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UserRef>,
+) -> Result<Json<RoomDetail>, ApiError> {
+    let room = owned_room(&state, &id, &user).await?;
+    let added = body.user.as_str();
+    if !state.store.user_exists(added).await? {
+        return Err(ApiError::not_found(format!("no user '{added}'")));
+    }
+    if state.admit(&id, added).await? {
+        state.notify(
+            added,
+            &InboxNotice::AddedToRoom {
+                room: id.clone(),
+                by: user,
+                ts: now_millis(),
+            },
+        );
+    }
+    Ok(Json(state.detail(room)))
+}
+
+#[utoipa::path(delete, path = "/v1/rooms/{id}/members/{user}", security(("bearer" = [])), responses(
+    (status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn remove_member(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, removed)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let room = owned_room(&state, &id, &user).await?;
+    if removed == room.owner {
+        return Err(ApiError::bad_request(
+            "the owner cannot be removed; delete the room instead",
+        ));
+    }
+    if !state.dismiss(&id, &removed).await? {
+        return Err(ApiError::not_found(format!("'{removed}' is not a member")));
+    }
+    state.announce(
+        &id,
+        &RoomEvent::Removed {
+            room: id.clone(),
+            user: removed,
+            by: user,
+            ts: now_millis(),
+        },
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/v1/rooms/{id}", security(("bearer" = [])), responses(
+    (status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn delete_room(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    owned_room(&state, &id, &user).await?;
+    state.announce(
+        &id,
+        &RoomEvent::Deleted {
+            room: id.clone(),
+            by: user,
+            ts: now_millis(),
+        },
+    );
+    state.store.delete_room(&id).await?;
+    state.membership.remove_room(&id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The id of the direct-message room of two users: the same whichever of them asks.
+fn dm_room_id(a: &str, b: &str) -> String {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    let digest = Sha256::digest(format!("{first}\n{second}").as_bytes());
+    format!("dm.{}", &hex(&digest)[..32])
+}
+
+#[utoipa::path(post, path = "/v1/dms", request_body = UserRef, security(("bearer" = [])), responses(
+    (status = 201, body = RoomDetail), (status = 200, body = RoomDetail), (status = 404, body = ErrorBody)))]
+pub(crate) async fn open_dm(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    ApiJson(body): ApiJson<UserRef>,
+) -> Result<(StatusCode, Json<RoomDetail>), ApiError> {
+    let peer = body.user.as_str();
+    if peer == user {
+        return Err(ApiError::bad_request("a direct-message room needs another user"));
+    }
+    if !state.store.user_exists(peer).await? {
+        return Err(ApiError::not_found(format!("no user '{peer}'")));
+    }
+    let id = dm_room_id(&user, peer);
+    if let Some(room) = state.store.room(&id).await? {
+        return Ok((StatusCode::OK, Json(state.detail(room))));
+    }
+    let room = Room {
+        id: id.clone(),
+        private: true,
+        owner: user.clone(),
+        direct: true,
+        created_at: now_millis(),
+    };
+    match state.store.create_room(&room).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict) => return Ok((StatusCode::OK, Json(state.detail(state.existing_room(&id).await?)))),
+        Err(e) => return Err(e.into()),
+    }
+    state.membership.add(&id, &user);
+    state.admit(&id, peer).await?;
+    state.notify(
+        peer,
+        &InboxNotice::NewDm {
+            room: id,
+            with: user,
+            ts: now_millis(),
+        },
+    );
+    Ok((StatusCode::CREATED, Json(state.detail(room))))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dm_room_id_is_symmetric_and_a_valid_name() {
+        let id = super::dm_room_id("alice", "bob");
+        assert_eq!(id, super::dm_room_id("bob", "alice"));
+        assert!(roost_protocol::names::is_valid(&id));
+        assert_ne!(id, super::dm_room_id("alice", "carol"));
+    }
+}

@@ -1,0 +1,9 @@
+//! The history service: persists stamped room traffic and serves the HTTP API.
+
+pub mod http;
+pub mod ingest;
+pub mod store;
+
+pub use http::{ApiConfig, AppState, Notifier, PresenceSource};
+pub use ingest::{Ingest, IngestHandle, Record};
+pub use store::{Page, Room, SqliteStore, Store, StoreError};

@@ -1,0 +1,88 @@
+//! The store contract every backend implements, and its shared types.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use roost_protocol::{Envelope, ReceiptStamped};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key (user name, room id) is taken.
+    #[error("already exists")]
+    Conflict,
+    /// The backend failed or cannot be reached; the message is for logs only.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A room as stored and served.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Room {
+    pub id: String,
+    pub private: bool,
+    pub owner: String,
+    /// True for the direct-message room of two users.
+    pub direct: bool,
+    pub created_at: i64,
+}
+
+/// Which slice of a room's history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The newest messages, newest first.
+    Latest { limit: u32 },
+    /// Messages with `seq < before`, newest first.
+    Before { before: i64, limit: u32 },
+    /// Messages with `seq > after` (and `seq < before` when given), oldest first.
+    After {
+        after: i64,
+        before: Option<i64>,
+        limit: u32,
+    },
+}
+
+/// Persistence for users, rooms, membership and history. Every method is one atomic step.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError>;
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn user_exists(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Keeps a refresh token (by its hash) for `user` until `expires_at` (ms).
+    async fn put_refresh_token(&self, token_hash: &str, user: &str, expires_at: i64) -> Result<(), StoreError>;
+    /// Removes and returns the refresh token's `(user, expires_at)`: each token works once.
+    async fn take_refresh_token(&self, token_hash: &str) -> Result<Option<(String, i64)>, StoreError>;
+
+    /// Creates the room with its owner as the first member; `Conflict` when the id is taken.
+    async fn create_room(&self, room: &Room) -> Result<(), StoreError>;
+    async fn room(&self, id: &str) -> Result<Option<Room>, StoreError>;
+    async fn rooms_of(&self, user: &str) -> Result<Vec<Room>, StoreError>;
+    /// Deletes the room, its members, receipts and history. Its sequence counter stays, so a
+    /// room re-created under the same name continues numbering instead of repeating it.
+    async fn delete_room(&self, id: &str) -> Result<(), StoreError>;
+    /// True when `user` was not a member before.
+    async fn add_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// True when `user` was a member before.
+    async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
+    /// Every `(room, user)` membership, to load the in-memory view at start-up.
+    async fn memberships(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Reserves `count` sequence numbers for `room` and returns the first. Reservations are
+    /// durable before they return, so numbers never repeat, even across crashes.
+    async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError>;
+    /// Stores stamped messages and receipts; a message whose (room, seq) is stored is skipped.
+    async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;
+    async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
+    async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError>;
+
+    async fn set_last_seen(&self, user: &str, ts: i64) -> Result<(), StoreError>;
+    async fn last_seen(&self, user: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Cheap round trip for health checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,468 @@
+//! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
+
+use super::{Page, Room, Store, StoreError};
+use async_trait::async_trait;
+use roost_protocol::{Envelope, ReceiptStamped};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_seen INTEGER
+);
+CREATE TABLE IF NOT EXISTS refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rooms (
+    id TEXT PRIMARY KEY,
+    private INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    direct INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    room TEXT NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (room, user)
+);
+CREATE INDEX IF NOT EXISTS members_by_user ON members (user);
+CREATE TABLE IF NOT EXISTS room_seq (
+    room TEXT PRIMARY KEY,
+    next INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    attachments TEXT,
+    reply_to INTEGER,
+    PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    room TEXT NOT NULL,
+    user TEXT NOT NULL,
+    read_seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (room, user)
+);
+";
+
+/// SQLite-backed [`Store`]; cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file at `path` and its schema.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(unavailable)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(unavailable)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Runs `work` on the connection in the blocking pool.
+    async fn with<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+            work(&mut conn).map_err(classify)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+    }
+}
+
+fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn classify(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+            StoreError::Conflict
+        }
+        other => unavailable(other),
+    }
+}
+
+fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Room> {
+    Ok(Room {
+        id: row.get(0)?,
+        private: row.get(1)?,
+        owner: row.get(2)?,
+        direct: row.get(3)?,
+        created_at: row.get(4)?,
+    })
+}
+
+fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
+    let attachments: Option<String> = row.get(6)?;
+    Ok(Envelope {
+        room: row.get(0)?,
+        seq: row.get(1)?,
+        id: row.get(2)?,
+        from: row.get(3)?,
+        ts: row.get(4)?,
+        body: row.get(5)?,
+        attachments: attachments.and_then(|a| serde_json::from_str(&a).ok()),
+        reply_to: row.get(7)?,
+    })
+}
+
+const ROOM_COLUMNS: &str = "id, private, owner, direct, created_at";
+const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
+        let (name, hash) = (name.to_owned(), password_hash.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO users (name, password_hash, created_at) VALUES (?1, ?2, ?3)",
+                params![name, hash, roost_protocol::now_millis()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row("SELECT password_hash FROM users WHERE name = ?1", [name], |r| r.get(0))
+                .optional()
+        })
+        .await
+    }
+
+    async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row("SELECT 1 FROM users WHERE name = ?1", [name], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
+        })
+        .await
+    }
+
+    async fn put_refresh_token(&self, token_hash: &str, user: &str, expires_at: i64) -> Result<(), StoreError> {
+        let (hash, user) = (token_hash.to_owned(), user.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO refresh_tokens (token_hash, user, expires_at) VALUES (?1, ?2, ?3)",
+                params![hash, user, expires_at],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn take_refresh_token(&self, token_hash: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let hash = token_hash.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "DELETE FROM refresh_tokens WHERE token_hash = ?1 RETURNING user, expires_at",
+                [hash],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn create_room(&self, room: &Room) -> Result<(), StoreError> {
+        let room = room.clone();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO rooms (id, private, owner, direct, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![room.id, room.private, room.owner, room.direct, room.created_at],
+            )?;
+            tx.execute(
+                "INSERT INTO members (room, user) VALUES (?1, ?2)",
+                params![room.id, room.owner],
+            )?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn room(&self, id: &str) -> Result<Option<Room>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"),
+                [id],
+                room_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn rooms_of(&self, user: &str) -> Result<Vec<Room>, StoreError> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {ROOM_COLUMNS} FROM rooms WHERE id IN (SELECT room FROM members WHERE user = ?1) ORDER BY id"
+            ))?;
+            let rooms = stmt.query_map([user], room_from_row)?.collect();
+            rooms
+        })
+        .await
+    }
+
+    async fn delete_room(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            for table in ["members", "receipts", "messages"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE room = ?1"), [&id])?;
+            }
+            tx.execute("DELETE FROM rooms WHERE id = ?1", [&id])?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn add_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO members (room, user) VALUES (?1, ?2)",
+                params![room, user],
+            )
+            .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.with(move |c| {
+            c.execute("DELETE FROM members WHERE room = ?1 AND user = ?2", params![room, user])
+                .map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT room, user FROM members")?;
+            let pairs = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+            pairs
+        })
+        .await
+    }
+
+    async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError> {
+        let room = room.to_owned();
+        self.with(move |c| {
+            let next: i64 = c.query_row(
+                "INSERT INTO room_seq (room, next) VALUES (?1, 1 + ?2)
+                 ON CONFLICT (room) DO UPDATE SET next = next + ?2 RETURNING next",
+                params![room, count],
+                |r| r.get(0),
+            )?;
+            Ok(next - count)
+        })
+        .await
+    }
+
+    async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
+        let (messages, receipts) = (messages.to_vec(), receipts.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                ))?;
+                for m in &messages {
+                    let attachments = m.attachments.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string());
+                    insert.execute(params![m.room, m.seq, m.id, m.from, m.ts, m.body, attachments, m.reply_to])?;
+                }
+                let mut read = tx.prepare_cached(
+                    "INSERT INTO receipts (room, user, read_seq, ts) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (room, user) DO UPDATE SET read_seq = max(read_seq, excluded.read_seq), ts = excluded.ts",
+                )?;
+                for r in &receipts {
+                    read.execute(params![r.room, r.from, r.read_seq, r.ts])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError> {
+        let room = room.to_owned();
+        self.with(move |c| {
+            let (sql, lower, upper, limit) = match page {
+                Page::Latest { limit } => ("seq > ?2 AND seq < ?3 ORDER BY seq DESC", i64::MIN, i64::MAX, limit),
+                Page::Before { before, limit } => ("seq > ?2 AND seq < ?3 ORDER BY seq DESC", i64::MIN, before, limit),
+                Page::After { after, before, limit } => (
+                    "seq > ?2 AND seq < ?3 ORDER BY seq ASC",
+                    after,
+                    before.unwrap_or(i64::MAX),
+                    limit,
+                ),
+            };
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND {sql} LIMIT ?4"
+            ))?;
+            let rows = stmt
+                .query_map(params![room, lower, upper, limit], envelope_from_row)?
+                .collect();
+            rows
+        })
+        .await
+    }
+
+    async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT read_seq FROM receipts WHERE room = ?1 AND user = ?2",
+                params![room, user],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn set_last_seen(&self, user: &str, ts: i64) -> Result<(), StoreError> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE name = ?1",
+                params![user, ts],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn last_seen(&self, user: &str) -> Result<Option<i64>, StoreError> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            c.query_row("SELECT last_seen FROM users WHERE name = ?1", [user], |r| r.get(0))
+                .optional()
+                .map(Option::flatten)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(room: &str, seq: i64) -> Envelope {
+        Envelope {
+            id: format!("m{seq}"),
+            room: room.into(),
+            seq,
+            from: "alice".into(),
+            ts: seq * 10,
+            body: format!("hello {seq}"),
+            attachments: None,
+            reply_to: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn sequence_reservations_never_overlap_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roost.db");
+        let first = SqliteStore::open(&path)
+            .unwrap()
+            .reserve_seq("lobby", 100)
+            .await
+            .unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        let second = store.reserve_seq("lobby", 100).await.unwrap();
+        assert_eq!((first, second), (1, 101));
+        assert_eq!(store.reserve_seq("other", 5).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn pages_are_ordered_and_duplicates_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("roost.db")).unwrap();
+        let batch: Vec<_> = (1..=10).map(|s| envelope("lobby", s)).collect();
+        store.write_batch(&batch, &[]).await.unwrap();
+        let mut changed = envelope("lobby", 3);
+        changed.body = "replayed".into();
+        store.write_batch(&[changed], &[]).await.unwrap();
+
+        let seqs = |v: Vec<Envelope>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(
+            seqs(store.messages("lobby", Page::Latest { limit: 3 }).await.unwrap()),
+            [10, 9, 8]
+        );
+        assert_eq!(
+            seqs(
+                store
+                    .messages("lobby", Page::Before { before: 4, limit: 5 })
+                    .await
+                    .unwrap()
+            ),
+            [3, 2, 1]
+        );
+        assert_eq!(
+            seqs(
+                store
+                    .messages(
+                        "lobby",
+                        Page::After {
+                            after: 7,
+                            before: None,
+                            limit: 5
+                        }
+                    )
+                    .await
+                    .unwrap()
+            ),
+            [8, 9, 10]
+        );
+        let third = store
+            .messages(
+                "lobby",
+                Page::After {
+                    after: 2,
+                    before: Some(4),
+                    limit: 5,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(third, vec![envelope("lobby", 3)]);
+    }
+}

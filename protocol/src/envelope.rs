@@ -1,0 +1,142 @@
+//! Payloads: what clients send, and the stamped envelopes the server delivers and stores.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+/// A chat message as a client publishes it on `rooms/{room}/messages`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClientMessage {
+    /// Client-chosen id (for retries and local echo); the server makes one when absent.
+    pub id: Option<String>,
+    pub body: String,
+    #[serde(default)]
+    pub attachments: Option<Vec<Map<String, Value>>>,
+    pub reply_to: Option<i64>,
+}
+
+/// A stamped chat message: what every subscriber receives and history stores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Envelope {
+    pub id: String,
+    pub room: String,
+    /// Per-room sequence number: increases with every message, never repeats.
+    pub seq: i64,
+    /// The authenticated sender.
+    pub from: String,
+    /// Server time, milliseconds since the Unix epoch.
+    pub ts: i64,
+    pub body: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub attachments: Option<Vec<Map<String, Value>>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<i64>,
+}
+
+/// `{"typing":bool}` as a client sends it on `rooms/{room}/typing`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TypingIn {
+    pub typing: bool,
+}
+
+/// A typing indicator as members receive it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TypingStamped {
+    pub room: String,
+    pub from: String,
+    pub typing: bool,
+    pub ts: i64,
+}
+
+/// `{"read_seq":N}` as a client sends it on `rooms/{room}/receipts`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReceiptIn {
+    pub read_seq: i64,
+}
+
+/// A read receipt as members receive it and the store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptStamped {
+    pub room: String,
+    pub from: String,
+    pub read_seq: i64,
+    pub ts: i64,
+}
+
+/// A device's or a user's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceStatus {
+    Online,
+    Offline,
+}
+
+/// A device's status on `presence/{user}/{client_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub status: PresenceStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts: Option<i64>,
+}
+
+/// The retained aggregate on `presence/{user}`, also served by `GET /v1/users/{name}/presence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PresenceAggregate {
+    pub status: PresenceStatus,
+    /// Connections currently online.
+    pub devices: u32,
+    /// When the user was last connected (ms since the epoch); `null` when never seen.
+    pub last_seen: Option<i64>,
+}
+
+/// A membership event on `rooms/{room}/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RoomEvent {
+    Joined {
+        room: String,
+        user: String,
+        ts: i64,
+    },
+    Left {
+        room: String,
+        user: String,
+        ts: i64,
+    },
+    Removed {
+        room: String,
+        user: String,
+        by: String,
+        ts: i64,
+    },
+    Deleted {
+        room: String,
+        by: String,
+        ts: i64,
+    },
+}
+
+/// A notification on `users/{user}/inbox`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum InboxNotice {
+    /// The user was added to a room by its owner.
+    AddedToRoom { room: String, by: String, ts: i64 },
+    /// Another user opened a direct-message room with this user.
+    NewDm { room: String, with: String, ts: i64 },
+    /// A publish of this user's was refused and neither delivered nor stored.
+    Rejected {
+        topic: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        code: String,
+        message: String,
+        ts: i64,
+    },
+}
+
+/// Serializes any stamped payload; every type here has infallible JSON.
+pub fn to_payload<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("stamped payloads serialize")
+}

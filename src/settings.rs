@@ -1,0 +1,170 @@
+//! Configuration: defaults -> `config/default.toml` (or `--config FILE`) -> `ROOST_*` env.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Why the configuration cannot be used; always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration key `{key}` (env {env}): {reason}")]
+    Invalid {
+        key: &'static str,
+        env: &'static str,
+        reason: String,
+    },
+    #[error("cannot use the data dir {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+}
+
+/// Every setting of Roost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Embedded database and generated signing key live here (`ROOST_DATA_DIR`).
+    pub data_dir: PathBuf,
+    pub mqtt: MqttSettings,
+    pub http: HttpSettings,
+    pub store: StoreSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MqttSettings {
+    /// MQTT over TCP (`ROOST_MQTT__TCP`).
+    pub tcp: String,
+    /// MQTT over WebSocket, path `/mqtt` (`ROOST_MQTT__WS`).
+    pub ws: String,
+    /// Longest keepalive a client may ask for, seconds (`ROOST_MQTT__KEEPALIVE_MAX`).
+    pub keepalive_max: u64,
+    /// Largest application payload, bytes.
+    pub max_payload: usize,
+    /// Largest MQTT packet, bytes.
+    pub max_packet: usize,
+    pub max_connections: usize,
+    /// Seconds a new socket has to send CONNECT.
+    pub connect_timeout: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpSettings {
+    /// HTTP API address (`ROOST_HTTP__LISTEN`).
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoreSettings {
+    /// Unset: the embedded store in the data dir (`ROOST_STORE__URI`).
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthSettings {
+    /// HS256 secret (`ROOST_AUTH__SECRET`); unset: generated once and kept in the data dir.
+    #[serde(skip_serializing)]
+    pub secret: Option<SecretString>,
+    /// Access token lifetime, seconds.
+    pub access_ttl: u64,
+    /// Refresh token lifetime, seconds.
+    pub refresh_ttl: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            mqtt: MqttSettings {
+                tcp: "127.0.0.1:1883".into(),
+                ws: "127.0.0.1:8083".into(),
+                keepalive_max: 300,
+                max_payload: 64 * 1024,
+                max_packet: 256 * 1024,
+                max_connections: 100_000,
+                connect_timeout: 10,
+            },
+            http: HttpSettings {
+                listen: "127.0.0.1:8080".into(),
+            },
+            store: StoreSettings::default(),
+            auth: AuthSettings {
+                secret: None,
+                access_ttl: 3600,
+                refresh_ttl: 30 * 24 * 3600,
+            },
+        }
+    }
+}
+
+/// The file read when `--config` is not given, if it exists.
+const DEFAULT_FILE: &str = "config/default.toml";
+
+impl Settings {
+    /// Loads and validates the configuration.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new(DEFAULT_FILE).exists() => figment = figment.merge(Toml::file_exact(DEFAULT_FILE)),
+            None => {}
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("ROOST_").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key, env, reason: String| Err(SettingsError::Invalid { key, env, reason });
+        for (key, env, value) in [
+            ("mqtt.tcp", "ROOST_MQTT__TCP", &self.mqtt.tcp),
+            ("mqtt.ws", "ROOST_MQTT__WS", &self.mqtt.ws),
+            ("http.listen", "ROOST_HTTP__LISTEN", &self.http.listen),
+        ] {
+            if let Err(e) = value.parse::<SocketAddr>() {
+                return invalid(key, env, format!("'{value}' is not an ip:port address ({e})"));
+            }
+        }
+        if !(1..=65_535).contains(&self.mqtt.keepalive_max) {
+            return invalid(
+                "mqtt.keepalive_max",
+                "ROOST_MQTT__KEEPALIVE_MAX",
+                "must be 1 to 65535 seconds".into(),
+            );
+        }
+        if self.mqtt.max_payload == 0 || self.mqtt.max_payload > self.mqtt.max_packet {
+            return invalid(
+                "mqtt.max_payload",
+                "ROOST_MQTT__MAX_PAYLOAD",
+                "must be 1 to mqtt.max_packet bytes".into(),
+            );
+        }
+        if self.mqtt.max_connections == 0 {
+            return invalid(
+                "mqtt.max_connections",
+                "ROOST_MQTT__MAX_CONNECTIONS",
+                "must be at least 1".into(),
+            );
+        }
+        if self.auth.access_ttl == 0 || self.auth.refresh_ttl == 0 {
+            return invalid(
+                "auth.access_ttl",
+                "ROOST_AUTH__ACCESS_TTL",
+                "token lifetimes must be positive".into(),
+            );
+        }
+        if let Some(uri) = &self.store.uri {
+            return invalid(
+                "store.uri",
+                "ROOST_STORE__URI",
+                format!("'{uri}': this build has only the embedded store; leave the key unset"),
+            );
+        }
+        Ok(())
+    }
+}
