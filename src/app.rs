@@ -56,19 +56,27 @@ pub fn signing_secret(settings: &Settings) -> Result<SecretString, crate::settin
     if let Some(secret) = &settings.auth.secret {
         return Ok(secret.clone());
     }
-    let data_dir_error = |source| crate::settings::SettingsError::DataDir {
-        path: settings.data_dir.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&settings.data_dir).map_err(data_dir_error)?;
-    let path = settings.data_dir.join("signing.key");
+    let path = ensure_data_dir(settings)?.join("signing.key");
     match std::fs::read_to_string(&path) {
         Ok(secret) if !secret.trim().is_empty() => Ok(SecretString::from(secret.trim().to_owned())),
         _ => {
             let secret = random_secret();
-            write_private(&path, &secret).map_err(data_dir_error)?;
+            write_private(&path, &secret).map_err(|source| data_dir_error(settings, source))?;
             Ok(SecretString::from(secret))
         }
+    }
+}
+
+/// Creates the data dir when missing and returns it.
+fn ensure_data_dir(settings: &Settings) -> Result<&Path, crate::settings::SettingsError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| data_dir_error(settings, source))?;
+    Ok(&settings.data_dir)
+}
+
+fn data_dir_error(settings: &Settings, source: std::io::Error) -> crate::settings::SettingsError {
+    crate::settings::SettingsError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
     }
 }
 
@@ -86,7 +94,7 @@ impl App {
     /// Opens the store, loads membership and binds every listener.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let tokens = TokenService::new(&signing_secret(&settings)?);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.data_dir.join("roost.db"))?);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&ensure_data_dir(&settings)?.join("roost.db"))?);
         let membership = Arc::new(MembershipView::from_pairs(store.memberships().await?));
         let policy = Policy::new(membership.clone());
         let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);

@@ -1,1 +1,9 @@
-fn main() {}
+//! System tests: each boots a real Roost process on ephemeral ports with its own data dir and
+//! drives it with real clients. `TEST_LOG=debug` shows the server's logs.
+
+mod acl;
+mod auth;
+mod chat;
+mod harness;
+mod presence;
+mod startup;

@@ -92,7 +92,7 @@ pub(crate) async fn user_presence(
     AuthUser(user): AuthUser,
     Path(name): Path<String>,
 ) -> Result<Json<PresenceAggregate>, ApiError> {
-    if !state.membership.shares_room(&user, &name) || !state.store.user_exists(&name).await? {
+    if !state.membership.shares_room(&user, &name) {
         return Err(ApiError::not_found(format!("no user '{name}' shares a room with you")));
     }
     state.presence_of(&name).await.map(Json)

@@ -1,0 +1,454 @@
+//! Boots a real `roost serve` process on ephemeral ports with its own data dir, and drives it
+//! with real clients: HTTP (reqwest), mosquitto_pub/mosquitto_sub, and Eclipse Paho (Python).
+
+use roost_auth::TokenService;
+use secrecy::SecretString;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+
+/// Line-wise stdout of a client process.
+pub(crate) type Output = Lines<BufReader<ChildStdout>>;
+
+/// How long a test waits for something that should happen.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
+
+/// A running Roost process.
+pub(crate) struct System {
+    child: Child,
+    data_dir: tempfile::TempDir,
+    pub(crate) secret: String,
+    pub(crate) mqtt_port: u16,
+    pub(crate) ws_port: u16,
+    pub(crate) http: String,
+    client: reqwest::Client,
+}
+
+/// Environment for a `roost` process of this test: ephemeral ports, its own data dir and key.
+fn roost_command(data_dir: &Path, secret: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_roost"));
+    command
+        .env("ROOST_DATA_DIR", data_dir)
+        .env("ROOST_MQTT__TCP", "127.0.0.1:0")
+        .env("ROOST_MQTT__WS", "127.0.0.1:0")
+        .env("ROOST_HTTP__LISTEN", "127.0.0.1:0")
+        .env("ROOST_AUTH__SECRET", secret)
+        .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .kill_on_drop(true);
+    command
+}
+
+/// Boots a fresh system.
+pub(crate) async fn spawn_system() -> System {
+    spawn_with(&[]).await
+}
+
+/// Boots a fresh system with extra `ROOST_*` settings.
+pub(crate) async fn spawn_with(env: &[(&str, &str)]) -> System {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let secret = roost_auth::tokens::random_secret();
+    start(data_dir, secret, env).await
+}
+
+async fn start(data_dir: tempfile::TempDir, secret: String, env: &[(&str, &str)]) -> System {
+    let mut command = roost_command(data_dir.path(), &secret);
+    command.arg("serve").envs(env.iter().copied());
+    let mut child = command.spawn().expect("roost starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
+        .await
+        .expect("roost prints its addresses in time")
+        .expect("stdout readable")
+        .expect("roost printed a ready line");
+    // roost ready mqtt=127.0.0.1:P ws=ws://127.0.0.1:P/mqtt http=http://127.0.0.1:P
+    let field = |name: &str| -> String {
+        ready
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {ready}"))
+            .to_owned()
+    };
+    let port = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches("/mqtt")
+            .parse::<u16>()
+            .unwrap()
+    };
+    System {
+        child,
+        data_dir,
+        secret,
+        mqtt_port: port(&field("mqtt=")),
+        ws_port: port(&field("ws=")),
+        http: field("http="),
+        client: reqwest::Client::new(),
+    }
+}
+
+impl System {
+    /// kill -9, then start again on the same data dir (new ports).
+    pub(crate) async fn crash_and_restart(mut self) -> System {
+        self.child.start_kill().expect("kill roost");
+        let _ = self.child.wait().await;
+        let (data_dir, secret) = (self.data_dir, self.secret);
+        start(data_dir, secret, &[]).await
+    }
+
+    pub(crate) fn data_dir(&self) -> PathBuf {
+        self.data_dir.path().to_owned()
+    }
+
+    /// An access token for `user`, signed with this system's key.
+    pub(crate) fn token(&self, user: &str, ttl_secs: u64) -> String {
+        TokenService::new(&SecretString::from(self.secret.clone())).issue(user, ttl_secs)
+    }
+
+    /// Sends a request; returns status and JSON body (`Value::Null` when empty).
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method.parse().expect("method"), format!("{}{}", self.http, path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).unwrap_or(Value::String(text))
+            },
+        )
+    }
+
+    /// Registers `user` and returns its access token.
+    pub(crate) async fn register(&self, user: &str) -> String {
+        let credentials = json!({"username": user, "password": "correct horse"});
+        let (status, body) = self
+            .call("POST", "/v1/auth/register", None, Some(credentials.clone()))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self.call("POST", "/v1/auth/login", None, Some(credentials)).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().expect("access token").to_owned()
+    }
+
+    /// `owner` creates room `name`; `members` join (public) or are registered and added by the
+    /// owner (private).
+    pub(crate) async fn room(&self, name: &str, private: bool, owner: &str, members: &[&str]) {
+        let (status, body) = self
+            .call(
+                "POST",
+                "/v1/rooms",
+                Some(&self.token(owner, 600)),
+                Some(json!({"name": name, "private": private})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        for member in members {
+            let (status, body) = if private {
+                self.register(member).await;
+                let add = json!({"user": member});
+                self.call(
+                    "POST",
+                    &format!("/v1/rooms/{name}/members"),
+                    Some(&self.token(owner, 600)),
+                    Some(add),
+                )
+                .await
+            } else {
+                self.call(
+                    "POST",
+                    &format!("/v1/rooms/{name}/join"),
+                    Some(&self.token(member, 600)),
+                    None,
+                )
+                .await
+            };
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+
+    /// The room's history as `user` sees it.
+    pub(crate) async fn history(&self, room: &str, user: &str, query: &str) -> Vec<Value> {
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/v1/rooms/{room}/messages{query}"),
+                Some(&self.token(user, 600)),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["messages"].as_array().expect("messages").clone()
+    }
+
+    /// `user`'s presence aggregate as `viewer` sees it over HTTP.
+    pub(crate) async fn presence(&self, user: &str, viewer: &str) -> Value {
+        let (status, body) = self
+            .call(
+                "GET",
+                &format!("/v1/users/{user}/presence"),
+                Some(&self.token(viewer, 600)),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Runs `mosquitto_pub` as `user`; returns (exit code, stderr).
+    pub(crate) async fn mosquitto_pub(
+        &self,
+        user: &str,
+        token: &str,
+        topic: &str,
+        payload: &str,
+        qos: u8,
+    ) -> (i32, String) {
+        let output = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.mqtt_port.to_string(),
+                "-u",
+                user,
+                "-P",
+                token,
+            ])
+            .args(["-t", topic, "-m", payload, "-q", &qos.to_string()])
+            .output()
+            .await
+            .expect("mosquitto_pub runs (apt install mosquitto-clients)");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Starts `mosquitto_sub -v` as `user` on `topics` plus the user's inbox, and waits until
+    /// its subscriptions are active (a probe publish comes back as an inbox notice).
+    pub(crate) async fn mosquitto_sub(&self, user: &str, topics: &[&str]) -> Output {
+        let token = self.token(user, 600);
+        let inbox = format!("users/{user}/inbox");
+        let mut command = Command::new("mosquitto_sub");
+        command
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.mqtt_port.to_string(),
+                "-u",
+                user,
+                "-P",
+                &token,
+                "-v",
+                "-q",
+                "1",
+            ])
+            .kill_on_drop(true)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for topic in topics.iter().chain([&inbox.as_str()]) {
+            command.args(["-t", topic]);
+        }
+        let mut child = command
+            .spawn()
+            .expect("mosquitto_sub runs (apt install mosquitto-clients)");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        tokio::spawn(async move { child.wait().await });
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "mosquitto_sub never became ready"
+            );
+            self.mosquitto_pub(user, &token, "probe/ready", "{}", 0).await;
+            if let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await {
+                if line.starts_with(&inbox) && line.contains("probe/ready") {
+                    return lines;
+                }
+                panic!("unexpected line before ready: {line}");
+            }
+        }
+    }
+}
+
+/// Reads `mosquitto_sub -v` lines until one starts with `topic `; returns its JSON payload.
+pub(crate) async fn next_on(lines: &mut Output, topic: &str) -> Value {
+    let wait = async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .expect("readable")
+                .expect("mosquitto_sub still running");
+            if let Some(payload) = line.strip_prefix(&format!("{topic} ")) {
+                return serde_json::from_str(payload).expect("JSON payload");
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, wait)
+        .await
+        .unwrap_or_else(|_| panic!("nothing on {topic}"))
+}
+
+/// Asserts that no line on `topic` arrives within `window`.
+pub(crate) async fn silent_on(lines: &mut Output, topic: &str, window: Duration) {
+    let wait = async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) if line.starts_with(&format!("{topic} ")) => return line,
+                Ok(Some(_)) => {}
+                _ => std::future::pending::<()>().await,
+            }
+        }
+    };
+    if let Ok(line) = tokio::time::timeout(window, wait).await {
+        panic!("expected nothing on {topic}, got: {line}");
+    }
+}
+
+/// A Paho client in a Python process, driven by JSON commands (tests/system/py/agent.py).
+pub(crate) struct Agent {
+    child: Child,
+    stdin: ChildStdin,
+    events: Output,
+}
+
+impl Agent {
+    /// Starts the agent and connects it as `user` with `password`; `extra` adds connect options
+    /// (client_id, keepalive, will, transport, port).
+    pub(crate) async fn connect(system: &System, user: &str, password: &str, extra: Value) -> (Agent, i64) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/system/py/agent.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python3 runs");
+        let stdin = child.stdin.take().expect("stdin");
+        let events = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut agent = Agent { child, stdin, events };
+        let mut connect = json!({"cmd": "connect", "host": "127.0.0.1", "port": system.mqtt_port, "user": user, "password": password});
+        for (key, value) in extra.as_object().cloned().unwrap_or_default() {
+            connect[key] = value;
+        }
+        agent.send(connect).await;
+        let connack = agent.expect("connack").await;
+        (agent, connack["rc"].as_i64().expect("rc"))
+    }
+
+    /// Connects and asserts success.
+    pub(crate) async fn online(system: &System, user: &str, extra: Value) -> Agent {
+        let (agent, rc) = Agent::connect(system, user, &system.token(user, 600), extra).await;
+        assert_eq!(rc, 0, "CONNACK for {user}");
+        agent
+    }
+
+    pub(crate) async fn send(&mut self, command: Value) {
+        let line = format!("{command}\n");
+        self.stdin.write_all(line.as_bytes()).await.expect("agent stdin");
+        self.stdin.flush().await.expect("agent stdin");
+    }
+
+    /// The next event of `kind`, skipping others.
+    pub(crate) async fn expect(&mut self, kind: &str) -> Value {
+        let wait = async {
+            loop {
+                let line = self
+                    .events
+                    .next_line()
+                    .await
+                    .expect("readable")
+                    .expect("agent still running");
+                let event: Value = serde_json::from_str(&line).expect("agent JSON");
+                if event["event"] == kind {
+                    return event;
+                }
+            }
+        };
+        tokio::time::timeout(PATIENCE, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} event"))
+    }
+
+    /// The next message on `topic` (skipping others), within `patience`.
+    pub(crate) async fn message_on(&mut self, topic: &str, patience: Duration) -> Option<Value> {
+        self.next_message(Some(topic), patience).await
+    }
+
+    /// The next message on any topic, within `patience`.
+    pub(crate) async fn message_on_any(&mut self, patience: Duration) -> Option<Value> {
+        self.next_message(None, patience).await
+    }
+
+    async fn next_message(&mut self, topic: Option<&str>, patience: Duration) -> Option<Value> {
+        let wait = async {
+            loop {
+                let line = self.events.next_line().await.ok().flatten()?;
+                let event: Value = serde_json::from_str(&line).expect("agent JSON");
+                if event["event"] == "message" && topic.is_none_or(|t| event["topic"] == t) {
+                    return Some(event);
+                }
+            }
+        };
+        tokio::time::timeout(patience, wait).await.ok().flatten()
+    }
+
+    /// Subscribes and returns the SUBACK codes.
+    pub(crate) async fn subscribe(&mut self, topics: &[(&str, u8)]) -> Vec<i64> {
+        self.send(json!({"cmd": "subscribe", "topics": topics})).await;
+        let suback = self.expect("suback").await;
+        suback["codes"]
+            .as_array()
+            .expect("codes")
+            .iter()
+            .map(|c| c.as_i64().unwrap())
+            .collect()
+    }
+
+    pub(crate) async fn publish(&mut self, topic: &str, payload: &str, qos: u8) {
+        self.send(json!({"cmd": "publish", "topic": topic, "payload": payload, "qos": qos}))
+            .await;
+    }
+
+    /// kill -9 of the client process.
+    pub(crate) async fn kill(mut self) {
+        self.child.start_kill().expect("kill agent");
+        let _ = self.child.wait().await;
+    }
+}
+
+/// Parses a message event's JSON payload.
+pub(crate) fn payload(event: &Value) -> Value {
+    serde_json::from_str(event["payload"].as_str().expect("payload")).expect("JSON payload")
+}
