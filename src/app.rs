@@ -74,10 +74,7 @@ fn ensure_data_dir(settings: &Settings) -> Result<&Path, crate::settings::Settin
 }
 
 fn data_dir_error(settings: &Settings, source: std::io::Error) -> crate::settings::SettingsError {
-    crate::settings::SettingsError::DataDir {
-        path: settings.data_dir.clone(),
-        source,
-    }
+    crate::settings::SettingsError::DataDir { path: settings.data_dir.clone(), source }
 }
 
 /// Writes a file readable by its owner only.
@@ -109,17 +106,10 @@ impl App {
             max_connections: mqtt.max_connections,
             connect_timeout: Duration::from_secs(mqtt.connect_timeout),
         };
-        let deps = BrokerDeps {
-            tokens: tokens.clone(),
-            policy,
-            store: store.clone(),
-            ingest: ingest_handle,
-        };
+        let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
         let broker = Broker::bind(broker_config, deps).await?;
 
-        let metrics = PrometheusBuilder::new()
-            .install_recorder()
-            .map_err(|e| AppError::Metrics(e.to_string()))?;
+        let metrics = PrometheusBuilder::new().install_recorder().map_err(|e| AppError::Metrics(e.to_string()))?;
         let state = AppState {
             store,
             tokens,
@@ -134,16 +124,8 @@ impl App {
         };
         let http = TcpListener::bind(&settings.http.listen)
             .await
-            .map_err(|source| AppError::Bind {
-                addr: settings.http.listen.clone(),
-                source,
-            })?;
-        Ok(Self {
-            broker,
-            http,
-            api: roost_history::http::router(state),
-            ingest,
-        })
+            .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
+        Ok(Self { broker, http, api: roost_history::http::router(state), ingest })
     }
 
     pub fn addresses(&self) -> Addresses {

@@ -43,10 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let app = App::build(settings).await?;
             let at = app.addresses();
-            println!(
-                "roost ready mqtt={} ws=ws://{}/mqtt http=http://{}",
-                at.mqtt_tcp, at.mqtt_ws, at.http
-            );
+            println!("roost ready mqtt={} ws=ws://{}/mqtt http=http://{}", at.mqtt_tcp, at.mqtt_ws, at.http);
             app.run_until(shutdown_signal()).await;
         }
         Command::Token { user, ttl } => {

@@ -13,11 +13,7 @@ pub enum SettingsError {
     #[error("configuration: {0}")]
     Load(#[from] Box<figment::Error>),
     #[error("configuration key `{key}` (env {env}): {reason}")]
-    Invalid {
-        key: &'static str,
-        env: &'static str,
-        reason: String,
-    },
+    Invalid { key: &'static str, env: &'static str, reason: String },
     #[error("cannot use the data dir {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
 }
@@ -86,15 +82,9 @@ impl Default for Settings {
                 max_connections: 100_000,
                 connect_timeout: 10,
             },
-            http: HttpSettings {
-                listen: "127.0.0.1:8080".into(),
-            },
+            http: HttpSettings { listen: "127.0.0.1:8080".into() },
             store: StoreSettings::default(),
-            auth: AuthSettings {
-                secret: None,
-                access_ttl: 3600,
-                refresh_ttl: 30 * 24 * 3600,
-            },
+            auth: AuthSettings { secret: None, access_ttl: 3600, refresh_ttl: 30 * 24 * 3600 },
         }
     }
 }
@@ -111,10 +101,7 @@ impl Settings {
             None if Path::new(DEFAULT_FILE).exists() => figment = figment.merge(Toml::file_exact(DEFAULT_FILE)),
             None => {}
         }
-        let settings: Settings = figment
-            .merge(Env::prefixed("ROOST_").split("__"))
-            .extract()
-            .map_err(Box::new)?;
+        let settings: Settings = figment.merge(Env::prefixed("ROOST_").split("__")).extract().map_err(Box::new)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -131,32 +118,16 @@ impl Settings {
             }
         }
         if !(1..=65_535).contains(&self.mqtt.keepalive_max) {
-            return invalid(
-                "mqtt.keepalive_max",
-                "ROOST_MQTT__KEEPALIVE_MAX",
-                "must be 1 to 65535 seconds".into(),
-            );
+            return invalid("mqtt.keepalive_max", "ROOST_MQTT__KEEPALIVE_MAX", "must be 1 to 65535 seconds".into());
         }
         if self.mqtt.max_payload == 0 || self.mqtt.max_payload > self.mqtt.max_packet {
-            return invalid(
-                "mqtt.max_payload",
-                "ROOST_MQTT__MAX_PAYLOAD",
-                "must be 1 to mqtt.max_packet bytes".into(),
-            );
+            return invalid("mqtt.max_payload", "ROOST_MQTT__MAX_PAYLOAD", "must be 1 to mqtt.max_packet bytes".into());
         }
         if self.mqtt.max_connections == 0 {
-            return invalid(
-                "mqtt.max_connections",
-                "ROOST_MQTT__MAX_CONNECTIONS",
-                "must be at least 1".into(),
-            );
+            return invalid("mqtt.max_connections", "ROOST_MQTT__MAX_CONNECTIONS", "must be at least 1".into());
         }
         if self.auth.access_ttl == 0 || self.auth.refresh_ttl == 0 {
-            return invalid(
-                "auth.access_ttl",
-                "ROOST_AUTH__ACCESS_TTL",
-                "token lifetimes must be positive".into(),
-            );
+            return invalid("auth.access_ttl", "ROOST_AUTH__ACCESS_TTL", "token lifetimes must be positive".into());
         }
         if let Some(uri) = &self.store.uri {
             return invalid(

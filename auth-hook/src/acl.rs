@@ -40,10 +40,7 @@ impl Policy {
                     Decision::NotMember
                 }
             }
-            Topic::Device {
-                user: owner,
-                client_id: device,
-            } if owner == user && device == client_id => Decision::Allow,
+            Topic::Device { user: owner, client_id: device } if owner == user && device == client_id => Decision::Allow,
             _ => Decision::Forbidden,
         }
     }
@@ -104,10 +101,7 @@ mod tests {
         let p = policy();
         let t = |s| Topic::parse(s).unwrap();
         assert_eq!(p.publish("alice", "c1", &t("rooms/lobby/messages")), Decision::Allow);
-        assert_eq!(
-            p.publish("alice", "c1", &t("rooms/secret/messages")),
-            Decision::NotMember
-        );
+        assert_eq!(p.publish("alice", "c1", &t("rooms/secret/messages")), Decision::NotMember);
         assert_eq!(p.publish("alice", "c1", &t("rooms/lobby/events")), Decision::Forbidden);
         assert_eq!(p.publish("alice", "c1", &t("presence/alice/c1")), Decision::Allow);
         assert_eq!(p.publish("alice", "c1", &t("presence/alice/c2")), Decision::Forbidden);
@@ -119,14 +113,9 @@ mod tests {
     #[test]
     fn subscriptions_follow_the_topic_table() {
         let p = policy();
-        for allowed in [
-            "rooms/lobby/messages",
-            "rooms/lobby/+",
-            "presence/+",
-            "presence/bob",
-            "presence/+/+",
-            "users/alice/inbox",
-        ] {
+        for allowed in
+            ["rooms/lobby/messages", "rooms/lobby/+", "presence/+", "presence/bob", "presence/+/+", "users/alice/inbox"]
+        {
             assert!(p.subscribe("alice", allowed), "{allowed}");
         }
         for denied in [

@@ -25,10 +25,7 @@ pub struct MembershipView {
 
 impl Default for MembershipView {
     fn default() -> Self {
-        Self {
-            rooms: RwLock::default(),
-            changes: broadcast::channel(1024).0,
-        }
+        Self { rooms: RwLock::default(), changes: broadcast::channel(1024).0 }
     }
 }
 
@@ -51,26 +48,16 @@ impl MembershipView {
     }
 
     pub fn add(&self, room: &str, user: &str) {
-        let inserted = self
-            .rooms
-            .write()
-            .expect("membership lock")
-            .insert(room.to_owned(), user.to_owned());
+        let inserted = self.rooms.write().expect("membership lock").insert(room.to_owned(), user.to_owned());
         if inserted {
-            let _ = self.changes.send(MembershipChange::Added {
-                room: room.to_owned(),
-                user: user.to_owned(),
-            });
+            let _ = self.changes.send(MembershipChange::Added { room: room.to_owned(), user: user.to_owned() });
         }
     }
 
     pub fn remove(&self, room: &str, user: &str) {
         let removed = self.rooms.write().expect("membership lock").remove(room, user);
         if removed {
-            let _ = self.changes.send(MembershipChange::Removed {
-                room: room.to_owned(),
-                user: user.to_owned(),
-            });
+            let _ = self.changes.send(MembershipChange::Removed { room: room.to_owned(), user: user.to_owned() });
         }
     }
 
@@ -90,12 +77,7 @@ impl MembershipView {
     }
 
     pub fn is_member(&self, room: &str, user: &str) -> bool {
-        self.rooms
-            .read()
-            .expect("membership lock")
-            .members
-            .get(room)
-            .is_some_and(|m| m.contains(user))
+        self.rooms.read().expect("membership lock").members.get(room).is_some_and(|m| m.contains(user))
     }
 
     /// True when `a` and `b` are the same user or have a room in common.
@@ -116,11 +98,7 @@ impl MembershipView {
     /// The members of `room`, sorted.
     pub fn members(&self, room: &str) -> Vec<String> {
         let rooms = self.rooms.read().expect("membership lock");
-        let mut members: Vec<String> = rooms
-            .members
-            .get(room)
-            .map(|m| m.iter().cloned().collect())
-            .unwrap_or_default();
+        let mut members: Vec<String> = rooms.members.get(room).map(|m| m.iter().cloned().collect()).unwrap_or_default();
         members.sort();
         members
     }
@@ -166,13 +144,7 @@ mod tests {
         view.remove("a", "bob");
         assert!(!view.is_member("a", "bob"));
         assert!(!view.shares_room("alice", "bob"));
-        assert_eq!(
-            changes.try_recv().unwrap(),
-            MembershipChange::Removed {
-                room: "a".into(),
-                user: "bob".into()
-            }
-        );
+        assert_eq!(changes.try_recv().unwrap(), MembershipChange::Removed { room: "a".into(), user: "bob".into() });
         view.remove_room("a");
         assert_eq!(view.members("a"), Vec::<String>::new());
     }

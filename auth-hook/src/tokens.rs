@@ -30,32 +30,22 @@ impl TokenService {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Self {
-            encoding: EncodingKey::from_secret(key),
-            decoding: DecodingKey::from_secret(key),
-            validation,
-        }
+        Self { encoding: EncodingKey::from_secret(key), decoding: DecodingKey::from_secret(key), validation }
     }
 
     /// An access token for `user`, valid for `ttl_secs` seconds from now.
     pub fn issue(&self, user: &str, ttl_secs: u64) -> String {
         let iat = roost_protocol::now_millis() / 1000;
-        let claims = Claims {
-            sub: user.to_owned(),
-            iat,
-            exp: iat.saturating_add(ttl_secs as i64),
-        };
+        let claims = Claims { sub: user.to_owned(), iat, exp: iat.saturating_add(ttl_secs as i64) };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
     }
 
     /// Verifies signature, algorithm and expiry; returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid(e.to_string()),
-            })
+        decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid(e.to_string()),
+        })
     }
 
     /// Verifies `token` and that it was issued to `user`.
@@ -101,10 +91,7 @@ mod tests {
     fn other_key_and_alg_none_are_refused() {
         let token = service("one").issue("alice", 60);
         assert!(matches!(service("two").verify(&token), Err(TokenError::Invalid(_))));
-        let unsigned = format!(
-            "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
-            token.split('.').nth(1).unwrap()
-        );
+        let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token.split('.').nth(1).unwrap());
         assert!(matches!(service("one").verify(&unsigned), Err(TokenError::Invalid(_))));
     }
 

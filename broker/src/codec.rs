@@ -7,12 +7,7 @@ use rumqttd::protocol::{Error, Packet, Protocol, Publish};
 /// One framed packet from the read buffer.
 pub(crate) enum Frame {
     /// A PUBLISH, with the QoS and packet id read from its raw bytes.
-    Publish {
-        publish: Publish,
-        qos: u8,
-        pkid: u16,
-        dup: bool,
-    },
+    Publish { publish: Publish, qos: u8, pkid: u16, dup: bool },
     /// Any other packet (boxed: rumqttd's `Packet` is large and these are rare).
     Other(Box<Packet>),
 }
@@ -26,33 +21,19 @@ pub(crate) fn next_frame(buf: &mut BytesMut, max_packet: usize) -> Result<Option
     };
     let is_publish = header.byte1 >> 4 == 3;
     let (qos, dup) = ((header.byte1 >> 1) & 0b11, header.byte1 & 0b1000 != 0);
-    let pkid = if is_publish && qos > 0 {
-        publish_pkid(buf, header.fixed_header_len)
-    } else {
-        0
-    };
+    let pkid = if is_publish && qos > 0 { publish_pkid(buf, header.fixed_header_len) } else { 0 };
     match V4.read_mut(buf, max_packet)? {
-        Packet::Publish(publish, _) if is_publish => Ok(Some(Frame::Publish {
-            publish,
-            qos,
-            pkid,
-            dup,
-        })),
+        Packet::Publish(publish, _) if is_publish => Ok(Some(Frame::Publish { publish, qos, pkid, dup })),
         packet => Ok(Some(Frame::Other(Box::new(packet)))),
     }
 }
 
 /// The packet id of a QoS > 0 PUBLISH whose variable header starts at `offset` of `frame`.
 fn publish_pkid(frame: &[u8], offset: usize) -> u16 {
-    let topic_len = frame
-        .get(offset..offset + 2)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-        .unwrap_or_default();
+    let topic_len =
+        frame.get(offset..offset + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize).unwrap_or_default();
     let at = offset + 2 + topic_len;
-    frame
-        .get(at..at + 2)
-        .map(|b| u16::from_be_bytes([b[0], b[1]]))
-        .unwrap_or_default()
+    frame.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).unwrap_or_default()
 }
 
 /// The packet id of an outgoing PUBLISH from the router when its QoS is above 0 (rumqttd keeps
@@ -87,13 +68,7 @@ mod tests {
     fn reads_qos_and_packet_id_of_a_publish() {
         // PUBLISH QoS 1, dup, topic "a/b", pkid 0x1234, payload "hi"
         let mut buf = BytesMut::from(&[0x3a, 9, 0, 3, b'a', b'/', b'b', 0x12, 0x34, b'h', b'i'][..]);
-        let Some(Frame::Publish {
-            publish,
-            qos,
-            pkid,
-            dup,
-        }) = next_frame(&mut buf, 1024).unwrap()
-        else {
+        let Some(Frame::Publish { publish, qos, pkid, dup }) = next_frame(&mut buf, 1024).unwrap() else {
             panic!("not a publish");
         };
         assert_eq!((qos, pkid, dup), (1, 0x1234, true));
@@ -104,16 +79,7 @@ mod tests {
     #[test]
     fn waits_for_a_whole_frame_and_rejects_oversized_ones() {
         let mut out = BytesMut::new();
-        write(
-            Packet::PubAck(
-                PubAck {
-                    pkid: 7,
-                    reason: PubAckReason::Success,
-                },
-                None,
-            ),
-            &mut out,
-        );
+        write(Packet::PubAck(PubAck { pkid: 7, reason: PubAckReason::Success }, None), &mut out);
         let mut partial = BytesMut::from(&out[..2]);
         assert!(next_frame(&mut partial, 1024).unwrap().is_none());
         let mut huge = BytesMut::from(&[0x30, 0xff, 0xff, 0x03][..]);

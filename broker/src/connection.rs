@@ -52,16 +52,22 @@ enum Ack {
     PubRec(u16),
 }
 
+impl Ack {
+    fn packet(self) -> Packet {
+        match self {
+            Ack::PubAck(pkid) => Packet::PubAck(PubAck { pkid, reason: PubAckReason::Success }, None),
+            Ack::PubRec(pkid) => Packet::PubRec(PubRec { pkid, reason: PubRecReason::Success }, None),
+        }
+    }
+}
+
 type PendingAck = Pin<Box<dyn Future<Output = Option<Ack>> + Send>>;
 
 /// Serves one socket until it closes.
 pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport) {
     let mut rbuf = BytesMut::with_capacity(4096);
-    let connect = tokio::time::timeout(
-        edge.config.connect_timeout,
-        read_connect(&edge, &mut transport, &mut rbuf),
-    )
-    .await;
+    let connect =
+        tokio::time::timeout(edge.config.connect_timeout, read_connect(&edge, &mut transport, &mut rbuf)).await;
     let (connect, will, login) = match connect {
         Ok(Ok(Some(parts))) => parts,
         Ok(Ok(None)) => return,
@@ -97,16 +103,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport) {
     };
     let session_present = matches!(Option::<Packet>::from(ack), Some(Packet::ConnAck(a, _)) if a.session_present);
     let mut wbuf = BytesMut::new();
-    codec::write(
-        Packet::ConnAck(
-            ConnAck {
-                session_present,
-                code: ConnectReturnCode::Success,
-            },
-            None,
-        ),
-        &mut wbuf,
-    );
+    codec::write(Packet::ConnAck(ConnAck { session_present, code: ConnectReturnCode::Success }, None), &mut wbuf);
     if transport.write_all(&wbuf).await.is_err() {
         let mut tx = tx;
         let _ = crate::links::send_batch(&mut tx, [disconnect_packet()]).await;
@@ -191,26 +188,12 @@ async fn refuse(transport: &mut Transport, code: ConnectReturnCode, why: &str) {
     debug!(?code, why, "CONNECT refused");
     metrics::counter!("roost_mqtt_connect_refused_total").increment(1);
     let mut buf = BytesMut::new();
-    codec::write(
-        Packet::ConnAck(
-            ConnAck {
-                session_present: false,
-                code,
-            },
-            None,
-        ),
-        &mut buf,
-    );
+    codec::write(Packet::ConnAck(ConnAck { session_present: false, code }, None), &mut buf);
     let _ = transport.write_all(&buf).await;
 }
 
 fn disconnect_packet() -> Packet {
-    Packet::Disconnect(
-        Disconnect {
-            reason_code: DisconnectReasonCode::NormalDisconnection,
-        },
-        None,
-    )
+    Packet::Disconnect(Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection }, None)
 }
 
 /// The state of an established session.
@@ -283,15 +266,10 @@ impl Session {
     /// Sends what the last event produced: router packets first, then bytes for the client.
     async fn flush(&mut self) -> Result<(), Exit> {
         if !self.out.is_empty() {
-            crate::links::send_batch(&mut self.tx, self.out.drain(..))
-                .await
-                .map_err(|_| Exit::RouterGone)?;
+            crate::links::send_batch(&mut self.tx, self.out.drain(..)).await.map_err(|_| Exit::RouterGone)?;
         }
         if !self.wbuf.is_empty() {
-            self.transport
-                .write_all(&self.wbuf)
-                .await
-                .map_err(|e| Exit::Closed(e.to_string()))?;
+            self.transport.write_all(&self.wbuf).await.map_err(|e| Exit::Closed(e.to_string()))?;
             self.wbuf.clear();
         }
         Ok(())
@@ -304,12 +282,7 @@ impl Session {
                 .map_err(|e| Exit::Protocol(e.to_string()))?;
             match frame {
                 None => return Ok(()),
-                Some(Frame::Publish {
-                    publish,
-                    qos,
-                    pkid,
-                    dup,
-                }) => self.on_publish(publish, qos, pkid, dup).await?,
+                Some(Frame::Publish { publish, qos, pkid, dup }) => self.on_publish(publish, qos, pkid, dup).await?,
                 Some(Frame::Other(packet)) => self.on_packet(*packet)?,
             }
         }
@@ -321,23 +294,14 @@ impl Session {
             Packet::PubAck(ack, _) => self.out.push(Packet::PubAck(ack, None)),
             Packet::PubRel(release, _) => {
                 self.qos2_received.remove(&release.pkid);
-                let complete = PubComp {
-                    pkid: release.pkid,
-                    reason: PubCompReason::Success,
-                };
+                let complete = PubComp { pkid: release.pkid, reason: PubCompReason::Success };
                 codec::write(Packet::PubComp(complete, None), &mut self.wbuf);
             }
             Packet::Subscribe(subscribe, _) => self.on_subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe, _) => {
                 // the router acks only filters it knew; the edge answers every UNSUBSCRIBE itself
                 codec::write(
-                    Packet::UnsubAck(
-                        UnsubAck {
-                            pkid: unsubscribe.pkid,
-                            reasons: vec![],
-                        },
-                        None,
-                    ),
+                    Packet::UnsubAck(UnsubAck { pkid: unsubscribe.pkid, reasons: vec![] }, None),
                     &mut self.wbuf,
                 );
                 for filter in &unsubscribe.filters {
@@ -354,16 +318,7 @@ impl Session {
 
     async fn on_publish(&mut self, publish: Publish, qos: u8, pkid: u16, dup: bool) -> Result<(), Exit> {
         if qos == 2 && dup && self.qos2_received.contains(&pkid) {
-            codec::write(
-                Packet::PubRec(
-                    PubRec {
-                        pkid,
-                        reason: PubRecReason::Success,
-                    },
-                    None,
-                ),
-                &mut self.wbuf,
-            );
+            codec::write(Ack::PubRec(pkid).packet(), &mut self.wbuf);
             return Ok(());
         }
         let stored = self.route(publish).await?;
@@ -395,45 +350,25 @@ impl Session {
         }
         let raw_topic = raw_topic.to_owned();
         let Some(topic) = Topic::parse(&raw_topic) else {
-            self.reject(
-                &raw_topic,
-                None,
-                Invalid {
-                    code: "forbidden",
-                    message: "not a Roost topic".into(),
-                },
-            );
+            self.reject(&raw_topic, None, Invalid { code: "forbidden", message: "not a Roost topic".into() });
             return Ok(None);
         };
         match self.edge.policy.publish(&self.user, &self.client_id, &topic) {
             Decision::Allow => {}
             Decision::Forbidden => {
-                let why = Invalid {
-                    code: "forbidden",
-                    message: "you may not publish on this topic".into(),
-                };
+                let why = Invalid { code: "forbidden", message: "you may not publish on this topic".into() };
                 self.reject(&raw_topic, None, why);
                 return Ok(None);
             }
             Decision::NotMember => {
-                let why = Invalid {
-                    code: "not_member",
-                    message: "you are not a member of this room".into(),
-                };
+                let why = Invalid { code: "not_member", message: "you are not a member of this room".into() };
                 self.reject(&raw_topic, None, why);
                 return Ok(None);
             }
         }
         if publish.payload.len() > self.edge.config.max_payload {
             let message = format!("payloads are limited to {} bytes", self.edge.config.max_payload);
-            self.reject(
-                &raw_topic,
-                None,
-                Invalid {
-                    code: "payload_too_large",
-                    message,
-                },
-            );
+            self.reject(&raw_topic, None, Invalid { code: "payload_too_large", message });
             return Ok(None);
         }
         let accepted = match stamp::validate(&topic, &publish.payload) {
@@ -450,10 +385,7 @@ impl Session {
                     Ok(seq) => seq,
                     Err(e) => {
                         warn!(room, error = %e, "no sequence number: store unavailable");
-                        let why = Invalid {
-                            code: "unavailable",
-                            message: "the store is unavailable, retry".into(),
-                        };
+                        let why = Invalid { code: "unavailable", message: "the store is unavailable, retry".into() };
                         self.reject(&raw_topic, message.id.clone(), why);
                         return Ok(None);
                     }
@@ -461,10 +393,7 @@ impl Session {
                 let envelope = stamp::envelope(room, &user, seq, message);
                 let payload = to_payload(&envelope);
                 metrics::counter!("roost_messages_total").increment(1);
-                (
-                    payload,
-                    Some(self.edge.ingest.submit_confirmed(Record::Message(envelope)).await),
-                )
+                (payload, Some(self.edge.ingest.submit_confirmed(Record::Message(envelope)).await))
             }
             (Accepted::Typing(typing), Some(room)) => (stamp::typing(room, &user, typing), None),
             (Accepted::Receipt(receipt), Some(room)) => {
@@ -476,8 +405,7 @@ impl Session {
             (Accepted::Device(status), _) => (stamp::device(status), None),
             _ => return Ok(None),
         };
-        self.out
-            .push(Packet::Publish(codec::publish(raw_topic, payload, false), None));
+        self.out.push(Packet::Publish(codec::publish(raw_topic, payload, false), None));
         Ok(stored)
     }
 
@@ -492,9 +420,7 @@ impl Session {
             message: why.message,
             ts: now_millis(),
         };
-        self.edge
-            .server
-            .publish(Topic::Inbox(&self.user).to_string(), to_payload(&notice));
+        self.edge.server.publish(Topic::Inbox(&self.user).to_string(), to_payload(&notice));
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe) {
@@ -514,11 +440,7 @@ impl Session {
                 presence_filters.push(path.clone());
             }
             self.subscriptions.insert(path.clone());
-            let qos = if filter.qos == QoS::AtMostOnce {
-                QoS::AtMostOnce
-            } else {
-                QoS::AtLeastOnce
-            };
+            let qos = if filter.qos == QoS::AtMostOnce { QoS::AtMostOnce } else { QoS::AtLeastOnce };
             allowed.push(Filter {
                 path,
                 qos,
@@ -529,25 +451,10 @@ impl Session {
         }
         if allowed.is_empty() {
             let return_codes = codes.into_iter().flatten().collect();
-            codec::write(
-                Packet::SubAck(
-                    SubAck {
-                        pkid: subscribe.pkid,
-                        return_codes,
-                    },
-                    None,
-                ),
-                &mut self.wbuf,
-            );
+            codec::write(Packet::SubAck(SubAck { pkid: subscribe.pkid, return_codes }, None), &mut self.wbuf);
         } else {
             self.pending_subs.insert(subscribe.pkid, (codes, presence_filters));
-            self.out.push(Packet::Subscribe(
-                Subscribe {
-                    pkid: subscribe.pkid,
-                    filters: allowed,
-                },
-                None,
-            ));
+            self.out.push(Packet::Subscribe(Subscribe { pkid: subscribe.pkid, filters: allowed }, None));
         }
     }
 
@@ -588,13 +495,7 @@ impl Session {
         if allowed {
             codec::write(Packet::Publish(publish, None), &mut self.wbuf);
         } else if let Some(pkid) = codec::outgoing_pkid(&publish) {
-            self.out.push(Packet::PubAck(
-                PubAck {
-                    pkid,
-                    reason: PubAckReason::Success,
-                },
-                None,
-            ));
+            self.out.push(Packet::PubAck(PubAck { pkid, reason: PubAckReason::Success }, None));
         }
     }
 
@@ -607,49 +508,17 @@ impl Session {
             .into_iter()
             .map(|own| own.or_else(|| granted.next()).unwrap_or(SubscribeReasonCode::Failure))
             .collect();
-        codec::write(
-            Packet::SubAck(
-                SubAck {
-                    pkid: suback.pkid,
-                    return_codes,
-                },
-                None,
-            ),
-            &mut self.wbuf,
-        );
+        codec::write(Packet::SubAck(SubAck { pkid: suback.pkid, return_codes }, None), &mut self.wbuf);
         for filter in presence_filters {
             for (topic, payload) in self.edge.presence.retained(&self.user, &filter) {
-                codec::write(
-                    Packet::Publish(codec::publish(topic, payload, true), None),
-                    &mut self.wbuf,
-                );
+                codec::write(Packet::Publish(codec::publish(topic, payload, true), None), &mut self.wbuf);
             }
         }
     }
 
     fn on_ack(&mut self, ack: Option<Ack>) {
-        match ack {
-            Some(Ack::PubAck(pkid)) => codec::write(
-                Packet::PubAck(
-                    PubAck {
-                        pkid,
-                        reason: PubAckReason::Success,
-                    },
-                    None,
-                ),
-                &mut self.wbuf,
-            ),
-            Some(Ack::PubRec(pkid)) => codec::write(
-                Packet::PubRec(
-                    PubRec {
-                        pkid,
-                        reason: PubRecReason::Success,
-                    },
-                    None,
-                ),
-                &mut self.wbuf,
-            ),
-            None => {}
+        if let Some(ack) = ack {
+            codec::write(ack.packet(), &mut self.wbuf);
         }
     }
 
@@ -662,32 +531,19 @@ impl Session {
             return;
         }
         let prefix = format!("rooms/{room}/");
-        let revoked: Vec<String> = self
-            .subscriptions
-            .iter()
-            .filter(|f| f.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let revoked: Vec<String> = self.subscriptions.iter().filter(|f| f.starts_with(&prefix)).cloned().collect();
         for filter in &revoked {
             self.subscriptions.remove(filter);
         }
         if !revoked.is_empty() {
             debug!(user, room, "subscriptions revoked");
-            self.out.push(Packet::Unsubscribe(
-                Unsubscribe {
-                    pkid: 0,
-                    filters: revoked,
-                },
-                None,
-            ));
+            self.out.push(Packet::Unsubscribe(Unsubscribe { pkid: 0, filters: revoked }, None));
         }
     }
 
     /// Marks the device offline and releases the router link.
     async fn teardown(mut self, exit: Exit, claim: &Claim) {
-        self.edge
-            .presence
-            .disconnected(&self.user, &self.client_id, claim.generation);
+        self.edge.presence.disconnected(&self.user, &self.client_id, claim.generation);
         if !matches!(exit, Exit::RouterGone) {
             self.out.push(disconnect_packet());
             let _ = crate::links::send_batch(&mut self.tx, self.out.drain(..)).await;

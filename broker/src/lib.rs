@@ -54,9 +54,7 @@ impl Broker {
     /// Spawns the router, opens the server link and binds both listeners.
     pub async fn bind(config: BrokerConfig, deps: BrokerDeps) -> Result<Self, BrokerError> {
         let bind = |addr: String| async move {
-            TcpListener::bind(&addr)
-                .await
-                .map_err(|source| BrokerError::Bind { addr, source })
+            TcpListener::bind(&addr).await.map_err(|source| BrokerError::Bind { addr, source })
         };
         let tcp = bind(config.tcp.clone()).await?;
         let ws = bind(config.ws.clone()).await?;

@@ -40,22 +40,15 @@ impl Links {
         };
         let router_tx = Router::new(0, router).spawn();
         let factory = move |id: &str, clean: bool| {
-            LinkBuilder::new(id, router_tx.clone())
-                .clean_session(clean)
-                .build()
-                .map_err(|e| e.to_string())
+            LinkBuilder::new(id, router_tx.clone()).clean_session(clean).build().map_err(|e| e.to_string())
         };
-        Self {
-            factory: Arc::new(factory),
-        }
+        Self { factory: Arc::new(factory) }
     }
 
     /// Builds a link; the router answers synchronously, so this runs on the blocking pool.
     pub(crate) async fn build(&self, id: String, clean: bool) -> Result<Link, String> {
         let factory = self.factory.clone();
-        tokio::task::spawn_blocking(move || factory(&id, clean))
-            .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+        tokio::task::spawn_blocking(move || factory(&id, clean)).await.unwrap_or_else(|e| Err(e.to_string()))
     }
 
     /// Opens the server link and the task that feeds it.

@@ -104,11 +104,9 @@ impl Edge {
         }
         info!(connections = connections.len(), "broker stopping");
         self.registry.kick_all();
-        if tokio::time::timeout(DRAIN_TIMEOUT, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await
-        .is_err()
+        if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} })
+            .await
+            .is_err()
         {
             warn!("connections did not close in time");
             connections.abort_all();

@@ -24,11 +24,7 @@ struct UserPresence {
 impl UserPresence {
     fn aggregate(&self) -> PresenceAggregate {
         PresenceAggregate {
-            status: if self.online.is_empty() {
-                PresenceStatus::Offline
-            } else {
-                PresenceStatus::Online
-            },
+            status: if self.online.is_empty() { PresenceStatus::Offline } else { PresenceStatus::Online },
             devices: self.online.len() as u32,
             last_seen: self.last_seen,
         }
@@ -45,12 +41,7 @@ pub struct Presence {
 
 impl Presence {
     pub(crate) fn new(server: ServerLink, store: Arc<dyn Store>, policy: Policy) -> Self {
-        Self {
-            users: Mutex::default(),
-            server,
-            store,
-            policy,
-        }
+        Self { users: Mutex::default(), server, store, policy }
     }
 
     /// Connection `generation` of (`user`, `client_id`) is online.
@@ -99,11 +90,9 @@ impl Presence {
         let ts = now_millis();
         presence.last_seen = Some(ts);
         let device = DeviceStatus { status, ts: Some(ts) };
-        self.server
-            .publish(Topic::Device { user, client_id }.to_string(), to_payload(&device));
+        self.server.publish(Topic::Device { user, client_id }.to_string(), to_payload(&device));
         presence.devices.insert(client_id.to_owned(), device);
-        self.server
-            .publish(Topic::Presence(user).to_string(), to_payload(&presence.aggregate()));
+        self.server.publish(Topic::Presence(user).to_string(), to_payload(&presence.aggregate()));
         true
     }
 
@@ -133,10 +122,6 @@ impl Presence {
 
 impl PresenceSource for Presence {
     fn presence(&self, user: &str) -> Option<PresenceAggregate> {
-        self.users
-            .lock()
-            .expect("presence lock")
-            .get(user)
-            .map(UserPresence::aggregate)
+        self.users.lock().expect("presence lock").get(user).map(UserPresence::aggregate)
     }
 }

@@ -35,27 +35,13 @@ impl Registry {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let kicked = Arc::new(Notify::new());
         let (ended_tx, ended_rx) = oneshot::channel();
-        let entry = Entry {
-            generation,
-            kick: kicked.clone(),
-            ended: ended_rx,
-        };
-        let previous = self
-            .sessions
-            .lock()
-            .expect("registry lock")
-            .insert(link_id.to_owned(), entry);
+        let entry = Entry { generation, kick: kicked.clone(), ended: ended_rx };
+        let previous = self.sessions.lock().expect("registry lock").insert(link_id.to_owned(), entry);
         if let Some(previous) = previous {
             previous.kick.notify_one();
             let _ = previous.ended.await;
         }
-        Claim {
-            registry: self.clone(),
-            link_id: link_id.to_owned(),
-            generation,
-            kicked,
-            _ended: ended_tx,
-        }
+        Claim { registry: self.clone(), link_id: link_id.to_owned(), generation, kicked, _ended: ended_tx }
     }
 
     /// Stops every connection (shutdown).
@@ -69,10 +55,7 @@ impl Registry {
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut sessions = self.registry.sessions.lock().expect("registry lock");
-        if sessions
-            .get(&self.link_id)
-            .is_some_and(|e| e.generation == self.generation)
-        {
+        if sessions.get(&self.link_id).is_some_and(|e| e.generation == self.generation) {
             sessions.remove(&self.link_id);
         }
     }

@@ -17,21 +17,12 @@ pub(crate) struct Sequencer {
 
 impl Sequencer {
     pub(crate) fn new(store: Arc<dyn Store>) -> Self {
-        Self {
-            store,
-            leases: Mutex::default(),
-        }
+        Self { store, leases: Mutex::default() }
     }
 
     /// The next sequence number of `room`.
     pub(crate) async fn next(&self, room: &str) -> Result<i64, StoreError> {
-        let lease = self
-            .leases
-            .lock()
-            .expect("lease map lock")
-            .entry(room.to_owned())
-            .or_default()
-            .clone();
+        let lease = self.leases.lock().expect("lease map lock").entry(room.to_owned()).or_default().clone();
         let mut lease = lease.lock().await;
         if lease.is_empty() {
             let first = self.store.reserve_seq(room, LEASE).await?;

@@ -15,10 +15,7 @@ pub(crate) struct Invalid {
 
 impl Invalid {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        Self { code, message: message.into() }
     }
 }
 
@@ -43,24 +40,16 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
             let message: ClientMessage = parse(payload)?;
             if let Some(id) = &message.id {
                 let valid = (1..=MAX_ID).contains(&id.len())
-                    && id
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
                 if !valid {
-                    return Err(Invalid::new(
-                        "invalid_id",
-                        format!("id must be 1 to {MAX_ID} of A-Z a-z 0-9 - _ . :"),
-                    ));
+                    return Err(Invalid::new("invalid_id", format!("id must be 1 to {MAX_ID} of A-Z a-z 0-9 - _ . :")));
                 }
             }
             if message.body.trim().is_empty() && message.attachments.as_ref().is_none_or(Vec::is_empty) {
                 return Err(Invalid::new("empty_message", "a message needs a body or attachments"));
             }
             if message.reply_to.is_some_and(|seq| seq < 1) {
-                return Err(Invalid::new(
-                    "invalid_reply_to",
-                    "reply_to is the seq of an earlier message",
-                ));
+                return Err(Invalid::new("invalid_reply_to", "reply_to is the seq of an earlier message"));
             }
             Ok(Accepted::Message(message))
         }
@@ -94,28 +83,15 @@ pub(crate) fn envelope(room: &str, from: &str, seq: i64, message: ClientMessage)
 }
 
 pub(crate) fn typing(room: &str, from: &str, typing: TypingIn) -> Vec<u8> {
-    to_payload(&TypingStamped {
-        room: room.to_owned(),
-        from: from.to_owned(),
-        typing: typing.typing,
-        ts: now_millis(),
-    })
+    to_payload(&TypingStamped { room: room.to_owned(), from: from.to_owned(), typing: typing.typing, ts: now_millis() })
 }
 
 pub(crate) fn receipt(room: &str, from: &str, receipt: ReceiptIn) -> ReceiptStamped {
-    ReceiptStamped {
-        room: room.to_owned(),
-        from: from.to_owned(),
-        read_seq: receipt.read_seq,
-        ts: now_millis(),
-    }
+    ReceiptStamped { room: room.to_owned(), from: from.to_owned(), read_seq: receipt.read_seq, ts: now_millis() }
 }
 
 pub(crate) fn device(status: DeviceStatus) -> Vec<u8> {
-    to_payload(&DeviceStatus {
-        status: status.status,
-        ts: Some(now_millis()),
-    })
+    to_payload(&DeviceStatus { status: status.status, ts: Some(now_millis()) })
 }
 
 #[cfg(test)]
@@ -128,10 +104,7 @@ mod tests {
         assert!(validate(&topic, br#"{"body":"hi","from":"mallory"}"#).is_ok());
         assert_eq!(validate(&topic, b"not json").unwrap_err().code, "invalid_payload");
         assert_eq!(validate(&topic, br#"{"body":"  "}"#).unwrap_err().code, "empty_message");
-        assert_eq!(
-            validate(&topic, br#"{"body":"x","id":"a/b"}"#).unwrap_err().code,
-            "invalid_id"
-        );
+        assert_eq!(validate(&topic, br#"{"body":"x","id":"a/b"}"#).unwrap_err().code, "invalid_id");
         assert_eq!(validate(&topic, br#"{"body":7}"#).unwrap_err().code, "invalid_payload");
     }
 
@@ -141,9 +114,6 @@ mod tests {
             panic!("valid message refused");
         };
         let stamped = envelope("lobby", "alice", 7, m);
-        assert_eq!(
-            (stamped.from.as_str(), stamped.seq, stamped.room.as_str()),
-            ("alice", 7, "lobby")
-        );
+        assert_eq!((stamped.from.as_str(), stamped.seq, stamped.room.as_str()), ("alice", 7, "lobby"));
     }
 }

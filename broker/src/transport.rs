@@ -23,9 +23,7 @@ pub(crate) enum Transport {
 impl Transport {
     /// Completes the WebSocket handshake: path `/mqtt`, subprotocol `mqtt` echoed when offered.
     pub(crate) async fn accept_ws(stream: TcpStream, max_packet: usize) -> Result<Self, String> {
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(max_packet))
-            .max_frame_size(Some(max_packet));
+        let config = WebSocketConfig::default().max_message_size(Some(max_packet)).max_frame_size(Some(max_packet));
         tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
             .await
             .map(|ws| Self::Ws(Box::new(ws)))
@@ -59,10 +57,7 @@ impl Transport {
     pub(crate) async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
             Self::Tcp(stream) => stream.write_all(data).await,
-            Self::Ws(ws) => ws
-                .send(Message::Binary(Bytes::copy_from_slice(data)))
-                .await
-                .map_err(io::Error::other),
+            Self::Ws(ws) => ws.send(Message::Binary(Bytes::copy_from_slice(data))).await.map_err(io::Error::other),
         }
     }
 }
@@ -83,9 +78,7 @@ fn choose_subprotocol(request: &Request, mut response: Response) -> Result<Respo
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == "mqtt");
     if offers_mqtt {
-        response
-            .headers_mut()
-            .insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
     }
     Ok(response)
 }

@@ -81,13 +81,7 @@ impl IngestHandle {
     /// Queues `record` and returns a receiver that resolves once it is stored.
     pub async fn submit_confirmed(&self, record: Record) -> oneshot::Receiver<()> {
         let (stored, confirmed) = oneshot::channel();
-        let _ = self
-            .tx
-            .send(Submission {
-                record,
-                stored: Some(stored),
-            })
-            .await;
+        let _ = self.tx.send(Submission { record, stored: Some(stored) }).await;
         confirmed
     }
 }

@@ -94,27 +94,10 @@ pub struct PresenceAggregate {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum RoomEvent {
-    Joined {
-        room: String,
-        user: String,
-        ts: i64,
-    },
-    Left {
-        room: String,
-        user: String,
-        ts: i64,
-    },
-    Removed {
-        room: String,
-        user: String,
-        by: String,
-        ts: i64,
-    },
-    Deleted {
-        room: String,
-        by: String,
-        ts: i64,
-    },
+    Joined { room: String, user: String, ts: i64 },
+    Left { room: String, user: String, ts: i64 },
+    Removed { room: String, user: String, by: String, ts: i64 },
+    Deleted { room: String, by: String, ts: i64 },
 }
 
 /// A notification on `users/{user}/inbox`.

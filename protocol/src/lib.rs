@@ -16,8 +16,5 @@ pub use topic::Topic;
 /// Milliseconds since the Unix epoch: the unit of every `ts` and `last_seen` on the wire.
 pub fn now_millis() -> i64 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or_default()
 }

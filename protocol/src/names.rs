@@ -30,9 +30,7 @@ impl Name {
 /// True when `raw` follows the name grammar.
 pub fn is_valid(raw: &str) -> bool {
     (1..=64).contains(&raw.len())
-        && raw
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+        && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 impl fmt::Display for Name {

@@ -25,32 +25,13 @@ async fn non_members_cannot_subscribe_or_publish() {
 
     let mut bob = system.mosquitto_sub("bob", &["rooms/secret/messages"]).await;
     let alice = system.token("alice", 60);
-    system
-        .mosquitto_pub(
-            "alice",
-            &alice,
-            "rooms/secret/messages",
-            r#"{"body":"members only"}"#,
-            1,
-        )
-        .await;
+    system.mosquitto_pub("alice", &alice, "rooms/secret/messages", r#"{"body":"members only"}"#, 1).await;
     assert_eq!(next_on(&mut bob, "rooms/secret/messages").await["body"], "members only");
-    assert!(eve
-        .message_on("rooms/secret/messages", Duration::from_millis(500))
-        .await
-        .is_none());
+    assert!(eve.message_on("rooms/secret/messages", Duration::from_millis(500)).await.is_none());
 
     // eve's publish into the room is dropped and she is told why
     let mut eve_inbox = system.mosquitto_sub("eve", &[]).await;
-    system
-        .mosquitto_pub(
-            "eve",
-            &system.token("eve", 60),
-            "rooms/secret/messages",
-            r#"{"body":"let me in"}"#,
-            1,
-        )
-        .await;
+    system.mosquitto_pub("eve", &system.token("eve", 60), "rooms/secret/messages", r#"{"body":"let me in"}"#, 1).await;
     assert_eq!(next_on(&mut eve_inbox, "users/eve/inbox").await["code"], "not_member");
     silent_on(&mut bob, "rooms/secret/messages", Duration::from_millis(500)).await;
     assert_eq!(system.history("secret", "alice", "").await.len(), 1);
@@ -60,9 +41,7 @@ async fn non_members_cannot_subscribe_or_publish() {
 async fn presence_and_server_topics_belong_to_their_owner() {
     let system = spawn_system().await;
     system.room("lobby", false, "alice", &["bob"]).await;
-    let mut alice = system
-        .mosquitto_sub("alice", &["presence/bob/+", "rooms/lobby/events"])
-        .await;
+    let mut alice = system.mosquitto_sub("alice", &["presence/bob/+", "rooms/lobby/events"]).await;
     let bob = system.token("bob", 60);
     for (topic, body) in [
         ("presence/alice/fake", r#"{"status":"online"}"#),
@@ -78,11 +57,7 @@ async fn presence_and_server_topics_belong_to_their_owner() {
     // a will on someone else's presence topic is refused at CONNECT
     let will =
         json!({"client_id": "phone", "will": {"topic": "presence/alice/phone", "payload": "{\"status\":\"offline\"}"}});
-    assert_eq!(
-        Agent::connect(&system, "bob", &bob, will).await.1,
-        0x87,
-        "3.1.1 refusal 0x05, as Paho reports it"
-    );
+    assert_eq!(Agent::connect(&system, "bob", &bob, will).await.1, 0x87, "3.1.1 refusal 0x05, as Paho reports it");
     let own =
         json!({"client_id": "phone", "will": {"topic": "presence/bob/phone", "payload": "{\"status\":\"offline\"}"}});
     assert_eq!(Agent::connect(&system, "bob", &bob, own).await.1, 0);
@@ -95,39 +70,21 @@ async fn a_removed_member_stops_receiving_within_a_second() {
     let mut bob = Agent::online(&system, "bob", json!({})).await;
     assert_eq!(bob.subscribe(&[("rooms/secret/messages", 1)]).await, vec![1]);
     let alice = system.token("alice", 60);
-    system
-        .mosquitto_pub("alice", &alice, "rooms/secret/messages", r#"{"body":"before"}"#, 1)
-        .await;
-    assert!(bob
-        .message_on("rooms/secret/messages", Duration::from_secs(5))
-        .await
-        .is_some());
+    system.mosquitto_pub("alice", &alice, "rooms/secret/messages", r#"{"body":"before"}"#, 1).await;
+    assert!(bob.message_on("rooms/secret/messages", Duration::from_secs(5)).await.is_some());
 
     let removed = Instant::now();
-    let (status, _) = system
-        .call("DELETE", "/v1/rooms/secret/members/bob", Some(&alice), None)
-        .await;
+    let (status, _) = system.call("DELETE", "/v1/rooms/secret/members/bob", Some(&alice), None).await;
     assert_eq!(status, 204);
-    system
-        .mosquitto_pub("alice", &alice, "rooms/secret/messages", r#"{"body":"after"}"#, 1)
-        .await;
+    system.mosquitto_pub("alice", &alice, "rooms/secret/messages", r#"{"body":"after"}"#, 1).await;
     assert!(removed.elapsed() < Duration::from_secs(1));
-    assert!(bob
-        .message_on("rooms/secret/messages", Duration::from_secs(1))
-        .await
-        .is_none());
+    assert!(bob.message_on("rooms/secret/messages", Duration::from_secs(1)).await.is_none());
     // and re-subscribing is refused
     assert_eq!(bob.subscribe(&[("rooms/secret/messages", 1)]).await, vec![128]);
     // an added member can subscribe at once
     system.register("carol").await;
     let mut carol = Agent::online(&system, "carol", json!({})).await;
     let add = json!({"user": "carol"});
-    assert_eq!(
-        system
-            .call("POST", "/v1/rooms/secret/members", Some(&alice), Some(add))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(system.call("POST", "/v1/rooms/secret/members", Some(&alice), Some(add)).await.0, 200);
     assert_eq!(carol.subscribe(&[("rooms/secret/messages", 1)]).await, vec![1]);
 }

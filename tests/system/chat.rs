@@ -11,9 +11,8 @@ async fn members_receive_the_stamped_envelope_and_history_returns_it() {
     let mut bob = system.mosquitto_sub("bob", &["rooms/lobby/messages"]).await;
 
     let forged = r#"{"id":"m-1","body":"hello bob","from":"mallory","seq":999,"ts":1}"#;
-    let (code, stderr) = system
-        .mosquitto_pub("alice", &system.token("alice", 60), "rooms/lobby/messages", forged, 1)
-        .await;
+    let (code, stderr) =
+        system.mosquitto_pub("alice", &system.token("alice", 60), "rooms/lobby/messages", forged, 1).await;
     assert_eq!(code, 0, "{stderr}");
     let live = next_on(&mut bob, "rooms/lobby/messages").await;
     assert_eq!(live["from"], "alice", "the sender is the authenticated user");
@@ -24,22 +23,14 @@ async fn members_receive_the_stamped_envelope_and_history_returns_it() {
     assert!(live["ts"].as_i64().unwrap() > 1_700_000_000_000, "server time in ms");
 
     let second = r#"{"body":"again","reply_to":1}"#;
-    system
-        .mosquitto_pub("alice", &system.token("alice", 60), "rooms/lobby/messages", second, 1)
-        .await;
+    system.mosquitto_pub("alice", &system.token("alice", 60), "rooms/lobby/messages", second, 1).await;
     let live2 = next_on(&mut bob, "rooms/lobby/messages").await;
     assert_eq!(live2["seq"], 2);
     assert_eq!(live2["reply_to"], 1);
 
     // QoS 1 PUBACK means stored: history has both, exactly as delivered
-    assert_eq!(
-        system.history("lobby", "bob", "").await,
-        vec![live2.clone(), live.clone()]
-    );
-    assert_eq!(
-        system.history("lobby", "bob", "?after=0").await,
-        vec![live.clone(), live2.clone()]
-    );
+    assert_eq!(system.history("lobby", "bob", "").await, vec![live2.clone(), live.clone()]);
+    assert_eq!(system.history("lobby", "bob", "?after=0").await, vec![live.clone(), live2.clone()]);
     assert_eq!(system.history("lobby", "bob", "?before=2").await, vec![live]);
     assert_eq!(system.history("lobby", "bob", "?after=1&limit=5").await, vec![live2]);
 }
@@ -48,9 +39,7 @@ async fn members_receive_the_stamped_envelope_and_history_returns_it() {
 async fn invalid_and_oversized_payloads_are_neither_delivered_nor_stored() {
     let system = spawn_with(&[("ROOST_MQTT__MAX_PAYLOAD", "1024")]).await;
     system.room("lobby", false, "alice", &["bob"]).await;
-    let mut bob = system
-        .mosquitto_sub("bob", &["rooms/lobby/#", "rooms/lobby/messages"])
-        .await;
+    let mut bob = system.mosquitto_sub("bob", &["rooms/lobby/#", "rooms/lobby/messages"]).await;
     let mut alice = system.mosquitto_sub("alice", &[]).await;
     let token = system.token("alice", 60);
 
@@ -60,28 +49,19 @@ async fn invalid_and_oversized_payloads_are_neither_delivered_nor_stored() {
         (r#"{"body":""}"#, "empty_message"),
         (oversized.as_str(), "payload_too_large"),
     ] {
-        system
-            .mosquitto_pub("alice", &token, "rooms/lobby/messages", bad, 1)
-            .await;
+        system.mosquitto_pub("alice", &token, "rooms/lobby/messages", bad, 1).await;
         let notice = next_on(&mut alice, "users/alice/inbox").await;
         assert_eq!(notice["type"], "rejected");
         assert_eq!(notice["code"], code, "{notice}");
         assert_eq!(notice["topic"], "rooms/lobby/messages");
     }
-    system
-        .mosquitto_pub("alice", &token, "rooms/lobby/typing", r#"{"typing":"yes"}"#, 0)
-        .await;
-    assert_eq!(
-        next_on(&mut alice, "users/alice/inbox").await["code"],
-        "invalid_payload"
-    );
+    system.mosquitto_pub("alice", &token, "rooms/lobby/typing", r#"{"typing":"yes"}"#, 0).await;
+    assert_eq!(next_on(&mut alice, "users/alice/inbox").await["code"], "invalid_payload");
     silent_on(&mut bob, "rooms/lobby/messages", Duration::from_millis(500)).await;
     assert!(system.history("lobby", "bob", "").await.is_empty());
 
     // the connection and the room keep working
-    system
-        .mosquitto_pub("alice", &token, "rooms/lobby/messages", r#"{"body":"fine"}"#, 1)
-        .await;
+    system.mosquitto_pub("alice", &token, "rooms/lobby/messages", r#"{"body":"fine"}"#, 1).await;
     assert_eq!(next_on(&mut bob, "rooms/lobby/messages").await["seq"], 1);
 }
 
@@ -89,32 +69,14 @@ async fn invalid_and_oversized_payloads_are_neither_delivered_nor_stored() {
 async fn typing_and_receipts_are_stamped() {
     let system = spawn_system().await;
     system.room("lobby", false, "alice", &["bob"]).await;
-    let mut bob = system
-        .mosquitto_sub("bob", &["rooms/lobby/typing", "rooms/lobby/receipts"])
-        .await;
+    let mut bob = system.mosquitto_sub("bob", &["rooms/lobby/typing", "rooms/lobby/receipts"]).await;
     let token = system.token("alice", 60);
-    system
-        .mosquitto_pub(
-            "alice",
-            &token,
-            "rooms/lobby/typing",
-            r#"{"typing":true,"from":"eve"}"#,
-            0,
-        )
-        .await;
+    system.mosquitto_pub("alice", &token, "rooms/lobby/typing", r#"{"typing":true,"from":"eve"}"#, 0).await;
     let typing = next_on(&mut bob, "rooms/lobby/typing").await;
-    assert_eq!(
-        (typing["from"].as_str(), typing["typing"].as_bool()),
-        (Some("alice"), Some(true))
-    );
-    system
-        .mosquitto_pub("alice", &token, "rooms/lobby/receipts", r#"{"read_seq":3}"#, 1)
-        .await;
+    assert_eq!((typing["from"].as_str(), typing["typing"].as_bool()), (Some("alice"), Some(true)));
+    system.mosquitto_pub("alice", &token, "rooms/lobby/receipts", r#"{"read_seq":3}"#, 1).await;
     let receipt = next_on(&mut bob, "rooms/lobby/receipts").await;
-    assert_eq!(
-        (receipt["from"].as_str(), receipt["read_seq"].as_i64()),
-        (Some("alice"), Some(3))
-    );
+    assert_eq!((receipt["from"].as_str(), receipt["read_seq"].as_i64()), (Some("alice"), Some(3)));
 }
 
 #[tokio::test]
@@ -123,33 +85,42 @@ async fn sequence_and_history_survive_a_crash() {
     system.room("lobby", false, "alice", &[]).await;
     let token = system.token("alice", 600);
     for n in 0..3 {
-        let (code, _) = system
-            .mosquitto_pub(
-                "alice",
-                &token,
-                "rooms/lobby/messages",
-                &format!(r#"{{"body":"{n}"}}"#),
-                1,
-            )
-            .await;
+        let (code, _) =
+            system.mosquitto_pub("alice", &token, "rooms/lobby/messages", &format!(r#"{{"body":"{n}"}}"#), 1).await;
         assert_eq!(code, 0);
     }
     let before = system.history("lobby", "alice", "").await;
     assert_eq!(before.len(), 3);
 
     let system = system.crash_and_restart().await;
-    assert_eq!(
-        system.history("lobby", "alice", "").await,
-        before,
-        "history intact after kill -9"
-    );
+    assert_eq!(system.history("lobby", "alice", "").await, before, "history intact after kill -9");
     let mut alice = system.mosquitto_sub("alice", &["rooms/lobby/messages"]).await;
-    system
-        .mosquitto_pub("alice", &token, "rooms/lobby/messages", r#"{"body":"after"}"#, 1)
-        .await;
+    system.mosquitto_pub("alice", &token, "rooms/lobby/messages", r#"{"body":"after"}"#, 1).await;
     let after = next_on(&mut alice, "rooms/lobby/messages").await;
     assert!(after["seq"].as_i64().unwrap() > 3, "seq never goes back: {after}");
     assert_eq!(system.history("lobby", "alice", "?limit=1").await, vec![after]);
+}
+
+#[tokio::test]
+async fn sigterm_flushes_accepted_messages_to_history() {
+    let system = spawn_system().await;
+    system.room("lobby", false, "alice", &[]).await;
+    let lines: String = (0..300).map(|n| format!("{{\"body\":\"burst {n}\"}}\n")).collect();
+    let mut publisher = tokio::process::Command::new("mosquitto_pub")
+        .args(["-p", &system.mqtt_port.to_string(), "-u", "alice", "-P", &system.token("alice", 60)])
+        .args(["-t", "rooms/lobby/messages", "-q", "0", "-l"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub runs");
+    let mut stdin = publisher.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    assert!(publisher.wait().await.unwrap().success());
+
+    let system = system.stop_and_restart().await;
+    let stored = system.history("lobby", "alice", "?after=0&limit=500").await;
+    let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "every QoS 0 message published before SIGTERM is stored");
 }
 
 #[tokio::test]
@@ -158,23 +129,12 @@ async fn websocket_carries_the_same_flow() {
     system.room("lobby", false, "alice", &["bob"]).await;
     let ws = json!({"transport": "websockets", "port": system.ws_port});
     let mut bob = Agent::online(&system, "bob", ws.clone()).await;
-    assert_eq!(
-        bob.subscribe(&[("rooms/lobby/messages", 1), ("#", 0)]).await,
-        vec![1, 128]
-    );
+    assert_eq!(bob.subscribe(&[("rooms/lobby/messages", 1), ("#", 0)]).await, vec![1, 128]);
     let mut alice = Agent::online(&system, "alice", ws).await;
-    alice
-        .publish("rooms/lobby/messages", r#"{"body":"over websocket"}"#, 1)
-        .await;
+    alice.publish("rooms/lobby/messages", r#"{"body":"over websocket"}"#, 1).await;
     alice.expect("published").await;
-    let message = bob
-        .message_on("rooms/lobby/messages", PATIENCE)
-        .await
-        .expect("delivered over WebSocket");
+    let message = bob.message_on("rooms/lobby/messages", PATIENCE).await.expect("delivered over WebSocket");
     let envelope = payload(&message);
-    assert_eq!(
-        (envelope["from"].as_str(), envelope["seq"].as_i64()),
-        (Some("alice"), Some(1))
-    );
+    assert_eq!((envelope["from"].as_str(), envelope["seq"].as_i64()), (Some("alice"), Some(1)));
     assert_eq!(system.history("lobby", "bob", "").await, vec![envelope]);
 }

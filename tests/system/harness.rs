@@ -40,11 +40,7 @@ fn roost_command(data_dir: &Path, secret: &str) -> Command {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(if std::env::var_os("TEST_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
+        .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
         .kill_on_drop(true);
     command
 }
@@ -80,14 +76,7 @@ async fn start(data_dir: tempfile::TempDir, secret: String, env: &[(&str, &str)]
             .unwrap_or_else(|| panic!("{name} in {ready}"))
             .to_owned()
     };
-    let port = |addr: &str| {
-        addr.rsplit(':')
-            .next()
-            .unwrap()
-            .trim_end_matches("/mqtt")
-            .parse::<u16>()
-            .unwrap()
-    };
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().trim_end_matches("/mqtt").parse::<u16>().unwrap();
     System {
         child,
         data_dir,
@@ -104,6 +93,18 @@ impl System {
     pub(crate) async fn crash_and_restart(mut self) -> System {
         self.child.start_kill().expect("kill roost");
         let _ = self.child.wait().await;
+        let (data_dir, secret) = (self.data_dir, self.secret);
+        start(data_dir, secret, &[]).await
+    }
+
+    /// SIGTERM, asserting a clean exit within the drain timeouts, then start again on the same
+    /// data dir.
+    pub(crate) async fn stop_and_restart(mut self) -> System {
+        let pid = self.child.id().expect("roost is running").to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("roost exits in time");
+        assert!(exit.expect("exit status").success(), "roost exits 0 on SIGTERM");
         let (data_dir, secret) = (self.data_dir, self.secret);
         start(data_dir, secret, &[]).await
     }
@@ -125,9 +126,7 @@ impl System {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self
-            .client
-            .request(method.parse().expect("method"), format!("{}{}", self.http, path));
+        let mut request = self.client.request(method.parse().expect("method"), format!("{}{}", self.http, path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -137,22 +136,13 @@ impl System {
         let response = request.send().await.expect("HTTP request");
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
-        (
-            status,
-            if text.is_empty() {
-                Value::Null
-            } else {
-                serde_json::from_str(&text).unwrap_or(Value::String(text))
-            },
-        )
+        (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
     }
 
     /// Registers `user` and returns its access token.
     pub(crate) async fn register(&self, user: &str) -> String {
         let credentials = json!({"username": user, "password": "correct horse"});
-        let (status, body) = self
-            .call("POST", "/v1/auth/register", None, Some(credentials.clone()))
-            .await;
+        let (status, body) = self.call("POST", "/v1/auth/register", None, Some(credentials.clone())).await;
         assert_eq!(status, 201, "{body}");
         let (status, body) = self.call("POST", "/v1/auth/login", None, Some(credentials)).await;
         assert_eq!(status, 200, "{body}");
@@ -163,33 +153,16 @@ impl System {
     /// owner (private).
     pub(crate) async fn room(&self, name: &str, private: bool, owner: &str, members: &[&str]) {
         let (status, body) = self
-            .call(
-                "POST",
-                "/v1/rooms",
-                Some(&self.token(owner, 600)),
-                Some(json!({"name": name, "private": private})),
-            )
+            .call("POST", "/v1/rooms", Some(&self.token(owner, 600)), Some(json!({"name": name, "private": private})))
             .await;
         assert_eq!(status, 201, "{body}");
         for member in members {
             let (status, body) = if private {
                 self.register(member).await;
                 let add = json!({"user": member});
-                self.call(
-                    "POST",
-                    &format!("/v1/rooms/{name}/members"),
-                    Some(&self.token(owner, 600)),
-                    Some(add),
-                )
-                .await
+                self.call("POST", &format!("/v1/rooms/{name}/members"), Some(&self.token(owner, 600)), Some(add)).await
             } else {
-                self.call(
-                    "POST",
-                    &format!("/v1/rooms/{name}/join"),
-                    Some(&self.token(member, 600)),
-                    None,
-                )
-                .await
+                self.call("POST", &format!("/v1/rooms/{name}/join"), Some(&self.token(member, 600)), None).await
             };
             assert_eq!(status, 200, "{body}");
         }
@@ -197,28 +170,16 @@ impl System {
 
     /// The room's history as `user` sees it.
     pub(crate) async fn history(&self, room: &str, user: &str, query: &str) -> Vec<Value> {
-        let (status, body) = self
-            .call(
-                "GET",
-                &format!("/v1/rooms/{room}/messages{query}"),
-                Some(&self.token(user, 600)),
-                None,
-            )
-            .await;
+        let (status, body) =
+            self.call("GET", &format!("/v1/rooms/{room}/messages{query}"), Some(&self.token(user, 600)), None).await;
         assert_eq!(status, 200, "{body}");
         body["messages"].as_array().expect("messages").clone()
     }
 
     /// `user`'s presence aggregate as `viewer` sees it over HTTP.
     pub(crate) async fn presence(&self, user: &str, viewer: &str) -> Value {
-        let (status, body) = self
-            .call(
-                "GET",
-                &format!("/v1/users/{user}/presence"),
-                Some(&self.token(viewer, 600)),
-                None,
-            )
-            .await;
+        let (status, body) =
+            self.call("GET", &format!("/v1/users/{user}/presence"), Some(&self.token(viewer, 600)), None).await;
         assert_eq!(status, 200, "{body}");
         body
     }
@@ -233,24 +194,12 @@ impl System {
         qos: u8,
     ) -> (i32, String) {
         let output = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.mqtt_port.to_string(),
-                "-u",
-                user,
-                "-P",
-                token,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.mqtt_port.to_string(), "-u", user, "-P", token])
             .args(["-t", topic, "-m", payload, "-q", &qos.to_string()])
             .output()
             .await
             .expect("mosquitto_pub runs (apt install mosquitto-clients)");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
     }
 
     /// Starts `mosquitto_sub -v` as `user` on `topics` plus the user's inbox, and waits until
@@ -260,36 +209,19 @@ impl System {
         let inbox = format!("users/{user}/inbox");
         let mut command = Command::new("mosquitto_sub");
         command
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.mqtt_port.to_string(),
-                "-u",
-                user,
-                "-P",
-                &token,
-                "-v",
-                "-q",
-                "1",
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.mqtt_port.to_string(), "-u", user, "-P", &token, "-v", "-q", "1"])
             .kill_on_drop(true)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         for topic in topics.iter().chain([&inbox.as_str()]) {
             command.args(["-t", topic]);
         }
-        let mut child = command
-            .spawn()
-            .expect("mosquitto_sub runs (apt install mosquitto-clients)");
+        let mut child = command.spawn().expect("mosquitto_sub runs (apt install mosquitto-clients)");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         tokio::spawn(async move { child.wait().await });
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "mosquitto_sub never became ready"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "mosquitto_sub never became ready");
             self.mosquitto_pub(user, &token, "probe/ready", "{}", 0).await;
             if let Ok(Ok(Some(line))) = tokio::time::timeout(Duration::from_millis(300), lines.next_line()).await {
                 if line.starts_with(&inbox) && line.contains("probe/ready") {
@@ -301,38 +233,33 @@ impl System {
     }
 }
 
-/// Reads `mosquitto_sub -v` lines until one starts with `topic `; returns its JSON payload.
-pub(crate) async fn next_on(lines: &mut Output, topic: &str) -> Value {
-    let wait = async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("readable")
-                .expect("mosquitto_sub still running");
-            if let Some(payload) = line.strip_prefix(&format!("{topic} ")) {
-                return serde_json::from_str(payload).expect("JSON payload");
+/// The payload of the next `mosquitto_sub -v` line on `topic`, skipping other topics and
+/// leftover readiness probes; `None` when the subscriber is gone.
+async fn line_on(lines: &mut Output, topic: &str) -> Option<String> {
+    let prefix = format!("{topic} ");
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(payload) = line.strip_prefix(&prefix) {
+            if !payload.contains("probe/ready") {
+                return Some(payload.to_owned());
             }
         }
-    };
-    tokio::time::timeout(PATIENCE, wait)
-        .await
-        .unwrap_or_else(|_| panic!("nothing on {topic}"))
+    }
+    None
 }
 
-/// Asserts that no line on `topic` arrives within `window`.
+/// The JSON payload of the next message on `topic`.
+pub(crate) async fn next_on(lines: &mut Output, topic: &str) -> Value {
+    match tokio::time::timeout(PATIENCE, line_on(lines, topic)).await {
+        Ok(Some(payload)) => serde_json::from_str(&payload).expect("JSON payload"),
+        Ok(None) => panic!("mosquitto_sub ended waiting for {topic}"),
+        Err(_) => panic!("nothing on {topic}"),
+    }
+}
+
+/// Asserts that no message on `topic` arrives within `window`.
 pub(crate) async fn silent_on(lines: &mut Output, topic: &str, window: Duration) {
-    let wait = async {
-        loop {
-            match lines.next_line().await {
-                Ok(Some(line)) if line.starts_with(&format!("{topic} ")) => return line,
-                Ok(Some(_)) => {}
-                _ => std::future::pending::<()>().await,
-            }
-        }
-    };
-    if let Ok(line) = tokio::time::timeout(window, wait).await {
-        panic!("expected nothing on {topic}, got: {line}");
+    if let Ok(Some(payload)) = tokio::time::timeout(window, line_on(lines, topic)).await {
+        panic!("expected nothing on {topic}, got: {payload}");
     }
 }
 
@@ -384,21 +311,14 @@ impl Agent {
     pub(crate) async fn expect(&mut self, kind: &str) -> Value {
         let wait = async {
             loop {
-                let line = self
-                    .events
-                    .next_line()
-                    .await
-                    .expect("readable")
-                    .expect("agent still running");
+                let line = self.events.next_line().await.expect("readable").expect("agent still running");
                 let event: Value = serde_json::from_str(&line).expect("agent JSON");
                 if event["event"] == kind {
                     return event;
                 }
             }
         };
-        tokio::time::timeout(PATIENCE, wait)
-            .await
-            .unwrap_or_else(|_| panic!("no {kind} event"))
+        tokio::time::timeout(PATIENCE, wait).await.unwrap_or_else(|_| panic!("no {kind} event"))
     }
 
     /// The next message on `topic` (skipping others), within `patience`.
@@ -428,17 +348,11 @@ impl Agent {
     pub(crate) async fn subscribe(&mut self, topics: &[(&str, u8)]) -> Vec<i64> {
         self.send(json!({"cmd": "subscribe", "topics": topics})).await;
         let suback = self.expect("suback").await;
-        suback["codes"]
-            .as_array()
-            .expect("codes")
-            .iter()
-            .map(|c| c.as_i64().unwrap())
-            .collect()
+        suback["codes"].as_array().expect("codes").iter().map(|c| c.as_i64().unwrap()).collect()
     }
 
     pub(crate) async fn publish(&mut self, topic: &str, payload: &str, qos: u8) {
-        self.send(json!({"cmd": "publish", "topic": topic, "payload": payload, "qos": qos}))
-            .await;
+        self.send(json!({"cmd": "publish", "topic": topic, "payload": payload, "qos": qos})).await;
     }
 
     /// kill -9 of the client process.

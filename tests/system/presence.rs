@@ -11,10 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 async fn aggregate(watcher: &mut Agent, user: &str, status: &str, since: Instant) -> (Value, Duration) {
     let topic = format!("presence/{user}");
     loop {
-        let message = watcher
-            .message_on(&topic, PATIENCE)
-            .await
-            .unwrap_or_else(|| panic!("{user} never {status}"));
+        let message = watcher.message_on(&topic, PATIENCE).await.unwrap_or_else(|| panic!("{user} never {status}"));
         let aggregate = payload(&message);
         if aggregate["status"] == status {
             return (aggregate, since.elapsed());
@@ -26,10 +23,7 @@ async fn aggregate(watcher: &mut Agent, user: &str, status: &str, since: Instant
 async fn watched(system: &System) -> Agent {
     system.room("lobby", false, "alice", &["bob"]).await;
     let mut alice = Agent::online(system, "alice", json!({})).await;
-    assert_eq!(
-        alice.subscribe(&[("presence/+", 0), ("presence/+/+", 0)]).await,
-        vec![0, 0]
-    );
+    assert_eq!(alice.subscribe(&[("presence/+", 0), ("presence/+/+", 0)]).await, vec![0, 0]);
     alice
 }
 
@@ -56,11 +50,7 @@ async fn every_way_of_leaving_ends_offline_within_a_second() {
         assert_eq!(offline["devices"], 0);
         assert!(offline["last_seen"].as_i64().unwrap() > 0);
         let http = system.presence("bob", "alice").await;
-        assert_eq!(
-            (http["status"].as_str(), http["devices"].as_i64()),
-            (Some("offline"), Some(0)),
-            "{ending}"
-        );
+        assert_eq!((http["status"].as_str(), http["devices"].as_i64()), (Some("offline"), Some(0)), "{ending}");
     }
 }
 
@@ -74,25 +64,16 @@ async fn a_frozen_client_in_a_busy_room_goes_offline_by_its_keepalive() {
     // bob's last packet: a QoS 1 publish, acknowledged, then silence
     bob.publish("rooms/lobby/typing", r#"{"typing":true}"#, 1).await;
     bob.expect("published").await;
+    let frozen = Instant::now();
     bob.send(json!({"cmd": "freeze"})).await;
     bob.expect("frozen").await;
-    let frozen = Instant::now();
     let busy = tokio::spawn({
         let token = system.token("alice", 60);
         let port = system.mqtt_port;
         async move {
             for n in 0..40 {
                 let _ = tokio::process::Command::new("mosquitto_pub")
-                    .args([
-                        "-p",
-                        &port.to_string(),
-                        "-u",
-                        "alice",
-                        "-P",
-                        &token,
-                        "-t",
-                        "rooms/lobby/messages",
-                    ])
+                    .args(["-p", &port.to_string(), "-u", "alice", "-P", &token, "-t", "rooms/lobby/messages"])
                     .args(["-m", &format!(r#"{{"body":"tick {n}"}}"#)])
                     .output()
                     .await;
@@ -117,10 +98,7 @@ async fn takeover_closes_the_old_connection_and_presence_stays_right() {
     first.expect("disconnected").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let http = system.presence("bob", "alice").await;
-    assert_eq!(
-        (http["status"].as_str(), http["devices"].as_i64()),
-        (Some("online"), Some(1))
-    );
+    assert_eq!((http["status"].as_str(), http["devices"].as_i64()), (Some("online"), Some(1)));
 
     // the taken-over connection's end changed nothing; the new one's end counts
     let left = Instant::now();
@@ -143,10 +121,7 @@ async fn two_devices_one_leaves_still_online() {
         }
     }
     phone.kill().await;
-    let device = alice
-        .message_on("presence/bob/phone", PATIENCE)
-        .await
-        .expect("phone status");
+    let device = alice.message_on("presence/bob/phone", PATIENCE).await.expect("phone status");
     assert_eq!(payload(&device)["status"], "offline");
     let (still, _) = aggregate(&mut alice, "bob", "online", Instant::now()).await;
     assert_eq!(still["devices"], 1);
@@ -157,14 +132,7 @@ async fn two_devices_one_leaves_still_online() {
 async fn a_subscriber_receives_all_500_retained_statuses() {
     let system = spawn_system().await;
     let users: Vec<String> = (0..500).map(|n| format!("user{n:03}")).collect();
-    system
-        .room(
-            "crowd",
-            false,
-            "watcher",
-            &users.iter().map(String::as_str).collect::<Vec<_>>(),
-        )
-        .await;
+    system.room("crowd", false, "watcher", &users.iter().map(String::as_str).collect::<Vec<_>>()).await;
     let accounts: Vec<(String, String)> = users.iter().map(|u| (u.clone(), system.token(u, 600))).collect();
     // Paho's select() loop cannot watch file descriptors past 1024: 200 clients per process
     let mut crowds = Vec::new();
@@ -208,17 +176,9 @@ async fn connect_crowd(system: &System, accounts: &[(String, String)]) -> Crowd 
         .spawn()
         .expect("python3 runs");
     let mut stdin = crowd.stdin.take().unwrap();
-    stdin
-        .write_all(format!("{}\n", json!(accounts)).as_bytes())
-        .await
-        .unwrap();
+    stdin.write_all(format!("{}\n", json!(accounts)).as_bytes()).await.unwrap();
     let mut lines = BufReader::new(crowd.stdout.take().unwrap()).lines();
-    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("crowd connects in time");
+    let ready = tokio::time::timeout(PATIENCE, lines.next_line()).await.expect("crowd connects in time");
     assert_eq!(ready.unwrap(), Some(format!("connected {}", accounts.len())));
-    Crowd {
-        _process: crowd,
-        _stdin: stdin,
-    }
+    Crowd { _process: crowd, _stdin: stdin }
 }

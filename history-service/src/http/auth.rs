@@ -63,10 +63,7 @@ impl FromRequestParts<AppState> for AuthUser {
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
-        let claims = state
-            .tokens
-            .verify(token)
-            .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+        let claims = state.tokens.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
         Ok(Self(claims.sub))
     }
 }
@@ -81,28 +78,17 @@ pub(crate) async fn register(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&body.password.len()) {
-        return Err(ApiError::bad_request(format!(
-            "password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes"
-        )));
+        return Err(ApiError::bad_request(format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes")));
     }
     let password = body.password;
     let hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
         .await
         .map_err(|_| ApiError::bad_request("could not hash password"))?;
-    state
-        .store
-        .create_user(body.username.as_str(), &hash)
-        .await
-        .map_err(|e| match e {
-            crate::store::StoreError::Conflict => ApiError::conflict("username taken"),
-            other => other.into(),
-        })?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Registered {
-            username: body.username.to_string(),
-        }),
-    ))
+    state.store.create_user(body.username.as_str(), &hash).await.map_err(|e| match e {
+        crate::store::StoreError::Conflict => ApiError::conflict("username taken"),
+        other => other.into(),
+    })?;
+    Ok((StatusCode::CREATED, Json(Registered { username: body.username.to_string() })))
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", request_body = Credentials, responses(
@@ -139,10 +125,7 @@ pub(crate) async fn refresh(
 async fn issue_pair(state: &AppState, user: &str) -> Result<TokenPair, ApiError> {
     let refresh_token = random_secret();
     let expires_at = now_millis() + (state.config.refresh_ttl_secs as i64) * 1000;
-    state
-        .store
-        .put_refresh_token(&digest(&refresh_token), user, expires_at)
-        .await?;
+    state.store.put_refresh_token(&digest(&refresh_token), user, expires_at).await?;
     Ok(TokenPair {
         access_token: state.tokens.issue(user, state.config.access_ttl_secs),
         refresh_token,

@@ -29,11 +29,7 @@ struct ErrorDetail {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -63,11 +59,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict => Self::conflict("already exists"),
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "store unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "store_unavailable",
-                    "the store is unavailable, retry later",
-                )
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable, retry later")
             }
         }
     }
@@ -93,12 +85,7 @@ impl From<PathRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_owned(),
-                message: self.message,
-            },
-        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
         (self.status, Json(body)).into_response()
     }
 }

@@ -66,9 +66,7 @@ pub(crate) async fn messages(
         (Some(before), None) => Page::Before { before, limit },
         (None, None) => Page::Latest { limit },
     };
-    Ok(Json(MessagePage {
-        messages: state.store.messages(&id, page).await?,
-    }))
+    Ok(Json(MessagePage { messages: state.store.messages(&id, page).await? }))
 }
 
 impl AppState {

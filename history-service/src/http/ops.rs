@@ -28,29 +28,14 @@ pub(crate) struct Health {
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(Health {
-                status: "ok",
-                store: "ok",
-            }),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(Health {
-                status: "degraded",
-                store: "unavailable",
-            }),
-        ),
+        Ok(()) => (StatusCode::OK, Json(Health { status: "ok", store: "ok" })),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "degraded", store: "unavailable" })),
     }
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
 }
 
 pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -61,10 +46,7 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let scheme = HttpBuilder::new()
-            .scheme(HttpAuthScheme::Bearer)
-            .bearer_format("JWT")
-            .build();
+        let scheme = HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build();
         openapi
             .components
             .get_or_insert_with(Default::default)

@@ -56,10 +56,16 @@ pub(crate) struct RoomList {
 impl AppState {
     /// The room `id`, or 404.
     pub(crate) async fn existing_room(&self, id: &str) -> Result<Room, ApiError> {
-        self.store
-            .room(id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no room '{id}'")))
+        self.store.room(id).await?.ok_or_else(|| ApiError::not_found(format!("no room '{id}'")))
+    }
+
+    /// The room `id` when `user` may see it (public, or private with `user` a member), else 404.
+    async fn visible_room(&self, id: &str, user: &str) -> Result<Room, ApiError> {
+        let room = self.existing_room(id).await?;
+        if room.private && !self.membership.is_member(id, user) {
+            return Err(ApiError::not_found(format!("no room '{id}'")));
+        }
+        Ok(room)
     }
 
     /// The room `id` when `user` is a member, else 404 (private) or 403.
@@ -80,13 +86,11 @@ impl AppState {
     }
 
     fn announce(&self, room: &str, event: &RoomEvent) {
-        self.notifier
-            .publish(Topic::Events(room).to_string(), to_payload(event));
+        self.notifier.publish(Topic::Events(room).to_string(), to_payload(event));
     }
 
     fn notify(&self, user: &str, notice: &InboxNotice) {
-        self.notifier
-            .publish(Topic::Inbox(user).to_string(), to_payload(notice));
+        self.notifier.publish(Topic::Inbox(user).to_string(), to_payload(notice));
     }
 
     /// Adds `user` to `room` in the store and the live view, and tells the room.
@@ -94,14 +98,7 @@ impl AppState {
         let added = self.store.add_member(room, user).await?;
         self.membership.add(room, user);
         if added {
-            self.announce(
-                room,
-                &RoomEvent::Joined {
-                    room: room.into(),
-                    user: user.into(),
-                    ts: now_millis(),
-                },
-            );
+            self.announce(room, &RoomEvent::Joined { room: room.into(), user: user.into(), ts: now_millis() });
         }
         Ok(added)
     }
@@ -141,9 +138,7 @@ pub(crate) async fn list_rooms(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> Result<Json<RoomList>, ApiError> {
-    Ok(Json(RoomList {
-        rooms: state.store.rooms_of(&user).await?,
-    }))
+    Ok(Json(RoomList { rooms: state.store.rooms_of(&user).await? }))
 }
 
 #[utoipa::path(get, path = "/v1/rooms/{id}", security(("bearer" = [])), responses(
@@ -153,11 +148,7 @@ pub(crate) async fn get_room(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<RoomDetail>, ApiError> {
-    let room = state.existing_room(&id).await?;
-    if room.private && !state.membership.is_member(&id, &user) {
-        return Err(ApiError::not_found(format!("no room '{id}'")));
-    }
-    Ok(Json(state.detail(room)))
+    Ok(Json(state.detail(state.visible_room(&id, &user).await?)))
 }
 
 #[utoipa::path(post, path = "/v1/rooms/{id}/join", security(("bearer" = [])), responses(
@@ -167,10 +158,7 @@ pub(crate) async fn join(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<RoomDetail>, ApiError> {
-    let room = state.existing_room(&id).await?;
-    if room.private && !state.membership.is_member(&id, &user) {
-        return Err(ApiError::not_found(format!("no room '{id}'")));
-    }
+    let room = state.visible_room(&id, &user).await?;
     state.admit(&id, &user).await?;
     Ok(Json(state.detail(room)))
 }
@@ -184,14 +172,7 @@ pub(crate) async fn leave(
 ) -> Result<StatusCode, ApiError> {
     state.room_of_member(&id, &user).await?;
     if state.dismiss(&id, &user).await? {
-        state.announce(
-            &id,
-            &RoomEvent::Left {
-                room: id.clone(),
-                user,
-                ts: now_millis(),
-            },
-        );
+        state.announce(&id, &RoomEvent::Left { room: id.clone(), user, ts: now_millis() });
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -220,14 +201,7 @@ pub(crate) async fn add_member(
         return Err(ApiError::not_found(format!("no user '{added}'")));
     }
     if state.admit(&id, added).await? {
-        state.notify(
-            added,
-            &InboxNotice::AddedToRoom {
-                room: id.clone(),
-                by: user,
-                ts: now_millis(),
-            },
-        );
+        state.notify(added, &InboxNotice::AddedToRoom { room: id.clone(), by: user, ts: now_millis() });
     }
     Ok(Json(state.detail(room)))
 }
@@ -241,22 +215,12 @@ pub(crate) async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     let room = owned_room(&state, &id, &user).await?;
     if removed == room.owner {
-        return Err(ApiError::bad_request(
-            "the owner cannot be removed; delete the room instead",
-        ));
+        return Err(ApiError::bad_request("the owner cannot be removed; delete the room instead"));
     }
     if !state.dismiss(&id, &removed).await? {
         return Err(ApiError::not_found(format!("'{removed}' is not a member")));
     }
-    state.announce(
-        &id,
-        &RoomEvent::Removed {
-            room: id.clone(),
-            user: removed,
-            by: user,
-            ts: now_millis(),
-        },
-    );
+    state.announce(&id, &RoomEvent::Removed { room: id.clone(), user: removed, by: user, ts: now_millis() });
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -268,14 +232,7 @@ pub(crate) async fn delete_room(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     owned_room(&state, &id, &user).await?;
-    state.announce(
-        &id,
-        &RoomEvent::Deleted {
-            room: id.clone(),
-            by: user,
-            ts: now_millis(),
-        },
-    );
+    state.announce(&id, &RoomEvent::Deleted { room: id.clone(), by: user, ts: now_millis() });
     state.store.delete_room(&id).await?;
     state.membership.remove_room(&id);
     Ok(StatusCode::NO_CONTENT)
@@ -306,13 +263,7 @@ pub(crate) async fn open_dm(
     if let Some(room) = state.store.room(&id).await? {
         return Ok((StatusCode::OK, Json(state.detail(room))));
     }
-    let room = Room {
-        id: id.clone(),
-        private: true,
-        owner: user.clone(),
-        direct: true,
-        created_at: now_millis(),
-    };
+    let room = Room { id: id.clone(), private: true, owner: user.clone(), direct: true, created_at: now_millis() };
     match state.store.create_room(&room).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => return Ok((StatusCode::OK, Json(state.detail(state.existing_room(&id).await?)))),
@@ -320,14 +271,7 @@ pub(crate) async fn open_dm(
     }
     state.membership.add(&id, &user);
     state.admit(&id, peer).await?;
-    state.notify(
-        peer,
-        &InboxNotice::NewDm {
-            room: id,
-            with: user,
-            ts: now_millis(),
-        },
-    );
+    state.notify(peer, &InboxNotice::NewDm { room: id, with: user, ts: now_millis() });
     Ok((StatusCode::CREATED, Json(state.detail(room))))
 }
 

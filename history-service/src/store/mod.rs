@@ -39,11 +39,7 @@ pub enum Page {
     /// Messages with `seq < before`, newest first.
     Before { before: i64, limit: u32 },
     /// Messages with `seq > after` (and `seq < before` when given), oldest first.
-    After {
-        after: i64,
-        before: Option<i64>,
-        limit: u32,
-    },
+    After { after: i64, before: Option<i64>, limit: u32 },
 }
 
 /// Persistence for users, rooms, membership and history. Every method is one atomic step.

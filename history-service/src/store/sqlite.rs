@@ -68,12 +68,9 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(unavailable)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(unavailable)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
     /// Runs `work` on the connection in the blocking pool.
@@ -84,9 +81,7 @@ impl SqliteStore {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = conn
-                .lock()
-                .map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
+            let mut conn = conn.lock().map_err(|_| StoreError::Unavailable("connection lock poisoned".into()))?;
             work(&mut conn).map_err(classify)
         })
         .await
@@ -108,13 +103,7 @@ fn classify(e: rusqlite::Error) -> StoreError {
 }
 
 fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Room> {
-    Ok(Room {
-        id: row.get(0)?,
-        private: row.get(1)?,
-        owner: row.get(2)?,
-        direct: row.get(3)?,
-        created_at: row.get(4)?,
-    })
+    Ok(Room { id: row.get(0)?, private: row.get(1)?, owner: row.get(2)?, direct: row.get(3)?, created_at: row.get(4)? })
 }
 
 fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
@@ -151,8 +140,7 @@ impl Store for SqliteStore {
     async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
         let name = name.to_owned();
         self.with(move |c| {
-            c.query_row("SELECT password_hash FROM users WHERE name = ?1", [name], |r| r.get(0))
-                .optional()
+            c.query_row("SELECT password_hash FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()
         })
         .await
     }
@@ -182,11 +170,9 @@ impl Store for SqliteStore {
     async fn take_refresh_token(&self, token_hash: &str) -> Result<Option<(String, i64)>, StoreError> {
         let hash = token_hash.to_owned();
         self.with(move |c| {
-            c.query_row(
-                "DELETE FROM refresh_tokens WHERE token_hash = ?1 RETURNING user, expires_at",
-                [hash],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            c.query_row("DELETE FROM refresh_tokens WHERE token_hash = ?1 RETURNING user, expires_at", [hash], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()
         })
         .await
@@ -200,10 +186,7 @@ impl Store for SqliteStore {
                 "INSERT INTO rooms (id, private, owner, direct, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![room.id, room.private, room.owner, room.direct, room.created_at],
             )?;
-            tx.execute(
-                "INSERT INTO members (room, user) VALUES (?1, ?2)",
-                params![room.id, room.owner],
-            )?;
+            tx.execute("INSERT INTO members (room, user) VALUES (?1, ?2)", params![room.id, room.owner])?;
             tx.commit()
         })
         .await
@@ -212,12 +195,7 @@ impl Store for SqliteStore {
     async fn room(&self, id: &str) -> Result<Option<Room>, StoreError> {
         let id = id.to_owned();
         self.with(move |c| {
-            c.query_row(
-                &format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"),
-                [id],
-                room_from_row,
-            )
-            .optional()
+            c.query_row(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"), [id], room_from_row).optional()
         })
         .await
     }
@@ -250,11 +228,7 @@ impl Store for SqliteStore {
     async fn add_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.with(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO members (room, user) VALUES (?1, ?2)",
-                params![room, user],
-            )
-            .map(|n| n == 1)
+            c.execute("INSERT OR IGNORE INTO members (room, user) VALUES (?1, ?2)", params![room, user]).map(|n| n == 1)
         })
         .await
     }
@@ -262,8 +236,7 @@ impl Store for SqliteStore {
     async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.with(move |c| {
-            c.execute("DELETE FROM members WHERE room = ?1 AND user = ?2", params![room, user])
-                .map(|n| n == 1)
+            c.execute("DELETE FROM members WHERE room = ?1 AND user = ?2", params![room, user]).map(|n| n == 1)
         })
         .await
     }
@@ -322,19 +295,14 @@ impl Store for SqliteStore {
             let (sql, lower, upper, limit) = match page {
                 Page::Latest { limit } => ("seq > ?2 AND seq < ?3 ORDER BY seq DESC", i64::MIN, i64::MAX, limit),
                 Page::Before { before, limit } => ("seq > ?2 AND seq < ?3 ORDER BY seq DESC", i64::MIN, before, limit),
-                Page::After { after, before, limit } => (
-                    "seq > ?2 AND seq < ?3 ORDER BY seq ASC",
-                    after,
-                    before.unwrap_or(i64::MAX),
-                    limit,
-                ),
+                Page::After { after, before, limit } => {
+                    ("seq > ?2 AND seq < ?3 ORDER BY seq ASC", after, before.unwrap_or(i64::MAX), limit)
+                }
             };
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND {sql} LIMIT ?4"
             ))?;
-            let rows = stmt
-                .query_map(params![room, lower, upper, limit], envelope_from_row)?
-                .collect();
+            let rows = stmt.query_map(params![room, lower, upper, limit], envelope_from_row)?.collect();
             rows
         })
         .await
@@ -343,11 +311,9 @@ impl Store for SqliteStore {
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.with(move |c| {
-            c.query_row(
-                "SELECT read_seq FROM receipts WHERE room = ?1 AND user = ?2",
-                params![room, user],
-                |r| r.get(0),
-            )
+            c.query_row("SELECT read_seq FROM receipts WHERE room = ?1 AND user = ?2", params![room, user], |r| {
+                r.get(0)
+            })
             .optional()
         })
         .await
@@ -356,11 +322,8 @@ impl Store for SqliteStore {
     async fn set_last_seen(&self, user: &str, ts: i64) -> Result<(), StoreError> {
         let user = user.to_owned();
         self.with(move |c| {
-            c.execute(
-                "UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE name = ?1",
-                params![user, ts],
-            )
-            .map(drop)
+            c.execute("UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE name = ?1", params![user, ts])
+                .map(drop)
         })
         .await
     }
@@ -401,11 +364,7 @@ mod tests {
     async fn sequence_reservations_never_overlap_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("roost.db");
-        let first = SqliteStore::open(&path)
-            .unwrap()
-            .reserve_seq("lobby", 100)
-            .await
-            .unwrap();
+        let first = SqliteStore::open(&path).unwrap().reserve_seq("lobby", 100).await.unwrap();
         let store = SqliteStore::open(&path).unwrap();
         let second = store.reserve_seq("lobby", 100).await.unwrap();
         assert_eq!((first, second), (1, 101));
@@ -423,46 +382,13 @@ mod tests {
         store.write_batch(&[changed], &[]).await.unwrap();
 
         let seqs = |v: Vec<Envelope>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.messages("lobby", Page::Latest { limit: 3 }).await.unwrap()), [10, 9, 8]);
+        assert_eq!(seqs(store.messages("lobby", Page::Before { before: 4, limit: 5 }).await.unwrap()), [3, 2, 1]);
         assert_eq!(
-            seqs(store.messages("lobby", Page::Latest { limit: 3 }).await.unwrap()),
-            [10, 9, 8]
-        );
-        assert_eq!(
-            seqs(
-                store
-                    .messages("lobby", Page::Before { before: 4, limit: 5 })
-                    .await
-                    .unwrap()
-            ),
-            [3, 2, 1]
-        );
-        assert_eq!(
-            seqs(
-                store
-                    .messages(
-                        "lobby",
-                        Page::After {
-                            after: 7,
-                            before: None,
-                            limit: 5
-                        }
-                    )
-                    .await
-                    .unwrap()
-            ),
+            seqs(store.messages("lobby", Page::After { after: 7, before: None, limit: 5 }).await.unwrap()),
             [8, 9, 10]
         );
-        let third = store
-            .messages(
-                "lobby",
-                Page::After {
-                    after: 2,
-                    before: Some(4),
-                    limit: 5,
-                },
-            )
-            .await
-            .unwrap();
+        let third = store.messages("lobby", Page::After { after: 2, before: Some(4), limit: 5 }).await.unwrap();
         assert_eq!(third, vec![envelope("lobby", 3)]);
     }
 }
