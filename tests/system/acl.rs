@@ -1,6 +1,6 @@
 //! Topic rules enforced at the edge, each attacked.
 
-use crate::harness::{next_on, silent_on, spawn_system, Agent};
+use crate::harness::{next_on, payload, silent_on, spawn_system, Agent, PATIENCE};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,9 @@ async fn non_members_cannot_subscribe_or_publish() {
     system.mosquitto_pub("alice", &alice, "rooms/secret/messages", r#"{"body":"members only"}"#, 1).await;
     assert_eq!(next_on(&mut bob, "rooms/secret/messages").await["body"], "members only");
     assert!(eve.message_on("rooms/secret/messages", Duration::from_millis(500)).await.is_none());
+    // presence/+ was granted, but delivers only users eve shares a room with: nobody
+    let alice_presence = eve.message_on_any(Duration::from_millis(300)).await;
+    assert!(alice_presence.as_ref().is_none_or(|m| m["topic"] == "presence/eve"), "{alice_presence:?}");
 
     // eve's publish into the room is dropped and she is told why
     let mut eve_inbox = system.mosquitto_sub("eve", &[]).await;
@@ -41,26 +44,49 @@ async fn non_members_cannot_subscribe_or_publish() {
 async fn presence_and_server_topics_belong_to_their_owner() {
     let system = spawn_system().await;
     system.room("lobby", false, "alice", &["bob"]).await;
-    let mut alice = system.mosquitto_sub("alice", &["presence/bob/+", "rooms/lobby/events"]).await;
-    let bob = system.token("bob", 60);
+    let mut alice = Agent::online(&system, "alice", json!({})).await;
+    let topics = [("presence/alice/+", 0), ("presence/alice", 0), ("rooms/lobby/+", 0), ("users/alice/inbox", 0)];
+    assert_eq!(alice.subscribe(&topics).await, vec![0, 0, 0, 0]);
+    let mut bob = Agent::online(&system, "bob", json!({})).await;
+    let mut bob_inbox_codes = Vec::new();
+    assert_eq!(bob.subscribe(&[("users/bob/inbox", 0)]).await, vec![0]);
     for (topic, body) in [
         ("presence/alice/fake", r#"{"status":"online"}"#),
-        ("presence/alice", r#"{"status":"online","devices":9}"#),
-        ("rooms/lobby/events", r#"{"type":"deleted"}"#),
+        ("presence/alice", r#"{"status":"online","devices":9,"last_seen":1}"#),
+        ("rooms/lobby/events", r#"{"type":"deleted","room":"lobby","by":"alice","ts":1}"#),
         ("users/alice/inbox", r#"{"type":"phish"}"#),
     ] {
-        system.mosquitto_pub("bob", &bob, topic, body, 0).await;
+        bob.publish(topic, body, 1).await;
+        bob.expect("published").await;
+        let notice = payload(&bob.message_on("users/bob/inbox", PATIENCE).await.expect("bob is told"));
+        bob_inbox_codes.push(notice["code"].as_str().unwrap().to_owned());
     }
-    silent_on(&mut alice, "presence/alice/fake", Duration::from_millis(300)).await;
-    silent_on(&mut alice, "rooms/lobby/events", Duration::from_millis(300)).await;
+    assert_eq!(bob_inbox_codes, ["forbidden"; 4]);
+    // bob's next publish travels behind the forgeries: everything alice got before it is in hand
+    bob.publish("rooms/lobby/typing", r#"{"typing":true}"#, 1).await;
+    loop {
+        let message = alice.message_on_any(PATIENCE).await.expect("the sentinel arrives");
+        let (topic, body) = (message["topic"].as_str().unwrap(), payload(&message));
+        if topic == "rooms/lobby/typing" {
+            break;
+        }
+        assert_ne!(topic, "presence/alice/fake");
+        assert_ne!(topic, "rooms/lobby/events", "{body}");
+        assert_ne!(topic, "users/alice/inbox", "{body}");
+        assert_ne!(body["devices"], 9, "forged aggregate delivered: {body}");
+    }
 
     // a will on someone else's presence topic is refused at CONNECT
     let will =
         json!({"client_id": "phone", "will": {"topic": "presence/alice/phone", "payload": "{\"status\":\"offline\"}"}});
-    assert_eq!(Agent::connect(&system, "bob", &bob, will).await.1, 0x87, "3.1.1 refusal 0x05, as Paho reports it");
+    assert_eq!(
+        Agent::connect(&system, "bob", &system.token("bob", 60), will).await.1,
+        0x87,
+        "3.1.1 refusal 0x05, as Paho reports it"
+    );
     let own =
         json!({"client_id": "phone", "will": {"topic": "presence/bob/phone", "payload": "{\"status\":\"offline\"}"}});
-    assert_eq!(Agent::connect(&system, "bob", &bob, own).await.1, 0);
+    assert_eq!(Agent::connect(&system, "bob", &system.token("bob", 60), own).await.1, 0);
 }
 
 #[tokio::test]

@@ -72,6 +72,10 @@ async fn http_errors_are_json_and_never_500() {
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")));
     let (status, body) = system.call("GET", "/v1/rooms/nope/messages", Some(&system.token("alice", 60)), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = system.call("GET", "/v2/nothing", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (status, body) = system.call("PUT", "/v1/auth/login", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (405, Some("method_not_allowed")));
     let (status, health) = system.call("GET", "/healthz", None, None).await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     let (status, spec) = system.call("GET", "/openapi.json", None, None).await;

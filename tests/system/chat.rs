@@ -138,3 +138,26 @@ async fn websocket_carries_the_same_flow() {
     assert_eq!((envelope["from"].as_str(), envelope["seq"].as_i64()), (Some("alice"), Some(1)));
     assert_eq!(system.history("lobby", "bob", "").await, vec![envelope]);
 }
+
+#[tokio::test]
+async fn garbage_on_the_wire_harms_nobody() {
+    use tokio::io::AsyncWriteExt;
+    let system = spawn_system().await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+    let mut bob = system.mosquitto_sub("bob", &["rooms/lobby/messages"]).await;
+    let garbage: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0x10, 0xff, 0xff, 0xff, 0xff, 0x01],
+        &[0x10, 0x0c, 0x00, 0x04, b'M', b'Q'],
+        &[0x30, 0x05, 0x00, 0x01, b'a', b'x', b'y'],
+    ];
+    for bytes in garbage {
+        let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", system.mqtt_port)).await.unwrap();
+        socket.write_all(bytes).await.unwrap();
+    }
+    let (code, stderr) = system
+        .mosquitto_pub("alice", &system.token("alice", 60), "rooms/lobby/messages", r#"{"body":"still here"}"#, 1)
+        .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(next_on(&mut bob, "rooms/lobby/messages").await["body"], "still here");
+}

@@ -51,5 +51,9 @@ pub fn router(state: AppState) -> Router {
         .merge(rooms::routes())
         .merge(history::routes())
         .merge(ops::routes())
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+        })
         .with_state(state)
 }
