@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Side-by-side benchmarks: mosquitto (anonymous, no persistence), raw rumqttd (no edge) and
+# Roost (auth, ACL, stamping, persistence), same load generator, same machine, one run.
+#
+#   bench/run.sh                 all scenarios
+#   bench/run.sh fanout chat     some of: fanout chat connections persistence history
+#
+# Brokers are pinned to CPU 0 and the load generator to CPU 1 (BENCH_PIN=0 turns that off).
+# Results: one JSON line per run in target/bench/results.jsonl, and a table on stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scenarios=("$@")
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history)
+: "${CHAT_ROOMS:=1000}" "${CHAT_MEMBERS:=10}" "${CHAT_SECONDS:=20}"
+: "${CONNECTIONS:=20000}" "${PERSIST_MESSAGES:=1000000}"
+
+for tool in mosquitto wrk python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install mosquitto wrk python3" >&2; exit 1; }
+done
+cargo build --release --quiet -p roost -p roost-bench
+ulimit -n 1048576 || ulimit -n 65536
+
+out=target/bench; mkdir -p "$out"; results=$out/results.jsonl; : > "$results"
+work=$(mktemp -d); secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+pin_broker=(); pin_load=()
+if [ "${BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then pin_broker=(taskset -c 0); pin_load=(taskset -c 1); fi
+pid=; port=; http=
+stop_broker() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; fi; }
+trap 'stop_broker; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+start_broker() {  # $1: mosquitto | rumqttd | roost
+  port=$(free_port); http=
+  case $1 in
+    mosquitto)
+      printf 'listener %s 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 100000\n' \
+        "$port" > "$work/mosquitto.conf"
+      "${pin_broker[@]}" mosquitto -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" & pid=$! ;;
+    rumqttd)
+      "${pin_broker[@]}" target/release/raw-rumqttd "$port" 2>"$work/rumqttd.log" & pid=$! ;;
+    roost)
+      rm -rf "$work/roost"; local hport; hport=$(free_port)
+      ROOST_DATA_DIR="$work/roost" ROOST_MQTT__TCP=127.0.0.1:$port ROOST_MQTT__WS=127.0.0.1:0 \
+      ROOST_HTTP__LISTEN=127.0.0.1:$hport ROOST_AUTH__SECRET=$secret RUST_LOG=warn \
+        "${pin_broker[@]}" target/release/roost serve >"$work/roost.out" 2>"$work/roost.log" & pid=$!
+      http=http://127.0.0.1:$hport ;;
+  esac
+  for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$1 did not start" >&2; exit 1
+}
+
+loadgen() {  # $1: broker name, rest: scenario arguments
+  local broker=$1; shift
+  local auth=()
+  [ "$broker" = roost ] && auth=(--http "$http" --secret "$secret")
+  local line
+  line=$("${pin_load[@]}" target/release/loadgen --port "$port" --pid "$pid" "${auth[@]}" "$@") || line='{"error":"loadgen failed"}'
+  echo "{\"broker\":\"$broker\",\"run\":$line}" | tee -a "$results"
+}
+
+wants() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
+
+history_load() {  # wrk on a 50-message page of the busiest room, on the running Roost
+  local token wrk_out
+  token=$(ROOST_AUTH__SECRET=$secret ROOST_DATA_DIR="$work/roost" target/release/roost token --user p0)
+  wrk_out=$("${pin_load[@]}" wrk -t1 -c32 -d10s --latency -H "Authorization: Bearer $token" \
+    "$http/v1/rooms/persist-0/messages?limit=50")
+  echo "{\"broker\":\"roost\",\"run\":$(python3 bench/wrk_json.py <<<"$wrk_out")}" | tee -a "$results"
+}
+
+for scenario in "${scenarios[@]}"; do
+  for broker in mosquitto rumqttd roost; do
+    case $scenario in
+      fanout)
+        start_broker $broker; loadgen $broker fanout --subscribers 100 --messages 20000 --qos 0; stop_broker
+        start_broker $broker; loadgen $broker fanout --subscribers 100 --messages 5000 --qos 1; stop_broker ;;
+      chat)
+        start_broker $broker
+        loadgen $broker chat --rooms "$CHAT_ROOMS" --members "$CHAT_MEMBERS" --seconds "$CHAT_SECONDS"
+        stop_broker ;;
+      connections)
+        start_broker $broker; loadgen $broker connections --count "$CONNECTIONS"; stop_broker ;;
+      persistence)
+        start_broker $broker
+        loadgen $broker persistence --messages "$PERSIST_MESSAGES"
+        [ $broker = roost ] && wants history && history_load
+        stop_broker ;;
+      history)
+        # history pages are read from what the persistence scenario stored
+        wants persistence || [ $broker != roost ] && continue
+        start_broker roost; loadgen roost persistence --messages "$PERSIST_MESSAGES"; history_load; stop_broker ;;
+    esac
+  done
+done
+
+python3 bench/table.py "$results"

@@ -1,0 +1,98 @@
+//! `loadgen`: drives any MQTT 3.1.1 broker with rumqttc and prints one JSON line of results.
+//!
+//! Against Roost it authenticates (tokens minted with the server's secret) and creates the
+//! rooms over HTTP; against mosquitto or raw rumqttd it connects anonymously. Every payload is
+//! a Roost message `{"body":"<send time ns> <padding>"}`, so the same bytes are valid everywhere
+//! and the receiver reads the send time from the body for publish->deliver latency.
+
+mod scenarios;
+mod stats;
+mod target;
+
+use clap::{Parser, Subcommand};
+use target::Target;
+
+#[derive(Parser)]
+#[command(about = "MQTT load generator for Roost, mosquitto and raw rumqttd")]
+struct Cli {
+    /// The broker's MQTT port on 127.0.0.1.
+    #[arg(long)]
+    port: u16,
+    /// Roost's HTTP API, e.g. http://127.0.0.1:8080; with --secret makes this a Roost run.
+    #[arg(long, requires = "secret")]
+    http: Option<String>,
+    /// Roost's HS256 secret, to mint tokens.
+    #[arg(long, env = "ROOST_AUTH__SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// The broker's process id, to report its resident memory.
+    #[arg(long)]
+    pid: Option<u32>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// One publisher, many subscribers on one room, as fast as the broker takes it.
+    Fanout {
+        #[arg(long, default_value_t = 100)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        qos: u8,
+    },
+    /// Rooms of members, each member publishing at a fixed rate and subscribed to its room.
+    Chat {
+        #[arg(long, default_value_t = 1000)]
+        rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Messages per second per member.
+        #[arg(long, default_value_t = 1.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// Ramp to many idle clients (Roost: with presence wills) and hold them.
+    Connections {
+        #[arg(long, default_value_t = 20_000)]
+        count: usize,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 200)]
+        concurrency: usize,
+    },
+    /// QoS 1 messages through the broker, then (Roost) counted back from history.
+    Persistence {
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 10)]
+        publishers: usize,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let target = Target::new(cli.port, cli.http, cli.secret.as_deref(), cli.pid);
+    let report = match cli.scenario {
+        Scenario::Fanout { subscribers, messages, size, qos } => {
+            scenarios::fanout(&target, subscribers, messages, size, qos).await?
+        }
+        Scenario::Chat { rooms, members, rate, seconds, size } => {
+            scenarios::chat(&target, rooms, members, rate, seconds, size).await?
+        }
+        Scenario::Connections { count, concurrency } => scenarios::connections(&target, count, concurrency).await?,
+        Scenario::Persistence { messages, publishers, size } => {
+            scenarios::persistence(&target, messages, publishers, size).await?
+        }
+    };
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! Payloads carrying their send time, latency histograms, and the broker's memory.
+
+use hdrhistogram::Histogram;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default()
+}
+
+/// A Roost message body of about `size` bytes stamped with the send time.
+pub(crate) fn payload(size: usize) -> Vec<u8> {
+    let head = format!("{{\"body\":\"{} ", now_ns());
+    let pad = size.saturating_sub(head.len() + 2);
+    let mut out = Vec::with_capacity(head.len() + pad + 2);
+    out.extend_from_slice(head.as_bytes());
+    out.resize(head.len() + pad, b'x');
+    out.extend_from_slice(b"\"}");
+    out
+}
+
+/// Nanoseconds since the payload was made, read from the `"body":"<ns> ` it carries (raw or
+/// inside a Roost envelope).
+pub(crate) fn age_ns(received: &[u8]) -> Option<u64> {
+    const MARK: &[u8] = b"\"body\":\"";
+    let start = received.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
+    let digits = received[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let sent: u64 = std::str::from_utf8(&received[start..start + digits]).ok()?.parse().ok()?;
+    Some(now_ns().saturating_sub(sent))
+}
+
+/// A latency histogram in microseconds, 1 µs to 60 s.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// `{"p50_ms","p90_ms","p99_ms","max_ms"}` of a histogram in microseconds.
+pub(crate) fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |us: u64| (us as f64 / 1000.0 * 100.0).round() / 100.0;
+    serde_json::json!({
+        "p50_ms": ms(h.value_at_quantile(0.50)),
+        "p90_ms": ms(h.value_at_quantile(0.90)),
+        "p99_ms": ms(h.value_at_quantile(0.99)),
+        "max_ms": ms(h.max()),
+    })
+}
+
+/// Resident memory of process `pid` in KiB.
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn payload_carries_its_send_time_and_size() {
+        let p = super::payload(100);
+        assert_eq!(p.len(), 100);
+        let value: serde_json::Value = serde_json::from_slice(&p).unwrap();
+        assert!(value["body"].is_string());
+        let envelope = format!(r#"{{"id":"x","seq":1,"body":{}}}"#, value["body"]);
+        assert!(super::age_ns(envelope.as_bytes()).unwrap() < 60_000_000_000);
+    }
+}

@@ -1,0 +1,123 @@
+//! The broker under test: its MQTT port, and for Roost the HTTP API and token minting.
+
+use roost_auth::TokenService;
+use rumqttc::{LastWill, MqttOptions, QoS};
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+/// Roost's HTTP API and signing key.
+struct Roost {
+    http: String,
+    tokens: TokenService,
+    client: reqwest::Client,
+}
+
+/// A broker to load.
+pub(crate) struct Target {
+    port: u16,
+    roost: Option<Arc<Roost>>,
+    pid: Option<u32>,
+}
+
+/// HTTP requests in flight while setting up rooms.
+const SETUP_CONCURRENCY: usize = 32;
+
+impl Target {
+    pub(crate) fn new(port: u16, http: Option<String>, secret: Option<&str>, pid: Option<u32>) -> Self {
+        let roost = http.zip(secret).map(|(http, secret)| {
+            Arc::new(Roost {
+                http,
+                tokens: TokenService::new(&SecretString::from(secret.to_owned())),
+                client: reqwest::Client::new(),
+            })
+        });
+        Self { port, roost, pid }
+    }
+
+    pub(crate) fn is_roost(&self) -> bool {
+        self.roost.is_some()
+    }
+
+    /// Connection options for `user` (credentials on Roost) with client id `client_id`.
+    pub(crate) fn options(&self, user: &str, client_id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", self.port);
+        options.set_keep_alive(Duration::from_secs(60));
+        options.set_max_packet_size(1 << 20, 1 << 20);
+        options.set_inflight(100);
+        if let Some(roost) = &self.roost {
+            options.set_credentials(user, roost.tokens.issue(user, 24 * 3600));
+        }
+        options
+    }
+
+    /// Options with the presence will the brief asks of every client.
+    pub(crate) fn options_with_will(&self, user: &str, client_id: &str) -> MqttOptions {
+        let mut options = self.options(user, client_id);
+        let topic = format!("presence/{user}/{client_id}");
+        options.set_last_will(LastWill::new(topic, r#"{"status":"offline"}"#, QoS::AtMostOnce, true));
+        options
+    }
+
+    /// Creates `room` with `members` (first one owns it). Nothing to do on anonymous brokers.
+    pub(crate) async fn make_rooms(&self, rooms: Vec<(String, Vec<String>)>) -> anyhow::Result<()> {
+        let Some(roost) = &self.roost else { return Ok(()) };
+        for (room, members) in &rooms {
+            let owner = &members[0];
+            roost.post(owner, "/v1/rooms", Some(serde_json::json!({"name": room}))).await?;
+        }
+        let limit = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+        let mut joins = JoinSet::new();
+        for (room, members) in rooms {
+            for member in members.into_iter().skip(1) {
+                let (roost, limit, path) = (roost.clone(), limit.clone(), format!("/v1/rooms/{room}/join"));
+                joins.spawn(async move {
+                    let _permit = limit.acquire_owned().await?;
+                    roost.post(&member, &path, None).await
+                });
+            }
+        }
+        while let Some(joined) = joins.join_next().await {
+            joined??;
+        }
+        Ok(())
+    }
+
+    /// Messages stored in `room`, read back page by page over HTTP (Roost only).
+    pub(crate) async fn history_count(&self, room: &str, reader: &str) -> anyhow::Result<usize> {
+        let Some(roost) = &self.roost else { return Ok(0) };
+        let token = roost.tokens.issue(reader, 3600);
+        let (mut after, mut count) = (0_i64, 0);
+        loop {
+            let url = format!("{}/v1/rooms/{room}/messages?after={after}&limit=500", roost.http);
+            let page: serde_json::Value =
+                roost.client.get(url).bearer_auth(&token).send().await?.error_for_status()?.json().await?;
+            let messages = page["messages"].as_array().cloned().unwrap_or_default();
+            let Some(last) = messages.last() else { return Ok(count) };
+            after = last["seq"].as_i64().unwrap_or_default();
+            count += messages.len();
+        }
+    }
+
+    /// Resident memory of the broker in KiB, when its pid is known.
+    pub(crate) fn rss_kib(&self) -> Option<u64> {
+        self.pid.and_then(crate::stats::rss_kib)
+    }
+}
+
+impl Roost {
+    async fn post(&self, user: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
+        let mut request = self.client.post(format!("{}{path}", self.http)).bearer_auth(self.tokens.issue(user, 3600));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        // 409: the room exists from an earlier run on the same data dir
+        if !response.status().is_success() && response.status() != reqwest::StatusCode::CONFLICT {
+            anyhow::bail!("POST {path} as {user}: {}", response.status());
+        }
+        Ok(())
+    }
+}
