@@ -13,13 +13,15 @@ cd "$(dirname "$0")/.."
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history)
 : "${CHAT_ROOMS:=1000}" "${CHAT_MEMBERS:=10}" "${CHAT_SECONDS:=20}"
-: "${CONNECTIONS:=20000}" "${PERSIST_MESSAGES:=1000000}"
+: "${PERSIST_MESSAGES:=1000000}"
 
 for tool in mosquitto wrk python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install mosquitto wrk python3" >&2; exit 1; }
 done
 cargo build --release --quiet -p roost -p roost-bench
-ulimit -n 1048576 || ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # many connections: as many descriptors as allowed
+# each side needs a descriptor per connection, plus some to spare
+: "${CONNECTIONS:=$(( $(ulimit -n) - 1000 < 20000 ? $(ulimit -n) - 1000 : 20000 ))}"
 
 out=target/bench; mkdir -p "$out"; results=$out/results.jsonl; : > "$results"
 work=$(mktemp -d); secret=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -48,7 +50,11 @@ start_broker() {  # $1: mosquitto | rumqttd | roost
       http=http://127.0.0.1:$hport ;;
   esac
   for _ in $(seq 100); do
-    python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null && return 0
+    if [ "$1" = roost ]; then
+      grep -q '^roost ready' "$work/roost.out" 2>/dev/null && return 0  # printed once every listener is bound
+    else
+      python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null && return 0
+    fi
     sleep 0.1
   done
   echo "$1 did not start" >&2; exit 1
@@ -65,12 +71,13 @@ loadgen() {  # $1: broker name, rest: scenario arguments
 
 wants() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
 
-history_load() {  # wrk on a 50-message page of the busiest room, on the running Roost
+history_load() {  # a 50-message page of one room on the running Roost: wrk flat out, then 1,000 req/s
   local token wrk_out
   token=$(ROOST_AUTH__SECRET=$secret ROOST_DATA_DIR="$work/roost" target/release/roost token --user p0)
   wrk_out=$("${pin_load[@]}" wrk -t1 -c32 -d10s --latency -H "Authorization: Bearer $token" \
     "$http/v1/rooms/persist-0/messages?limit=50")
   echo "{\"broker\":\"roost\",\"run\":$(python3 bench/wrk_json.py <<<"$wrk_out")}" | tee -a "$results"
+  loadgen roost history --room persist-0 --reader p0 --rate 1000 --seconds 10
 }
 
 for scenario in "${scenarios[@]}"; do

@@ -43,8 +43,11 @@ ROWS = [
     ("persistence QoS 1: acked msg/s", "persistence", {}, "acked_per_s", True),
     ("persistence: stored in history", "persistence", {}, "stored", None),
     ("persistence: lost after PUBACK", "persistence", {}, "lost_after_ack", False),
-    ("history page (limit 50): req/s", "history", {}, "requests_per_s", True),
-    ("history page: p99 ms", "history", {}, "latency.p99_ms", False),
+    ("history page (limit 50), wrk flat out: req/s", "history", {"tool": "wrk"}, "requests_per_s", True),
+    ("history page, wrk flat out: p99 ms", "history", {"tool": "wrk"}, "latency.p99_ms", False),
+    ("history page at 1,000 req/s: p50 ms", "history", {"offered_per_s": 1000}, "latency.p50_ms", False),
+    ("history page at 1,000 req/s: p99 ms", "history", {"offered_per_s": 1000}, "latency.p99_ms", False),
+    ("history page at 1,000 req/s: failed", "history", {"offered_per_s": 1000}, "failed", False),
 ]
 
 

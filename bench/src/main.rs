@@ -66,6 +66,19 @@ enum Scenario {
         #[arg(long, default_value_t = 200)]
         concurrency: usize,
     },
+    /// Roost's history API at a fixed request rate (open loop), e.g. after `persistence`.
+    History {
+        #[arg(long, default_value = "persist-0")]
+        room: String,
+        /// A member of the room, to read as.
+        #[arg(long, default_value = "p0")]
+        reader: String,
+        /// Requests per second.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// QoS 1 messages through the broker, then (Roost) counted back from history.
     Persistence {
         #[arg(long, default_value_t = 1_000_000)]
@@ -89,6 +102,9 @@ async fn main() -> anyhow::Result<()> {
             scenarios::chat(&target, rooms, members, rate, seconds, size).await?
         }
         Scenario::Connections { count, concurrency } => scenarios::connections(&target, count, concurrency).await?,
+        Scenario::History { room, reader, rate, seconds } => {
+            scenarios::history(&target, &room, &reader, rate, seconds).await?
+        }
         Scenario::Persistence { messages, publishers, size } => {
             scenarios::persistence(&target, messages, publishers, size).await?
         }

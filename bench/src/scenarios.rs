@@ -422,3 +422,40 @@ pub(crate) async fn persistence(
         "lost_after_ack": stored.map(|s| acked.saturating_sub(s as u64)), "stalled": stalled, "rss_kib": rss_kib,
     }))
 }
+
+/// Requests history pages at `rate` per second for `seconds`, each timed from when it was
+/// due, so a slow server cannot hide its queueing (no coordinated omission).
+pub(crate) async fn history(
+    target: &Target,
+    room: &str,
+    reader: &str,
+    rate: u32,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let request =
+        target.history_page(room, reader).ok_or_else(|| anyhow::anyhow!("history needs --http and --secret"))?;
+    let every = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut requests = JoinSet::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        let due = ticks.tick().await;
+        let request = request.try_clone().expect("GET requests clone");
+        requests.spawn(async move {
+            let ok = matches!(request.send().await, Ok(r) if r.status().is_success());
+            (due.elapsed(), ok)
+        });
+    }
+    let (mut latencies, mut failed, mut done) = (histogram(), 0_u64, 0_u64);
+    while let Some(finished) = requests.join_next().await {
+        let (took, ok) = finished?;
+        latencies.saturating_record(took.as_micros() as u64);
+        failed += u64::from(!ok);
+        done += 1;
+    }
+    Ok(json!({
+        "scenario": "history", "offered_per_s": rate, "requests": done, "failed": failed,
+        "requests_per_s": (done as f64 / seconds as f64).round(), "latency": percentiles(&latencies),
+    }))
+}

@@ -101,6 +101,13 @@ impl Target {
         }
     }
 
+    /// A client and URL for pages of `room` read as `reader` (Roost only).
+    pub(crate) fn history_page(&self, room: &str, reader: &str) -> Option<reqwest::RequestBuilder> {
+        let roost = self.roost.as_ref()?;
+        let url = format!("{}/v1/rooms/{room}/messages?limit=50", roost.http);
+        Some(roost.client.get(url).bearer_auth(roost.tokens.issue(reader, 3600)))
+    }
+
     /// Resident memory of the broker in KiB, when its pid is known.
     pub(crate) fn rss_kib(&self) -> Option<u64> {
         self.pid.and_then(crate::stats::rss_kib)
