@@ -84,6 +84,7 @@ for scenario in "${scenarios[@]}"; do
   for broker in mosquitto rumqttd roost; do
     case $scenario in
       fanout)
+        start_broker $broker; loadgen $broker fanout --subscribers 1 --messages 200000 --qos 0; stop_broker
         start_broker $broker; loadgen $broker fanout --subscribers 100 --messages 20000 --qos 0; stop_broker
         start_broker $broker; loadgen $broker fanout --subscribers 100 --messages 5000 --qos 1; stop_broker ;;
       chat)

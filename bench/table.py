@@ -24,13 +24,15 @@ def dig(run, path):
 
 
 ROWS = [
-    ("fan-out QoS 0, 1->100: deliveries/s", "fanout", {"qos": 0}, "deliveries_per_s", True),
-    ("fan-out QoS 0: p50 ms", "fanout", {"qos": 0}, "latency.p50_ms", False),
-    ("fan-out QoS 0: p99 ms", "fanout", {"qos": 0}, "latency.p99_ms", False),
-    ("fan-out QoS 0: lost", "fanout", {"qos": 0}, "lost", False),
-    ("fan-out QoS 1, 1->100: deliveries/s", "fanout", {"qos": 1}, "deliveries_per_s", True),
-    ("fan-out QoS 1: p99 ms", "fanout", {"qos": 1}, "latency.p99_ms", False),
-    ("fan-out QoS 1: lost", "fanout", {"qos": 1}, "lost", False),
+    ("1->1 QoS 0: messages/s", "fanout", {"qos": 0, "subscribers": 1}, "deliveries_per_s", True),
+    ("1->1 QoS 0: p99 ms", "fanout", {"qos": 0, "subscribers": 1}, "latency.p99_ms", False),
+    ("fan-out QoS 0, 1->100: deliveries/s", "fanout", {"qos": 0, "subscribers": 100}, "deliveries_per_s", True),
+    ("fan-out QoS 0: p50 ms", "fanout", {"qos": 0, "subscribers": 100}, "latency.p50_ms", False),
+    ("fan-out QoS 0: p99 ms", "fanout", {"qos": 0, "subscribers": 100}, "latency.p99_ms", False),
+    ("fan-out QoS 0: lost", "fanout", {"qos": 0, "subscribers": 100}, "lost", False),
+    ("fan-out QoS 1, 1->100: deliveries/s", "fanout", {"qos": 1, "subscribers": 100}, "deliveries_per_s", True),
+    ("fan-out QoS 1: p99 ms", "fanout", {"qos": 1, "subscribers": 100}, "latency.p99_ms", False),
+    ("fan-out QoS 1: lost", "fanout", {"qos": 1, "subscribers": 100}, "lost", False),
     ("chat: offered msg/s", "chat", {}, "offered_msgs_per_s", None),
     ("chat: deliveries/s", "chat", {}, "deliveries_per_s", True),
     ("chat: p50 ms", "chat", {}, "latency.p50_ms", False),
@@ -54,8 +56,8 @@ ROWS = [
 def fmt(value):
     if value is None:
         return "–"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() or value >= 1000 else round(value, 2)
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
