@@ -5,7 +5,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, Policy, TokenService};
 use roost_broker::{Broker, BrokerConfig, BrokerDeps};
-use roost_history::{ApiConfig, AppState, Ingest, SqliteStore, Store};
+use roost_history::{ApiConfig, AppState, Ingest, MongoStore, SqliteStore, Store};
 use secrecy::SecretString;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,6 +77,14 @@ fn data_dir_error(settings: &Settings, source: std::io::Error) -> crate::setting
     crate::settings::SettingsError::DataDir { path: settings.data_dir.clone(), source }
 }
 
+/// MongoDB when `store.uri` is set, else the embedded store in the data dir.
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
+    Ok(match &settings.store.uri {
+        Some(uri) => Arc::new(MongoStore::connect(uri).await?),
+        None => Arc::new(SqliteStore::open(&ensure_data_dir(settings)?.join("roost.db"))?),
+    })
+}
+
 /// Writes a file readable by its owner only.
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -91,7 +99,7 @@ impl App {
     /// Opens the store, loads membership and binds every listener.
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
         let tokens = TokenService::new(&signing_secret(&settings)?);
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&ensure_data_dir(&settings)?.join("roost.db"))?);
+        let store = open_store(&settings).await?;
         let membership = Arc::new(MembershipView::from_pairs(store.memberships().await?));
         let policy = Policy::new(membership.clone());
         let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);

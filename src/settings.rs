@@ -54,7 +54,7 @@ pub struct HttpSettings {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StoreSettings {
-    /// Unset: the embedded store in the data dir (`ROOST_STORE__URI`).
+    /// Unset: the embedded store in the data dir; `mongodb://...`: MongoDB (`ROOST_STORE__URI`).
     pub uri: Option<String>,
 }
 
@@ -130,12 +130,32 @@ impl Settings {
             return invalid("auth.access_ttl", "ROOST_AUTH__ACCESS_TTL", "token lifetimes must be positive".into());
         }
         if let Some(uri) = &self.store.uri {
-            return invalid(
-                "store.uri",
-                "ROOST_STORE__URI",
-                format!("'{uri}': this build has only the embedded store; leave the key unset"),
-            );
+            if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                let reason = "expected a mongodb:// or mongodb+srv:// URI (unset: the embedded store)".into();
+                return invalid("store.uri", "ROOST_STORE__URI", reason);
+            }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_file_loads() {
+        for file in ["config/default.toml", "config/production-mongodb.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_store_uri_must_be_mongodb() {
+        let mut settings = Settings::default();
+        settings.store.uri = Some("postgres://db".into());
+        let error = settings.validate().unwrap_err().to_string();
+        assert!(error.contains("store.uri") && error.contains("ROOST_STORE__URI"), "{error}");
     }
 }

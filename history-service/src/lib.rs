@@ -6,4 +6,4 @@ pub mod store;
 
 pub use http::{ApiConfig, AppState, Notifier, PresenceSource};
 pub use ingest::{Ingest, IngestHandle, Record};
-pub use store::{Page, Room, SqliteStore, Store, StoreError};
+pub use store::{MongoStore, Page, Room, SqliteStore, Store, StoreError};

@@ -1,7 +1,9 @@
 //! The store contract every backend implements, and its shared types.
 
+mod mongo;
 mod sqlite;
 
+pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

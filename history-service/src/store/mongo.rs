@@ -1,0 +1,329 @@
+//! The production store: MongoDB through the official driver. Portable to any mongod: no
+//! transactions, no change streams; duplicates are recognised by error code 11000 only.
+
+use super::{Page, Room, Store, StoreError};
+use async_trait::async_trait;
+use mongodb::bson::{doc, Document};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{IndexOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database, IndexModel};
+use roost_protocol::{Envelope, ReceiptStamped};
+use serde::{Deserialize, Serialize};
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+#[derive(Serialize, Deserialize)]
+struct UserDoc {
+    #[serde(rename = "_id")]
+    name: String,
+    password_hash: String,
+    created_at: i64,
+    #[serde(default)]
+    last_seen: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RefreshDoc {
+    #[serde(rename = "_id")]
+    token_hash: String,
+    user: String,
+    expires_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RoomDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    private: bool,
+    owner: String,
+    direct: bool,
+    created_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct MemberDoc {
+    room: String,
+    user: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CounterDoc {
+    #[serde(rename = "_id")]
+    room: String,
+    /// The last sequence number reserved.
+    last: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ReceiptDoc {
+    room: String,
+    user: String,
+    read_seq: i64,
+    ts: i64,
+}
+
+/// MongoDB-backed [`Store`]; cheap to clone.
+#[derive(Clone)]
+pub struct MongoStore {
+    db: Database,
+}
+
+fn unavailable(e: mongodb::error::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// True when `e` is a duplicate-key error, and nothing else.
+fn is_duplicate(e: &mongodb::error::Error) -> bool {
+    match e.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(failure) => {
+            failure
+                .write_errors
+                .as_ref()
+                .is_some_and(|errors| !errors.is_empty() && errors.iter().all(|w| w.code == DUPLICATE_KEY))
+                && failure.write_concern_error.is_none()
+        }
+        _ => false,
+    }
+}
+
+fn conflict_or_unavailable(e: mongodb::error::Error) -> StoreError {
+    if is_duplicate(&e) {
+        StoreError::Conflict
+    } else {
+        unavailable(e)
+    }
+}
+
+impl From<RoomDoc> for Room {
+    fn from(d: RoomDoc) -> Self {
+        Room { id: d.id, private: d.private, owner: d.owner, direct: d.direct, created_at: d.created_at }
+    }
+}
+
+impl MongoStore {
+    /// Connects to `uri` (its database, or `roost`) and creates the indexes.
+    pub async fn connect(uri: &str) -> Result<Self, StoreError> {
+        let client = Client::with_uri_str(uri).await.map_err(unavailable)?;
+        let db = client.default_database().unwrap_or_else(|| client.database("roost"));
+        let store = Self { db };
+        store.create_indexes().await?;
+        Ok(store)
+    }
+
+    async fn create_indexes(&self) -> Result<(), StoreError> {
+        let unique = |keys: Document| {
+            IndexModel::builder().keys(keys).options(IndexOptions::builder().unique(true).build()).build()
+        };
+        let plain = |keys: Document| IndexModel::builder().keys(keys).build();
+        self.messages()
+            .create_indexes([unique(doc! {"room": 1, "seq": 1}), plain(doc! {"room": 1, "ts": 1})])
+            .await
+            .map_err(unavailable)?;
+        self.members()
+            .create_indexes([unique(doc! {"room": 1, "user": 1}), plain(doc! {"user": 1})])
+            .await
+            .map_err(unavailable)?;
+        self.receipts().create_index(unique(doc! {"room": 1, "user": 1})).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn users(&self) -> Collection<UserDoc> {
+        self.db.collection("users")
+    }
+    fn refresh_tokens(&self) -> Collection<RefreshDoc> {
+        self.db.collection("refresh_tokens")
+    }
+    fn rooms(&self) -> Collection<RoomDoc> {
+        self.db.collection("rooms")
+    }
+    fn members(&self) -> Collection<MemberDoc> {
+        self.db.collection("members")
+    }
+    fn counters(&self) -> Collection<CounterDoc> {
+        self.db.collection("room_seq")
+    }
+    fn messages(&self) -> Collection<Envelope> {
+        self.db.collection("messages")
+    }
+    fn receipts(&self) -> Collection<ReceiptDoc> {
+        self.db.collection("receipts")
+    }
+}
+
+#[async_trait]
+impl Store for MongoStore {
+    async fn create_user(&self, name: &str, password_hash: &str) -> Result<(), StoreError> {
+        let user = UserDoc {
+            name: name.to_owned(),
+            password_hash: password_hash.to_owned(),
+            created_at: roost_protocol::now_millis(),
+            last_seen: None,
+        };
+        self.users().insert_one(user).await.map(drop).map_err(conflict_or_unavailable)
+    }
+
+    async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        let user = self.users().find_one(doc! {"_id": name}).await.map_err(unavailable)?;
+        Ok(user.map(|u| u.password_hash))
+    }
+
+    async fn user_exists(&self, name: &str) -> Result<bool, StoreError> {
+        let count = self.users().count_documents(doc! {"_id": name}).await.map_err(unavailable)?;
+        Ok(count > 0)
+    }
+
+    async fn put_refresh_token(&self, token_hash: &str, user: &str, expires_at: i64) -> Result<(), StoreError> {
+        let token = RefreshDoc { token_hash: token_hash.to_owned(), user: user.to_owned(), expires_at };
+        self.refresh_tokens().insert_one(token).await.map(drop).map_err(conflict_or_unavailable)
+    }
+
+    async fn take_refresh_token(&self, token_hash: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let taken = self.refresh_tokens().find_one_and_delete(doc! {"_id": token_hash}).await.map_err(unavailable)?;
+        Ok(taken.map(|t| (t.user, t.expires_at)))
+    }
+
+    async fn create_room(&self, room: &Room) -> Result<(), StoreError> {
+        let doc = RoomDoc {
+            id: room.id.clone(),
+            private: room.private,
+            owner: room.owner.clone(),
+            direct: room.direct,
+            created_at: room.created_at,
+        };
+        self.rooms().insert_one(doc).await.map_err(conflict_or_unavailable)?;
+        self.add_member(&room.id, &room.owner).await.map(drop)
+    }
+
+    async fn room(&self, id: &str) -> Result<Option<Room>, StoreError> {
+        Ok(self.rooms().find_one(doc! {"_id": id}).await.map_err(unavailable)?.map(Room::from))
+    }
+
+    async fn rooms_of(&self, user: &str) -> Result<Vec<Room>, StoreError> {
+        let mut ids = Vec::new();
+        let mut members = self.members().find(doc! {"user": user}).await.map_err(unavailable)?;
+        while members.advance().await.map_err(unavailable)? {
+            ids.push(members.deserialize_current().map_err(unavailable)?.room);
+        }
+        let mut rooms = Vec::new();
+        let mut cursor =
+            self.rooms().find(doc! {"_id": {"$in": ids}}).sort(doc! {"_id": 1}).await.map_err(unavailable)?;
+        while cursor.advance().await.map_err(unavailable)? {
+            rooms.push(cursor.deserialize_current().map_err(unavailable)?.into());
+        }
+        Ok(rooms)
+    }
+
+    async fn delete_room(&self, id: &str) -> Result<(), StoreError> {
+        self.members().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
+        self.receipts().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
+        self.messages().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
+        self.rooms().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn add_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        match self.members().insert_one(MemberDoc { room: room.to_owned(), user: user.to_owned() }).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
+        let deleted = self.members().delete_one(doc! {"room": room, "user": user}).await.map_err(unavailable)?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    async fn memberships(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut pairs = Vec::new();
+        let mut cursor = self.members().find(doc! {}).await.map_err(unavailable)?;
+        while cursor.advance().await.map_err(unavailable)? {
+            let member = cursor.deserialize_current().map_err(unavailable)?;
+            pairs.push((member.room, member.user));
+        }
+        Ok(pairs)
+    }
+
+    async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError> {
+        let counter = self
+            .counters()
+            .find_one_and_update(doc! {"_id": room}, doc! {"$inc": {"last": count}})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Unavailable("upsert returned no counter".into()))?;
+        Ok(counter.last - count + 1)
+    }
+
+    async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
+        if !messages.is_empty() {
+            match self.messages().insert_many(messages).ordered(false).await {
+                Ok(_) => {}
+                // a replayed batch: the stored copies stand
+                Err(e) if is_duplicate(&e) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        for r in receipts {
+            self.receipts()
+                .update_one(
+                    doc! {"room": &r.room, "user": &r.from},
+                    doc! {"$max": {"read_seq": r.read_seq}, "$set": {"ts": r.ts}},
+                )
+                .upsert(true)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError> {
+        let (filter, order, limit) = match page {
+            Page::Latest { limit } => (doc! {"room": room}, -1, limit),
+            Page::Before { before, limit } => (doc! {"room": room, "seq": {"$lt": before}}, -1, limit),
+            Page::After { after, before, limit } => {
+                let range = match before {
+                    Some(before) => doc! {"$gt": after, "$lt": before},
+                    None => doc! {"$gt": after},
+                };
+                (doc! {"room": room, "seq": range}, 1, limit)
+            }
+        };
+        let mut cursor = self
+            .messages()
+            .find(filter)
+            .sort(doc! {"seq": order})
+            .limit(i64::from(limit))
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            out.push(cursor.deserialize_current().map_err(unavailable)?);
+        }
+        Ok(out)
+    }
+
+    async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError> {
+        let receipt = self.receipts().find_one(doc! {"room": room, "user": user}).await.map_err(unavailable)?;
+        Ok(receipt.map(|r| r.read_seq))
+    }
+
+    async fn set_last_seen(&self, user: &str, ts: i64) -> Result<(), StoreError> {
+        self.users()
+            .update_one(doc! {"_id": user}, doc! {"$max": {"last_seen": ts}})
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn last_seen(&self, user: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self.users().find_one(doc! {"_id": user}).await.map_err(unavailable)?.and_then(|u| u.last_seen))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.run_command(doc! {"ping": 1}).await.map(drop).map_err(unavailable)
+    }
+}

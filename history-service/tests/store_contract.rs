@@ -1,0 +1,216 @@
+//! One contract, every store: the same tests run against the embedded SQLite store and against
+//! MongoDB (the MongoDB-wire test server `secantusd-rs`, started per test on a free port).
+//!
+//! The MongoDB half needs `secantusd-rs` on PATH, in `ROOST_MONGO_BIN`, or where `.ci/run`
+//! installs it (`~/.cache/roost-mongo/bin`). Only `ROOST_SKIP_MONGO=1` skips it, loudly.
+
+use roost_history::{MongoStore, Page, Room, SqliteStore, Store, StoreError};
+use roost_protocol::{Envelope, ReceiptStamped};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A place a store lives; `open` can be called again to reach the same data afresh.
+trait Backend: Send + Sync {
+    async fn open(&self) -> Arc<dyn Store>;
+}
+
+struct Sqlite(tempfile::TempDir);
+
+impl Backend for Sqlite {
+    async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(SqliteStore::open(&self.0.path().join("roost.db")).expect("open sqlite"))
+    }
+}
+
+async fn sqlite() -> Option<Sqlite> {
+    Some(Sqlite(tempfile::tempdir().expect("temp dir")))
+}
+
+/// A MongoDB-wire server of this test, stopped when dropped.
+struct Mongo {
+    _server: tokio::process::Child,
+    _storage: tempfile::TempDir,
+    uri: String,
+}
+
+impl Backend for Mongo {
+    async fn open(&self) -> Arc<dyn Store> {
+        Arc::new(MongoStore::connect(&self.uri).await.expect("connect to the test server"))
+    }
+}
+
+fn mongo_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("ROOST_MONGO_BIN") {
+        return Some(path.into());
+    }
+    let installed = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/roost-mongo/bin/secantusd-rs"));
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("secantusd-rs"));
+    installed.into_iter().chain(on_path).find(|p| p.is_file())
+}
+
+async fn mongo() -> Option<Mongo> {
+    if std::env::var("ROOST_SKIP_MONGO").as_deref() == Ok("1") {
+        eprintln!("!!! ROOST_SKIP_MONGO=1: the MongoDB half of the store contract is SKIPPED !!!");
+        return None;
+    }
+    let binary = mongo_binary()
+        .expect("secantusd-rs not found: run .ci/run's install step, set ROOST_MONGO_BIN, or ROOST_SKIP_MONGO=1");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let storage = tempfile::tempdir().expect("temp dir");
+    let server = tokio::process::Command::new(binary)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--cache-size", "64M", "--storage-path"])
+        .arg(storage.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start secantusd-rs");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            let uri = format!("mongodb://127.0.0.1:{port}/roost?directConnection=true&serverSelectionTimeoutMS=5000");
+            return Some(Mongo { _server: server, _storage: storage, uri });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("secantusd-rs did not listen on {port}");
+}
+
+fn envelope(room: &str, seq: i64) -> Envelope {
+    Envelope {
+        id: format!("m{seq}"),
+        room: room.into(),
+        seq,
+        from: "alice".into(),
+        ts: 1_700_000_000_000 + seq,
+        body: format!("hello {seq}"),
+        attachments: None,
+        reply_to: None,
+    }
+}
+
+fn room(id: &str, owner: &str) -> Room {
+    Room { id: id.into(), private: false, owner: owner.into(), direct: false, created_at: 1 }
+}
+
+async fn users(backend: impl Backend) {
+    let store = backend.open().await;
+    store.create_user("alice", "hash-a").await.unwrap();
+    assert!(matches!(store.create_user("alice", "other").await, Err(StoreError::Conflict)));
+    assert_eq!(store.password_hash("alice").await.unwrap().as_deref(), Some("hash-a"));
+    assert_eq!(store.password_hash("nobody").await.unwrap(), None);
+    assert!(store.user_exists("alice").await.unwrap());
+    assert!(!store.user_exists("nobody").await.unwrap());
+    assert_eq!(store.last_seen("alice").await.unwrap(), None);
+    store.set_last_seen("alice", 20).await.unwrap();
+    store.set_last_seen("alice", 10).await.unwrap();
+    assert_eq!(store.last_seen("alice").await.unwrap(), Some(20), "last seen never goes back");
+    store.ping().await.unwrap();
+}
+
+async fn refresh_tokens_work_once(backend: impl Backend) {
+    let store = backend.open().await;
+    store.put_refresh_token("h1", "alice", 99).await.unwrap();
+    assert_eq!(store.take_refresh_token("h1").await.unwrap(), Some(("alice".into(), 99)));
+    assert_eq!(store.take_refresh_token("h1").await.unwrap(), None);
+}
+
+async fn rooms_and_members(backend: impl Backend) {
+    let store = backend.open().await;
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    assert!(matches!(store.create_room(&room("lobby", "bob")).await, Err(StoreError::Conflict)));
+    store.create_room(&room("annex", "bob")).await.unwrap();
+    assert_eq!(store.room("lobby").await.unwrap(), Some(room("lobby", "alice")));
+    assert_eq!(store.room("none").await.unwrap(), None);
+    assert!(store.add_member("lobby", "bob").await.unwrap());
+    assert!(!store.add_member("lobby", "bob").await.unwrap(), "adding twice reports no change");
+    let ids = |rooms: Vec<Room>| rooms.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.rooms_of("bob").await.unwrap()), ["annex", "lobby"]);
+    let mut pairs = store.memberships().await.unwrap();
+    pairs.sort();
+    let expected = [("annex", "bob"), ("lobby", "alice"), ("lobby", "bob")];
+    assert_eq!(pairs, expected.map(|(r, u)| (r.to_owned(), u.to_owned())));
+    assert!(store.remove_member("lobby", "bob").await.unwrap());
+    assert!(!store.remove_member("lobby", "bob").await.unwrap());
+    store.write_batch(&[envelope("lobby", 1)], &[]).await.unwrap();
+    store.delete_room("lobby").await.unwrap();
+    assert_eq!(store.room("lobby").await.unwrap(), None);
+    assert!(store.messages("lobby", Page::Latest { limit: 10 }).await.unwrap().is_empty());
+    assert_eq!(ids(store.rooms_of("alice").await.unwrap()), Vec::<String>::new());
+}
+
+async fn sequence_reservations_never_overlap(backend: impl Backend) {
+    let first = backend.open().await.reserve_seq("lobby", 100).await.unwrap();
+    let store = backend.open().await;
+    assert_eq!((first, store.reserve_seq("lobby", 100).await.unwrap()), (1, 101));
+    assert_eq!(store.reserve_seq("other", 5).await.unwrap(), 1);
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    store.delete_room("lobby").await.unwrap();
+    assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), 201, "a re-created room never repeats a seq");
+}
+
+async fn history_pages(backend: impl Backend) {
+    let store = backend.open().await;
+    let batch: Vec<_> = (1..=10).map(|s| envelope("lobby", s)).collect();
+    store.write_batch(&batch, &[]).await.unwrap();
+    let mut replayed = envelope("lobby", 3);
+    replayed.body = "replayed".into();
+    store.write_batch(&[replayed, envelope("lobby", 11)], &[]).await.unwrap();
+
+    let seqs = |v: Vec<Envelope>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(store.messages("lobby", Page::Latest { limit: 3 }).await.unwrap()), [11, 10, 9]);
+    assert_eq!(seqs(store.messages("lobby", Page::Before { before: 4, limit: 5 }).await.unwrap()), [3, 2, 1]);
+    let after = Page::After { after: 8, before: None, limit: 5 };
+    assert_eq!(seqs(store.messages("lobby", after).await.unwrap()), [9, 10, 11]);
+    let window = Page::After { after: 2, before: Some(4), limit: 5 };
+    assert_eq!(store.messages("lobby", window).await.unwrap(), vec![envelope("lobby", 3)], "the first copy stands");
+    assert!(store.messages("other", Page::Latest { limit: 5 }).await.unwrap().is_empty());
+
+    let mut rich = envelope("lobby", 12);
+    let attachment = serde_json::json!({"url": "https://example.test/a.png", "size": 1234, "meta": {"w": 2}});
+    rich.attachments = Some(vec![attachment.as_object().unwrap().clone()]);
+    rich.reply_to = Some(3);
+    store.write_batch(&[rich.clone()], &[]).await.unwrap();
+    assert_eq!(store.messages("lobby", Page::Latest { limit: 1 }).await.unwrap(), vec![rich]);
+}
+
+async fn receipts_keep_the_furthest_read(backend: impl Backend) {
+    let store = backend.open().await;
+    let receipt = |read_seq| ReceiptStamped { room: "lobby".into(), from: "bob".into(), read_seq, ts: read_seq };
+    assert_eq!(store.last_read("lobby", "bob").await.unwrap(), None);
+    store.write_batch(&[], &[receipt(5), receipt(3)]).await.unwrap();
+    assert_eq!(store.last_read("lobby", "bob").await.unwrap(), Some(5));
+    store.write_batch(&[], &[receipt(7)]).await.unwrap();
+    assert_eq!(store.last_read("lobby", "bob").await.unwrap(), Some(7));
+}
+
+/// Runs every contract test against the backend `open` makes.
+macro_rules! contract {
+    ($backend:ident) => {
+        mod $backend {
+            macro_rules! run {
+                ($test:ident) => {
+                    #[tokio::test]
+                    async fn $test() {
+                        if let Some(backend) = super::$backend().await {
+                            super::$test(backend).await;
+                        }
+                    }
+                };
+            }
+            run!(users);
+            run!(refresh_tokens_work_once);
+            run!(rooms_and_members);
+            run!(sequence_reservations_never_overlap);
+            run!(history_pages);
+            run!(receipts_keep_the_furthest_read);
+        }
+    };
+}
+
+contract!(sqlite);
+contract!(mongo);
