@@ -14,7 +14,7 @@ mod stamp;
 mod transport;
 
 pub use config::BrokerConfig;
-pub use links::ServerLink;
+pub use links::{router_config, ServerLink};
 pub use presence::Presence;
 
 use links::Links;

@@ -15,6 +15,20 @@ pub(crate) type Link = (LinkTx, LinkRx, Notification);
 
 type Factory = dyn Fn(&str, bool) -> Result<Link, String> + Send + Sync;
 
+/// The embedded router's settings: 1 MiB x 10 log segments per filter, 200 outgoing packets
+/// per read. Public so the benchmark's raw rumqttd runs the very same router.
+pub fn router_config(max_connections: usize) -> RouterConfig {
+    RouterConfig {
+        max_connections,
+        max_outgoing_packet_count: 200,
+        max_segment_size: 1024 * 1024,
+        max_segment_count: 10,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    }
+}
+
 /// Builds links into the router. The router's sender type is private to rumqttd, so it lives
 /// captured in a closure.
 #[derive(Clone)]
@@ -28,16 +42,8 @@ const SERVER_LINK_ID: &str = "roost-server";
 impl Links {
     /// Spawns the router thread, sized for `config`.
     pub(crate) fn spawn_router(config: &BrokerConfig) -> Self {
-        let router = RouterConfig {
-            // one slot for the server link, a margin for connections in takeover
-            max_connections: config.max_connections + 64,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        };
+        // one slot for the server link, a margin for connections in takeover
+        let router = router_config(config.max_connections + 64);
         let router_tx = Router::new(0, router).spawn();
         let factory = move |id: &str, clean: bool| {
             LinkBuilder::new(id, router_tx.clone()).clean_session(clean).build().map_err(|e| e.to_string())

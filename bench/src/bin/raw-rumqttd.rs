@@ -3,20 +3,12 @@
 //! Usage: raw-rumqttd PORT. Anonymous MQTT 3.1.1 on 127.0.0.1:PORT, the same router settings
 //! as Roost's embedded router, no delay between accepts.
 
-use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, ServerSettings};
 use std::collections::HashMap;
 
 fn main() -> anyhow::Result<()> {
     let port: u16 = std::env::args().nth(1).ok_or_else(|| anyhow::anyhow!("usage: raw-rumqttd PORT"))?.parse()?;
-    let router = RouterConfig {
-        max_connections: 100_064,
-        max_outgoing_packet_count: 200,
-        max_segment_size: 1024 * 1024,
-        max_segment_count: 10,
-        custom_segment: None,
-        initialized_filters: None,
-        shared_subscriptions_strategy: Default::default(),
-    };
+    let router = roost_broker::router_config(100_064);
     let server = ServerSettings {
         name: "v4".into(),
         listen: ([127, 0, 0, 1], port).into(),
