@@ -50,14 +50,6 @@ impl<'a> Topic<'a> {
             _ => None,
         }
     }
-
-    /// The user whose presence this topic carries, for presence topics.
-    pub fn presence_user(&self) -> Option<&'a str> {
-        match *self {
-            Topic::Device { user, .. } | Topic::Presence(user) => Some(user),
-            _ => None,
-        }
-    }
 }
 
 impl std::fmt::Display for Topic<'_> {
@@ -77,11 +69,6 @@ impl std::fmt::Display for Topic<'_> {
 /// A client id usable as one topic level: non-empty, at most 128 bytes, no `/ + # $`, no NUL.
 pub fn is_client_id(id: &str) -> bool {
     (1..=128).contains(&id.len()) && !id.contains(['/', '+', '#', '$', '\0'])
-}
-
-/// True when `filter` contains an MQTT wildcard level.
-pub fn has_wildcard(filter: &str) -> bool {
-    filter.contains(['+', '#'])
 }
 
 #[cfg(test)]
