@@ -22,7 +22,14 @@ impl Sequencer {
 
     /// The next sequence number of `room`.
     pub(crate) async fn next(&self, room: &str) -> Result<i64, StoreError> {
-        let lease = self.leases.lock().expect("lease map lock").entry(room.to_owned()).or_default().clone();
+        let lease = {
+            let mut leases = self.leases.lock().expect("lease map lock");
+            // every message passes here: allocate the room's key only the first time
+            match leases.get(room) {
+                Some(lease) => lease.clone(),
+                None => leases.entry(room.to_owned()).or_default().clone(),
+            }
+        };
         let mut lease = lease.lock().await;
         if lease.is_empty() {
             let first = self.store.reserve_seq(room, LEASE).await?;
