@@ -1,13 +1,13 @@
-//! The all-in-one app: embedded store, broker edge, ingest and HTTP API in one process.
+//! The app: broker edge, ingest and HTTP API in one process, or one half of the split deployment.
 
 use crate::settings::Settings;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, Policy, TokenService};
 use roost_broker::{Broker, BrokerConfig, BrokerDeps};
-use roost_history::{ApiConfig, AppState, Ingest, MongoStore, SqliteStore, Store};
+use roost_history::{ApiConfig, AppState, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, SqliteStore, Store};
 use secrecy::SecretString;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,20 +35,59 @@ const INGEST_QUEUE: usize = 8192;
 /// How long shutdown waits for the ingest to flush.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where a running Roost listens.
-#[derive(Debug, Clone, Copy)]
-pub struct Addresses {
-    pub mqtt_tcp: SocketAddr,
-    pub mqtt_ws: SocketAddr,
-    pub http: SocketAddr,
+/// Which part of Roost this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Broker, ingest and HTTP API in one process (`roost serve`).
+    AllInOne,
+    /// The broker with the ingest, following the API's outbox in the shared store (`roost broker`).
+    Broker,
+    /// The HTTP API, relaying membership changes through the shared store (`roost history`).
+    History,
 }
 
-/// A bound, ready-to-run Roost.
-pub struct App {
+/// Where a running Roost listens; `None` for the parts this process does not run.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    pub mqtt_tcp: Option<SocketAddr>,
+    pub mqtt_ws: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+}
+
+impl std::fmt::Display for Addresses {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(tcp) = self.mqtt_tcp {
+            parts.push(format!("mqtt={tcp}"));
+        }
+        if let Some(ws) = self.mqtt_ws {
+            parts.push(format!("ws=ws://{ws}/mqtt"));
+        }
+        if let Some(http) = self.http {
+            parts.push(format!("http=http://{http}"));
+        }
+        f.write_str(&parts.join(" "))
+    }
+}
+
+/// The broker half: the edge, and the ingest that holds PUBACKs until messages are stored.
+struct BrokerPart {
     broker: Broker,
-    http: TcpListener,
-    api: axum::Router,
     ingest: Ingest,
+    /// Split: the outbox to follow for the API's membership changes.
+    outbox: Option<Arc<dyn Store>>,
+}
+
+/// The HTTP half.
+struct HttpPart {
+    listener: TcpListener,
+    api: axum::Router,
+}
+
+/// A bound, ready-to-run Roost (or one half of it).
+pub struct App {
+    broker: Option<BrokerPart>,
+    http: Option<HttpPart>,
 }
 
 /// The HS256 secret: configured, or generated once and kept in the data dir.
@@ -96,51 +135,55 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 impl App {
-    /// Opens the store, loads membership and binds every listener.
-    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+    /// Opens the store, loads membership and binds the listeners of `role`.
+    pub async fn build(settings: Settings, role: Role) -> Result<Self, AppError> {
+        if role != Role::AllInOne {
+            settings.validate_split()?;
+        }
         let tokens = TokenService::new(&signing_secret(&settings)?);
         let store = open_store(&settings).await?;
         let membership = Arc::new(MembershipView::from_pairs(store.memberships().await?));
-        let policy = Policy::new(membership.clone());
-        let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);
 
-        let mqtt = &settings.mqtt;
-        let broker_config = BrokerConfig {
-            tcp: mqtt.tcp.clone(),
-            ws: mqtt.ws.clone(),
-            keepalive_max: Duration::from_secs(mqtt.keepalive_max),
-            max_payload: mqtt.max_payload,
-            max_packet: mqtt.max_packet,
-            max_connections: mqtt.max_connections,
-            connect_timeout: Duration::from_secs(mqtt.connect_timeout),
+        let broker = match role {
+            Role::History => None,
+            Role::AllInOne | Role::Broker => {
+                let policy = Policy::new(membership.clone());
+                let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);
+                let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
+                let broker = Broker::bind(broker_config(&settings), deps).await?;
+                let outbox = (role == Role::Broker).then(|| store.clone());
+                Some(BrokerPart { broker, ingest, outbox })
+            }
         };
-        let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
-        let broker = Broker::bind(broker_config, deps).await?;
-
-        let metrics = PrometheusBuilder::new().install_recorder().map_err(|e| AppError::Metrics(e.to_string()))?;
-        let state = AppState {
-            store,
-            tokens,
-            membership,
-            notifier: Arc::new(broker.server_link()),
-            presence: broker.presence(),
-            metrics,
-            config: ApiConfig {
-                access_ttl_secs: settings.auth.access_ttl,
-                refresh_ttl_secs: settings.auth.refresh_ttl,
-            },
+        let http = match role {
+            Role::Broker => None,
+            Role::AllInOne | Role::History => {
+                let (relay, presence): (Arc<dyn Relay>, Option<Arc<dyn PresenceSource>>) = match &broker {
+                    Some(part) => (Arc::new(part.broker.relay()), Some(part.broker.presence())),
+                    None => (Arc::new(OutboxRelay::new(store.clone(), membership.clone())), None),
+                };
+                let metrics =
+                    PrometheusBuilder::new().install_recorder().map_err(|e| AppError::Metrics(e.to_string()))?;
+                let config = ApiConfig {
+                    access_ttl_secs: settings.auth.access_ttl,
+                    refresh_ttl_secs: settings.auth.refresh_ttl,
+                };
+                let state = AppState { store, tokens, membership, relay, presence, metrics, config };
+                let listener = TcpListener::bind(&settings.http.listen)
+                    .await
+                    .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
+                Some(HttpPart { listener, api: roost_history::http::router(state) })
+            }
         };
-        let http = TcpListener::bind(&settings.http.listen)
-            .await
-            .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
-        Ok(Self { broker, http, api: roost_history::http::router(state), ingest })
+        Ok(Self { broker, http })
     }
 
     pub fn addresses(&self) -> Addresses {
+        let broker = self.broker.as_ref().map(|part| &part.broker);
         Addresses {
-            mqtt_tcp: self.broker.tcp_addr(),
-            mqtt_ws: self.broker.ws_addr(),
-            http: self.http.local_addr().expect("bound listener has an address"),
+            mqtt_tcp: broker.map(Broker::tcp_addr),
+            mqtt_ws: broker.map(Broker::ws_addr),
+            http: self.http.as_ref().map(|part| part.listener.local_addr().expect("bound listener has an address")),
         }
     }
 
@@ -148,31 +191,61 @@ impl App {
     /// the ingest to the store before returning.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let ingest = tokio::spawn(self.ingest.run());
-        let mut http_stopped = stopped.clone();
-        let http = tokio::spawn(async move {
-            let serve = axum::serve(self.http, self.api).with_graceful_shutdown(async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            });
-            if let Err(e) = serve.await {
-                warn!(error = %e, "HTTP server failed");
+        let when_stopped = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
             }
-        });
-        let mut broker_stopped = stopped;
-        let broker = self.broker.run_until(async move {
-            let _ = broker_stopped.wait_for(|s| *s).await;
-        });
-        tokio::pin!(broker);
+        };
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(HttpPart { listener, api }) = self.http {
+            tasks.spawn(axum::serve(listener, api).with_graceful_shutdown(when_stopped()).into_future());
+        }
+        let mut ingest = None;
+        if let Some(BrokerPart { broker, ingest: worker, outbox }) = self.broker {
+            if let Some(store) = outbox {
+                let follow = broker.relay().follow_outbox(store, when_stopped());
+                tasks.spawn(async move {
+                    follow.await;
+                    Ok(())
+                });
+            }
+            ingest = Some(tokio::spawn(worker.run()));
+            let serve = broker.run_until(when_stopped());
+            tasks.spawn(async move {
+                serve.await;
+                Ok(())
+            });
+        }
         tokio::select! {
             _ = shutdown => {}
-            _ = &mut broker => {}
+            // a part that ends on its own (an HTTP server that failed) stops the rest
+            Some(ended) = tasks.join_next() => {
+                if let Ok(Err(e)) = ended {
+                    warn!(error = %e, "HTTP server failed");
+                }
+            }
         }
         let _ = stop.send(true);
-        broker.await;
-        let _ = http.await;
-        if tokio::time::timeout(FLUSH_TIMEOUT, ingest).await.is_err() {
-            warn!("ingest did not flush in time");
+        while tasks.join_next().await.is_some() {}
+        if let Some(ingest) = ingest {
+            if tokio::time::timeout(FLUSH_TIMEOUT, ingest).await.is_err() {
+                warn!("ingest did not flush in time");
+            }
         }
         info!("stopped");
+    }
+}
+
+fn broker_config(settings: &Settings) -> BrokerConfig {
+    let mqtt = &settings.mqtt;
+    BrokerConfig {
+        tcp: mqtt.tcp.clone(),
+        ws: mqtt.ws.clone(),
+        keepalive_max: Duration::from_secs(mqtt.keepalive_max),
+        max_payload: mqtt.max_payload,
+        max_packet: mqtt.max_packet,
+        max_connections: mqtt.max_connections,
+        connect_timeout: Duration::from_secs(mqtt.connect_timeout),
     }
 }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use roost::settings::Settings;
-use roost::{shutdown::shutdown_signal, telemetry, App};
+use roost::{shutdown::shutdown_signal, telemetry, App, Role};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -28,9 +28,9 @@ enum Command {
         #[arg(long)]
         ttl: Option<u64>,
     },
-    /// The broker alone (split deployment; needs a shared MongoDB store).
+    /// The broker and ingest alone (split deployment: shared MongoDB store and signing key).
     Broker,
-    /// The history service alone (split deployment; needs a shared MongoDB store).
+    /// The HTTP API alone (split deployment: shared MongoDB store and signing key).
     History,
 }
 
@@ -40,22 +40,23 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => {
-            let app = App::build(settings).await?;
-            let at = app.addresses();
-            println!("roost ready mqtt={} ws=ws://{}/mqtt http=http://{}", at.mqtt_tcp, at.mqtt_ws, at.http);
-            app.run_until(shutdown_signal()).await;
-        }
+        Command::Serve => run(settings, Role::AllInOne, "roost").await?,
+        Command::Broker => run(settings, Role::Broker, "roost broker").await?,
+        Command::History => run(settings, Role::History, "roost history").await?,
         Command::Token { user, ttl } => {
             roost_protocol::Name::parse(&user).context("--user")?;
             let tokens = roost_auth::TokenService::new(&roost::app::signing_secret(&settings)?);
             println!("{}", tokens.issue(&user, ttl.unwrap_or(settings.auth.access_ttl)));
         }
-        Command::Broker | Command::History => {
-            anyhow::bail!(
-                "split deployment needs a shared MongoDB store, which this build does not have yet; use `roost serve`"
-            )
-        }
     }
+    Ok(())
+}
+
+/// Builds `role`, announces its addresses on stdout (`{name} ready ...`) and runs it until a
+/// shutdown signal.
+async fn run(settings: Settings, role: Role, name: &str) -> anyhow::Result<()> {
+    let app = App::build(settings, role).await?;
+    println!("{name} ready {}", app.addresses());
+    app.run_until(shutdown_signal()).await;
     Ok(())
 }

@@ -137,6 +137,19 @@ impl Settings {
         }
         Ok(())
     }
+
+    /// The split deployment's halves share their store and signing key, so both must be
+    /// configured: an embedded store or a generated key cannot be shared.
+    pub fn validate_split(&self) -> Result<(), SettingsError> {
+        let missing = |key, env, reason: &str| Err(SettingsError::Invalid { key, env, reason: reason.into() });
+        if self.store.uri.is_none() {
+            return missing("store.uri", "ROOST_STORE__URI", "the split deployment needs a shared mongodb:// store");
+        }
+        if self.auth.secret.is_none() {
+            return missing("auth.secret", "ROOST_AUTH__SECRET", "the split deployment needs one shared signing key");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +162,16 @@ mod tests {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
             Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
+    }
+
+    #[test]
+    fn the_split_deployment_needs_a_shared_store_and_key() {
+        let mut settings = Settings::default();
+        let error = settings.validate_split().unwrap_err().to_string();
+        assert!(error.contains("ROOST_STORE__URI"), "{error}");
+        settings.store.uri = Some("mongodb://db".into());
+        let error = settings.validate_split().unwrap_err().to_string();
+        assert!(error.contains("ROOST_AUTH__SECRET"), "{error}");
     }
 
     #[test]

@@ -9,18 +9,20 @@ mod links;
 mod listener;
 mod presence;
 mod registry;
+mod relay;
 mod sequencer;
 mod stamp;
 mod transport;
 
 pub use config::BrokerConfig;
-pub use links::{router_config, ServerLink};
+pub use links::router_config;
 pub use presence::Presence;
+pub use relay::BrokerRelay;
 
 use links::Links;
 use listener::Edge;
 use roost_auth::{Policy, TokenService};
-use roost_history::{IngestHandle, Store};
+use roost_history::{IngestHandle, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,8 @@ pub enum BrokerError {
     Bind { addr: String, source: std::io::Error },
     #[error("the embedded router refused the server link: {0}")]
     Router(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// What the broker needs from the rest of Roost.
@@ -51,8 +55,10 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Spawns the router, opens the server link and binds both listeners.
+    /// Spawns the router, opens the server link and binds both listeners. Presence left in the
+    /// store by an earlier broker is reset: nobody is connected to this one yet.
     pub async fn bind(config: BrokerConfig, deps: BrokerDeps) -> Result<Self, BrokerError> {
+        deps.store.reset_presence().await?;
         let bind = |addr: String| async move {
             TcpListener::bind(&addr).await.map_err(|source| BrokerError::Bind { addr, source })
         };
@@ -73,18 +79,19 @@ impl Broker {
         self.ws.local_addr().expect("bound listener has an address")
     }
 
-    /// Publishes server messages (room events, inbox notices) into the router.
-    pub fn server_link(&self) -> ServerLink {
-        self.edge.server.clone()
+    /// Applies the HTTP API's membership changes and publishes its server messages.
+    pub fn relay(&self) -> BrokerRelay {
+        BrokerRelay::new(self.edge.policy.membership().clone(), self.edge.server.clone())
     }
 
     pub fn presence(&self) -> Arc<Presence> {
         self.edge.presence.clone()
     }
 
-    /// Accepts connections until `shutdown` resolves, then closes every connection and waits
-    /// (bounded) for them to publish their offline status.
+    /// Accepts connections until `shutdown` resolves, then closes every connection, waits
+    /// (bounded) for them to publish their offline status, and stores the final presence.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        self.edge.run(self.tcp, self.ws, shutdown).await;
+        self.edge.clone().run(self.tcp, self.ws, shutdown).await;
+        self.edge.presence.flush().await;
     }
 }

@@ -2,7 +2,6 @@
 //! the server's own link for presence, room events and inbox notices.
 
 use crate::config::BrokerConfig;
-use roost_history::Notifier;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Notification, Router, RouterConfig};
@@ -68,19 +67,13 @@ impl Links {
 
 /// Queues publishes of the server into the router, in order. Cheap to clone; never blocks.
 #[derive(Clone)]
-pub struct ServerLink {
+pub(crate) struct ServerLink {
     queue: mpsc::UnboundedSender<Publish>,
 }
 
 impl ServerLink {
-    pub fn publish(&self, topic: String, payload: Vec<u8>) {
+    pub(crate) fn publish(&self, topic: String, payload: Vec<u8>) {
         let _ = self.queue.send(crate::codec::publish(topic, payload, false));
-    }
-}
-
-impl Notifier for ServerLink {
-    fn publish(&self, topic: String, payload: Vec<u8>) {
-        ServerLink::publish(self, topic, payload);
     }
 }
 

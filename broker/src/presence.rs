@@ -2,7 +2,9 @@
 //!
 //! The router's retained store is bounded per subscribe (rumqttd drops retained messages past
 //! its outgoing limit) and RAM-only, so presence state lives here; the edge replays it to new
-//! subscribers itself and the router carries only the live changes.
+//! subscribers itself and the router carries only the live changes. Every aggregate change is
+//! also written to the store (newest per user, by one writer) for the HTTP API of a split
+//! deployment and for last seen across restarts.
 
 use crate::links::ServerLink;
 use roost_auth::Policy;
@@ -10,7 +12,12 @@ use roost_history::{PresenceSource, Store};
 use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
 use tracing::warn;
+
+/// How long the writer waits before retrying after the store failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct UserPresence {
@@ -31,17 +38,69 @@ impl UserPresence {
     }
 }
 
+/// Aggregates not yet in the store: the newest per user, so a burst of changes costs one write.
+#[derive(Default)]
+struct Unstored {
+    latest: Mutex<HashMap<String, PresenceAggregate>>,
+    changed: Notify,
+}
+
+impl Unstored {
+    fn put(&self, user: &str, aggregate: PresenceAggregate) {
+        self.latest.lock().expect("unstored presence lock").insert(user.to_owned(), aggregate);
+        self.changed.notify_one();
+    }
+
+    /// Writes what is pending; a failed write stays pending unless a newer one replaced it.
+    async fn flush(&self, store: &dyn Store) -> Result<(), roost_history::StoreError> {
+        let pending = std::mem::take(&mut *self.latest.lock().expect("unstored presence lock"));
+        let mut pending = pending.into_iter();
+        while let Some((user, aggregate)) = pending.next() {
+            if let Err(e) = store.set_presence(&user, &aggregate).await {
+                let mut latest = self.latest.lock().expect("unstored presence lock");
+                for (user, aggregate) in std::iter::once((user, aggregate)).chain(pending) {
+                    latest.entry(user).or_insert(aggregate);
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores changes as they come.
+    async fn write_behind(self: Arc<Self>, store: Arc<dyn Store>) {
+        loop {
+            self.changed.notified().await;
+            while let Err(e) = self.flush(store.as_ref()).await {
+                warn!(error = %e, "cannot store presence; retrying");
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        }
+    }
+}
+
 /// The presence board: updated by connections, published through the server link.
 pub struct Presence {
     users: Mutex<HashMap<String, UserPresence>>,
     server: ServerLink,
+    unstored: Arc<Unstored>,
     store: Arc<dyn Store>,
     policy: Policy,
 }
 
 impl Presence {
+    /// A board whose changes are written to `store` in the background.
     pub(crate) fn new(server: ServerLink, store: Arc<dyn Store>, policy: Policy) -> Self {
-        Self { users: Mutex::default(), server, store, policy }
+        let unstored = Arc::<Unstored>::default();
+        tokio::spawn(unstored.clone().write_behind(store.clone()));
+        Self { users: Mutex::default(), server, unstored, store, policy }
+    }
+
+    /// Writes the changes not yet stored (at shutdown).
+    pub(crate) async fn flush(&self) {
+        if let Err(e) = self.unstored.flush(self.store.as_ref()).await {
+            warn!(error = %e, "presence not stored at shutdown");
+        }
     }
 
     /// Connection `generation` of (`user`, `client_id`) is online.
@@ -55,7 +114,7 @@ impl Presence {
     /// Connection `generation` of (`user`, `client_id`) ended. A connection that was taken over
     /// no longer owns the device, so its end changes nothing.
     pub(crate) fn disconnected(&self, user: &str, client_id: &str, generation: u64) {
-        let changed = self.update(user, client_id, PresenceStatus::Offline, |p| {
+        self.update(user, client_id, PresenceStatus::Offline, |p| {
             if p.online.get(client_id) == Some(&generation) {
                 p.online.remove(client_id);
                 true
@@ -63,14 +122,6 @@ impl Presence {
                 false
             }
         });
-        if changed {
-            let (store, user) = (self.store.clone(), user.to_owned());
-            tokio::spawn(async move {
-                if let Err(e) = store.set_last_seen(&user, now_millis()).await {
-                    warn!(%user, error = %e, "could not store last seen");
-                }
-            });
-        }
     }
 
     /// Applies `change` under the lock and, when it reports a change, publishes the device
@@ -81,19 +132,20 @@ impl Presence {
         client_id: &str,
         status: PresenceStatus,
         change: impl FnOnce(&mut UserPresence) -> bool,
-    ) -> bool {
+    ) {
         let mut users = self.users.lock().expect("presence lock");
         let presence = users.entry(user.to_owned()).or_default();
         if !change(presence) {
-            return false;
+            return;
         }
         let ts = now_millis();
         presence.last_seen = Some(ts);
         let device = DeviceStatus { status, ts: Some(ts) };
         self.server.publish(Topic::Device { user, client_id }.to_string(), to_payload(&device));
         presence.devices.insert(client_id.to_owned(), device);
-        self.server.publish(Topic::Presence(user).to_string(), to_payload(&presence.aggregate()));
-        true
+        let aggregate = presence.aggregate();
+        self.server.publish(Topic::Presence(user).to_string(), to_payload(&aggregate));
+        self.unstored.put(user, aggregate);
     }
 
     /// The current statuses matching `filter` that `viewer` may see: the retained messages a

@@ -2,8 +2,10 @@
 
 pub mod http;
 pub mod ingest;
+pub mod relay;
 pub mod store;
 
-pub use http::{ApiConfig, AppState, Notifier, PresenceSource};
+pub use http::{ApiConfig, AppState, PresenceSource};
 pub use ingest::{Ingest, IngestHandle, Record};
+pub use relay::{Directive, OutboxRelay, Relay};
 pub use store::{MongoStore, Page, Room, SqliteStore, Store, StoreError};

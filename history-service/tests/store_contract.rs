@@ -4,8 +4,8 @@
 //! The MongoDB half needs `secantusd-rs` on PATH, in `ROOST_MONGO_BIN`, or where `.ci/run`
 //! installs it (`~/.cache/roost-mongo/bin`). Only `ROOST_SKIP_MONGO=1` skips it, loudly.
 
-use roost_history::{MongoStore, Page, Room, SqliteStore, Store, StoreError};
-use roost_protocol::{Envelope, ReceiptStamped};
+use roost_history::{Directive, MongoStore, Page, Room, SqliteStore, Store, StoreError};
+use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -105,11 +105,42 @@ async fn users(backend: impl Backend) {
     assert_eq!(store.password_hash("nobody").await.unwrap(), None);
     assert!(store.user_exists("alice").await.unwrap());
     assert!(!store.user_exists("nobody").await.unwrap());
-    assert_eq!(store.last_seen("alice").await.unwrap(), None);
-    store.set_last_seen("alice", 20).await.unwrap();
-    store.set_last_seen("alice", 10).await.unwrap();
-    assert_eq!(store.last_seen("alice").await.unwrap(), Some(20), "last seen never goes back");
     store.ping().await.unwrap();
+}
+
+async fn presence_survives_and_resets(backend: impl Backend) {
+    let store = backend.open().await;
+    let status = |status, devices, last_seen| PresenceAggregate { status, devices, last_seen };
+    assert_eq!(store.presence("alice").await.unwrap(), None);
+    store.set_presence("alice", &status(PresenceStatus::Online, 2, Some(10))).await.unwrap();
+    store.set_presence("bob", &status(PresenceStatus::Offline, 0, Some(5))).await.unwrap();
+    let store = backend.open().await;
+    assert_eq!(store.presence("alice").await.unwrap(), Some(status(PresenceStatus::Online, 2, Some(10))));
+    store.reset_presence().await.unwrap();
+    assert_eq!(store.presence("alice").await.unwrap(), Some(status(PresenceStatus::Offline, 0, Some(10))));
+    assert_eq!(store.presence("bob").await.unwrap(), Some(status(PresenceStatus::Offline, 0, Some(5))));
+}
+
+async fn the_outbox_keeps_order(backend: impl Backend) {
+    let store = backend.open().await;
+    assert_eq!(store.outbox_head().await.unwrap(), 0);
+    let directives = [
+        Directive::Admit { room: "lobby".into(), user: "bob".into() },
+        Directive::Publish { topic: "rooms/lobby/events".into(), payload: r#"{"type":"joined"}"#.into() },
+        Directive::Dismiss { room: "lobby".into(), user: "bob".into() },
+        Directive::CloseRoom { room: "lobby".into() },
+    ];
+    for directive in &directives {
+        store.append_outbox(directive).await.unwrap();
+    }
+    let store = backend.open().await;
+    let head = store.outbox_head().await.unwrap();
+    let all = store.outbox_after(0, 10).await.unwrap();
+    assert_eq!(all.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), directives);
+    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "positions increase: {all:?}");
+    assert_eq!(head, all[3].0);
+    assert_eq!(store.outbox_after(all[1].0, 1).await.unwrap(), vec![all[2].clone()]);
+    assert!(store.outbox_after(head, 10).await.unwrap().is_empty());
 }
 
 async fn refresh_tokens_work_once(backend: impl Backend) {
@@ -176,6 +207,15 @@ async fn history_pages(backend: impl Backend) {
     rich.reply_to = Some(3);
     store.write_batch(&[rich.clone()], &[]).await.unwrap();
     assert_eq!(store.messages("lobby", Page::Latest { limit: 1 }).await.unwrap(), vec![rich]);
+
+    let mut retried = envelope("lobby", 20);
+    retried.id = "m5".into();
+    let mut from_another_user = envelope("lobby", 21);
+    from_another_user.id = "m5".into();
+    from_another_user.from = "bob".into();
+    store.write_batch(&[retried, from_another_user.clone()], &[]).await.unwrap();
+    let newest = store.messages("lobby", Page::After { after: 12, before: None, limit: 5 }).await.unwrap();
+    assert_eq!(newest, vec![from_another_user], "a sender's retry (same id) is stored once");
 }
 
 async fn receipts_keep_the_furthest_read(backend: impl Backend) {
@@ -203,6 +243,8 @@ macro_rules! contract {
                 };
             }
             run!(users);
+            run!(presence_survives_and_resets);
+            run!(the_outbox_keeps_order);
             run!(refresh_tokens_work_once);
             run!(rooms_and_members);
             run!(sequence_reservations_never_overlap);

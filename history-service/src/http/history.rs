@@ -70,16 +70,14 @@ pub(crate) async fn messages(
 }
 
 impl AppState {
-    /// Live presence when the broker knows the user, else offline with the stored last seen.
+    /// Live presence when this process's broker knows the user, else the stored status, else
+    /// offline and never seen.
     async fn presence_of(&self, user: &str) -> Result<PresenceAggregate, ApiError> {
-        if let Some(live) = self.presence.presence(user) {
+        if let Some(live) = self.presence.as_ref().and_then(|board| board.presence(user)) {
             return Ok(live);
         }
-        Ok(PresenceAggregate {
-            status: PresenceStatus::Offline,
-            devices: 0,
-            last_seen: self.store.last_seen(user).await?,
-        })
+        let stored = self.store.presence(user).await?;
+        Ok(stored.unwrap_or(PresenceAggregate { status: PresenceStatus::Offline, devices: 0, last_seen: None }))
     }
 }
 

@@ -8,6 +8,7 @@ mod rooms;
 
 pub use error::ApiError;
 
+use crate::relay::Relay;
 use crate::store::Store;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -15,12 +16,7 @@ use roost_auth::{MembershipView, TokenService};
 use roost_protocol::PresenceAggregate;
 use std::sync::Arc;
 
-/// Publishes server-originated MQTT messages (room events, inbox notices).
-pub trait Notifier: Send + Sync + 'static {
-    fn publish(&self, topic: String, payload: Vec<u8>);
-}
-
-/// Live presence, for users the broker has seen since it started.
+/// Live presence, for users the broker in this process has seen since it started.
 pub trait PresenceSource: Send + Sync + 'static {
     fn presence(&self, user: &str) -> Option<PresenceAggregate>;
 }
@@ -38,8 +34,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: TokenService,
     pub membership: Arc<MembershipView>,
-    pub notifier: Arc<dyn Notifier>,
-    pub presence: Arc<dyn PresenceSource>,
+    pub relay: Arc<dyn Relay>,
+    /// The broker's own board in one process; split, presence is read from the store.
+    pub presence: Option<Arc<dyn PresenceSource>>,
     pub metrics: PrometheusHandle,
     pub config: ApiConfig,
 }

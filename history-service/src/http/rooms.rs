@@ -3,13 +3,14 @@
 use super::auth::AuthUser;
 use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
+use crate::relay::Directive;
 use crate::store::{Room, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use roost_auth::tokens::hex;
-use roost_protocol::{now_millis, to_payload, InboxNotice, Name, RoomEvent, Topic};
+use roost_protocol::{now_millis, InboxNotice, Name, RoomEvent, Topic};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -85,20 +86,25 @@ impl AppState {
         RoomDetail { room, members }
     }
 
-    fn announce(&self, room: &str, event: &RoomEvent) {
-        self.notifier.publish(Topic::Events(room).to_string(), to_payload(event));
+    async fn announce(&self, room: &str, event: &RoomEvent) -> Result<(), ApiError> {
+        Ok(self.relay.relay(Directive::publish(Topic::Events(room), event)).await?)
     }
 
-    fn notify(&self, user: &str, notice: &InboxNotice) {
-        self.notifier.publish(Topic::Inbox(user).to_string(), to_payload(notice));
+    async fn notify(&self, user: &str, notice: &InboxNotice) -> Result<(), ApiError> {
+        Ok(self.relay.relay(Directive::publish(Topic::Inbox(user), notice)).await?)
+    }
+
+    /// Tells the broker (and this process's view) that `user` is a member of `room`.
+    async fn grant(&self, room: &str, user: &str) -> Result<(), ApiError> {
+        Ok(self.relay.relay(Directive::Admit { room: room.into(), user: user.into() }).await?)
     }
 
     /// Adds `user` to `room` in the store and the live view, and tells the room.
     async fn admit(&self, room: &str, user: &str) -> Result<bool, ApiError> {
         let added = self.store.add_member(room, user).await?;
-        self.membership.add(room, user);
+        self.grant(room, user).await?;
         if added {
-            self.announce(room, &RoomEvent::Joined { room: room.into(), user: user.into(), ts: now_millis() });
+            self.announce(room, &RoomEvent::Joined { room: room.into(), user: user.into(), ts: now_millis() }).await?;
         }
         Ok(added)
     }
@@ -106,7 +112,7 @@ impl AppState {
     /// Removes `user` from `room` in the store and the live view (revoking its subscriptions).
     async fn dismiss(&self, room: &str, user: &str) -> Result<bool, ApiError> {
         let removed = self.store.remove_member(room, user).await?;
-        self.membership.remove(room, user);
+        self.relay.relay(Directive::Dismiss { room: room.into(), user: user.into() }).await?;
         Ok(removed)
     }
 }
@@ -129,7 +135,7 @@ pub(crate) async fn create_room(
         StoreError::Conflict => ApiError::conflict(format!("room '{}' exists", room.id)),
         other => other.into(),
     })?;
-    state.membership.add(&room.id, &user);
+    state.grant(&room.id, &user).await?;
     Ok((StatusCode::CREATED, Json(state.detail(room))))
 }
 
@@ -172,7 +178,7 @@ pub(crate) async fn leave(
 ) -> Result<StatusCode, ApiError> {
     state.room_of_member(&id, &user).await?;
     if state.dismiss(&id, &user).await? {
-        state.announce(&id, &RoomEvent::Left { room: id.clone(), user, ts: now_millis() });
+        state.announce(&id, &RoomEvent::Left { room: id.clone(), user, ts: now_millis() }).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -201,7 +207,7 @@ pub(crate) async fn add_member(
         return Err(ApiError::not_found(format!("no user '{added}'")));
     }
     if state.admit(&id, added).await? {
-        state.notify(added, &InboxNotice::AddedToRoom { room: id.clone(), by: user, ts: now_millis() });
+        state.notify(added, &InboxNotice::AddedToRoom { room: id.clone(), by: user, ts: now_millis() }).await?;
     }
     Ok(Json(state.detail(room)))
 }
@@ -220,7 +226,7 @@ pub(crate) async fn remove_member(
     if !state.dismiss(&id, &removed).await? {
         return Err(ApiError::not_found(format!("'{removed}' is not a member")));
     }
-    state.announce(&id, &RoomEvent::Removed { room: id.clone(), user: removed, by: user, ts: now_millis() });
+    state.announce(&id, &RoomEvent::Removed { room: id.clone(), user: removed, by: user, ts: now_millis() }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -232,9 +238,9 @@ pub(crate) async fn delete_room(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     owned_room(&state, &id, &user).await?;
-    state.announce(&id, &RoomEvent::Deleted { room: id.clone(), by: user, ts: now_millis() });
+    state.announce(&id, &RoomEvent::Deleted { room: id.clone(), by: user, ts: now_millis() }).await?;
     state.store.delete_room(&id).await?;
-    state.membership.remove_room(&id);
+    state.relay.relay(Directive::CloseRoom { room: id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -269,9 +275,9 @@ pub(crate) async fn open_dm(
         Err(StoreError::Conflict) => return Ok((StatusCode::OK, Json(state.detail(state.existing_room(&id).await?)))),
         Err(e) => return Err(e.into()),
     }
-    state.membership.add(&id, &user);
+    state.grant(&id, &user).await?;
     state.admit(&id, peer).await?;
-    state.notify(peer, &InboxNotice::NewDm { room: id, with: user, ts: now_millis() });
+    state.notify(peer, &InboxNotice::NewDm { room: id, with: user, ts: now_millis() }).await?;
     Ok((StatusCode::CREATED, Json(state.detail(room))))
 }
 

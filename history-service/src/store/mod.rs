@@ -6,8 +6,9 @@ mod sqlite;
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
 
+use crate::relay::Directive;
 use async_trait::async_trait;
-use roost_protocol::{Envelope, ReceiptStamped};
+use roost_protocol::{Envelope, PresenceAggregate, ReceiptStamped};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -73,13 +74,26 @@ pub trait Store: Send + Sync + 'static {
     /// Reserves `count` sequence numbers for `room` and returns the first. Reservations are
     /// durable before they return, so numbers never repeat, even across crashes.
     async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError>;
-    /// Stores stamped messages and receipts; a message whose (room, seq) is stored is skipped.
+    /// Stores stamped messages and receipts. A message whose (room, seq) is stored, or whose
+    /// (room, from, id) is (a client's retry after a reconnect), is skipped: stored once.
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError>;
 
-    async fn set_last_seen(&self, user: &str, ts: i64) -> Result<(), StoreError>;
-    async fn last_seen(&self, user: &str) -> Result<Option<i64>, StoreError>;
+    /// Keeps `presence` as `user`'s current status (the broker writes, the API reads).
+    async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError>;
+    async fn presence(&self, user: &str) -> Result<Option<PresenceAggregate>, StoreError>;
+    /// Marks every user offline with no devices, keeping last seen: a starting broker holds
+    /// no connections, whatever a crashed one left behind.
+    async fn reset_presence(&self) -> Result<(), StoreError>;
+
+    /// Appends a directive to the outbox the broker follows (split deployment).
+    async fn append_outbox(&self, directive: &Directive) -> Result<(), StoreError>;
+    /// Outbox entries after position `after`, oldest first, at most `limit`. Positions
+    /// increase; a gap is a position reserved by a writer that has not (or never) written.
+    async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError>;
+    /// The newest outbox position; 0 when empty.
+    async fn outbox_head(&self) -> Result<i64, StoreError>;
 
     /// Cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -2,12 +2,13 @@
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
 use super::{Page, Room, Store, StoreError};
+use crate::relay::Directive;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
-use roost_protocol::{Envelope, ReceiptStamped};
+use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use serde::{Deserialize, Serialize};
 
 /// MongoDB's duplicate-key error code.
@@ -19,8 +20,6 @@ struct UserDoc {
     name: String,
     password_hash: String,
     created_at: i64,
-    #[serde(default)]
-    last_seen: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,6 +52,24 @@ struct CounterDoc {
     room: String,
     /// The last sequence number reserved.
     last: i64,
+}
+
+/// The `room_seq` counter of outbox positions; `$` keeps it apart from every room name.
+const OUTBOX_COUNTER: &str = "$outbox";
+
+#[derive(Serialize, Deserialize)]
+struct OutboxDoc {
+    #[serde(rename = "_id")]
+    position: i64,
+    directive: Directive,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PresenceDoc {
+    #[serde(rename = "_id")]
+    user: String,
+    #[serde(flatten)]
+    presence: PresenceAggregate,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -118,7 +135,12 @@ impl MongoStore {
         };
         let plain = |keys: Document| IndexModel::builder().keys(keys).build();
         self.messages()
-            .create_indexes([unique(doc! {"room": 1, "seq": 1}), plain(doc! {"room": 1, "ts": 1})])
+            .create_indexes([
+                unique(doc! {"room": 1, "seq": 1}),
+                plain(doc! {"room": 1, "ts": 1}),
+                // a client's retry of a message (same id) after a reconnect is stored once
+                unique(doc! {"room": 1, "from": 1, "id": 1}),
+            ])
             .await
             .map_err(unavailable)?;
         self.members()
@@ -150,6 +172,25 @@ impl MongoStore {
     fn receipts(&self) -> Collection<ReceiptDoc> {
         self.db.collection("receipts")
     }
+    fn presence_docs(&self) -> Collection<PresenceDoc> {
+        self.db.collection("presence")
+    }
+    fn outbox(&self) -> Collection<OutboxDoc> {
+        self.db.collection("outbox")
+    }
+
+    /// Adds `count` to the counter `key` and returns the first of the numbers reserved.
+    async fn reserve(&self, key: &str, count: i64) -> Result<i64, StoreError> {
+        let counter = self
+            .counters()
+            .find_one_and_update(doc! {"_id": key}, doc! {"$inc": {"last": count}})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| StoreError::Unavailable("upsert returned no counter".into()))?;
+        Ok(counter.last - count + 1)
+    }
 }
 
 #[async_trait]
@@ -159,7 +200,6 @@ impl Store for MongoStore {
             name: name.to_owned(),
             password_hash: password_hash.to_owned(),
             created_at: roost_protocol::now_millis(),
-            last_seen: None,
         };
         self.users().insert_one(user).await.map(drop).map_err(conflict_or_unavailable)
     }
@@ -247,15 +287,7 @@ impl Store for MongoStore {
     }
 
     async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError> {
-        let counter = self
-            .counters()
-            .find_one_and_update(doc! {"_id": room}, doc! {"$inc": {"last": count}})
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(unavailable)?
-            .ok_or_else(|| StoreError::Unavailable("upsert returned no counter".into()))?;
-        Ok(counter.last - count + 1)
+        self.reserve(room, count).await
     }
 
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
@@ -311,16 +343,54 @@ impl Store for MongoStore {
         Ok(receipt.map(|r| r.read_seq))
     }
 
-    async fn set_last_seen(&self, user: &str, ts: i64) -> Result<(), StoreError> {
-        self.users()
-            .update_one(doc! {"_id": user}, doc! {"$max": {"last_seen": ts}})
+    async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError> {
+        let doc = PresenceDoc { user: user.to_owned(), presence: presence.clone() };
+        self.presence_docs().replace_one(doc! {"_id": user}, doc).upsert(true).await.map(drop).map_err(unavailable)
+    }
+
+    async fn presence(&self, user: &str) -> Result<Option<PresenceAggregate>, StoreError> {
+        let found = self.presence_docs().find_one(doc! {"_id": user}).await.map_err(unavailable)?;
+        Ok(found.map(|d| d.presence))
+    }
+
+    async fn reset_presence(&self) -> Result<(), StoreError> {
+        let offline =
+            mongodb::bson::to_bson(&PresenceStatus::Offline).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        self.presence_docs()
+            .update_many(doc! {"status": {"$ne": &offline}}, doc! {"$set": {"status": offline, "devices": 0}})
             .await
             .map(drop)
             .map_err(unavailable)
     }
 
-    async fn last_seen(&self, user: &str) -> Result<Option<i64>, StoreError> {
-        Ok(self.users().find_one(doc! {"_id": user}).await.map_err(unavailable)?.and_then(|u| u.last_seen))
+    async fn append_outbox(&self, directive: &Directive) -> Result<(), StoreError> {
+        let position = self.reserve(OUTBOX_COUNTER, 1).await?;
+        self.outbox()
+            .insert_one(OutboxDoc { position, directive: directive.clone() })
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError> {
+        let mut cursor = self
+            .outbox()
+            .find(doc! {"_id": {"$gt": after}})
+            .sort(doc! {"_id": 1})
+            .limit(i64::from(limit))
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            let entry = cursor.deserialize_current().map_err(unavailable)?;
+            out.push((entry.position, entry.directive));
+        }
+        Ok(out)
+    }
+
+    async fn outbox_head(&self) -> Result<i64, StoreError> {
+        let newest = self.outbox().find_one(doc! {}).sort(doc! {"_id": -1}).await.map_err(unavailable)?;
+        Ok(newest.map_or(0, |d| d.position))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

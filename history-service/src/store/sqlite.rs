@@ -1,8 +1,9 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
 use super::{Page, Room, Store, StoreError};
+use crate::relay::Directive;
 use async_trait::async_trait;
-use roost_protocol::{Envelope, ReceiptStamped};
+use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
-    created_at INTEGER NOT NULL,
-    last_seen INTEGER
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     token_hash TEXT PRIMARY KEY,
@@ -50,12 +50,24 @@ CREATE TABLE IF NOT EXISTS messages (
     reply_to INTEGER,
     PRIMARY KEY (room, seq)
 );
+-- a client's retry of a message (same id) after a reconnect is stored once
+CREATE UNIQUE INDEX IF NOT EXISTS messages_by_client_id ON messages (room, sender, id);
 CREATE TABLE IF NOT EXISTS receipts (
     room TEXT NOT NULL,
     user TEXT NOT NULL,
     read_seq INTEGER NOT NULL,
     ts INTEGER NOT NULL,
     PRIMARY KEY (room, user)
+);
+CREATE TABLE IF NOT EXISTS presence (
+    user TEXT PRIMARY KEY,
+    online INTEGER NOT NULL,
+    devices INTEGER NOT NULL,
+    last_seen INTEGER
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    directive TEXT NOT NULL
 );
 ";
 
@@ -322,23 +334,65 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_last_seen(&self, user: &str, ts: i64) -> Result<(), StoreError> {
-        let user = user.to_owned();
+    async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError> {
+        let (user, presence) = (user.to_owned(), presence.clone());
         self.with(move |c| {
-            c.execute("UPDATE users SET last_seen = max(coalesce(last_seen, 0), ?2) WHERE name = ?1", params![user, ts])
-                .map(drop)
+            c.execute(
+                "INSERT INTO presence (user, online, devices, last_seen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user) DO UPDATE SET online = ?2, devices = ?3, last_seen = ?4",
+                params![user, presence.status == PresenceStatus::Online, presence.devices, presence.last_seen],
+            )
+            .map(drop)
         })
         .await
     }
 
-    async fn last_seen(&self, user: &str) -> Result<Option<i64>, StoreError> {
+    async fn presence(&self, user: &str) -> Result<Option<PresenceAggregate>, StoreError> {
         let user = user.to_owned();
         self.with(move |c| {
-            c.query_row("SELECT last_seen FROM users WHERE name = ?1", [user], |r| r.get(0))
-                .optional()
-                .map(Option::flatten)
+            c.query_row("SELECT online, devices, last_seen FROM presence WHERE user = ?1", [user], |r| {
+                let online: bool = r.get(0)?;
+                Ok(PresenceAggregate {
+                    status: if online { PresenceStatus::Online } else { PresenceStatus::Offline },
+                    devices: r.get(1)?,
+                    last_seen: r.get(2)?,
+                })
+            })
+            .optional()
         })
         .await
+    }
+
+    async fn reset_presence(&self) -> Result<(), StoreError> {
+        self.with(|c| c.execute("UPDATE presence SET online = 0, devices = 0 WHERE online <> 0", []).map(drop)).await
+    }
+
+    async fn append_outbox(&self, directive: &Directive) -> Result<(), StoreError> {
+        let directive = serde_json::to_string(directive).expect("directives serialize");
+        self.with(move |c| c.execute("INSERT INTO outbox (directive) VALUES (?1)", [directive]).map(drop)).await
+    }
+
+    async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError> {
+        let rows: Vec<(i64, String)> = self
+            .with(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT position, directive FROM outbox WHERE position > ?1 ORDER BY position LIMIT ?2",
+                )?;
+                let rows = stmt.query_map(params![after, limit], |r| Ok((r.get(0)?, r.get(1)?)))?.collect();
+                rows
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(position, text)| {
+                let directive = serde_json::from_str(&text)
+                    .map_err(|e| StoreError::Unavailable(format!("outbox entry {position}: {e}")))?;
+                Ok((position, directive))
+            })
+            .collect()
+    }
+
+    async fn outbox_head(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT coalesce(max(position), 0) FROM outbox", [], |r| r.get(0))).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,89 @@
+//! The broker's end of the relay: directives from the HTTP API applied to the membership view
+//! and published, handed over in-process (`roost serve`) or read from the store's outbox (split).
+
+use crate::links::ServerLink;
+use async_trait::async_trait;
+use roost_auth::MembershipView;
+use roost_history::{Directive, Relay, Store, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// How often the broker looks for new outbox entries: membership changes reach it within this.
+const OUTBOX_POLL: Duration = Duration::from_millis(200);
+/// How long a missing outbox position is waited for before it is taken as never written
+/// (a writer that reserved it and failed).
+const OUTBOX_GAP_WAIT: Duration = Duration::from_secs(2);
+/// Entries read per poll.
+const OUTBOX_PAGE: u32 = 256;
+
+/// Applies directives in the order given.
+#[derive(Clone)]
+pub struct BrokerRelay {
+    view: Arc<MembershipView>,
+    server: ServerLink,
+}
+
+impl BrokerRelay {
+    pub(crate) fn new(view: Arc<MembershipView>, server: ServerLink) -> Self {
+        Self { view, server }
+    }
+
+    fn apply(&self, directive: Directive) {
+        directive.apply_to(&self.view);
+        if let Directive::Publish { topic, payload } = directive {
+            self.server.publish(topic, payload.into_bytes());
+        }
+    }
+
+    /// Applies the outbox entries written from now on until `shutdown` (split deployment).
+    pub async fn follow_outbox(self, store: Arc<dyn Store>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut applied = loop {
+            match store.outbox_head().await {
+                Ok(head) => break head,
+                Err(e) => warn!(error = %e, "cannot read the outbox head; retrying"),
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(OUTBOX_POLL) => {}
+            }
+        };
+        info!(position = applied, "following the outbox");
+        let mut gap_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(OUTBOX_POLL) => {}
+            }
+            let entries = match store.outbox_after(applied, OUTBOX_PAGE).await {
+                Ok(entries) => entries,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the outbox; membership changes wait");
+                    continue;
+                }
+            };
+            for (position, directive) in entries {
+                if position != applied + 1 {
+                    let since = *gap_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() < OUTBOX_GAP_WAIT {
+                        break;
+                    }
+                    warn!(from = applied + 1, to = position - 1, "outbox positions never written; skipped");
+                }
+                gap_since = None;
+                self.apply(directive);
+                applied = position;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Relay for BrokerRelay {
+    async fn relay(&self, directive: Directive) -> Result<(), StoreError> {
+        self.apply(directive);
+        Ok(())
+    }
+}
