@@ -381,15 +381,7 @@ impl Session {
         let user = self.user.clone();
         let (payload, stored) = match (accepted, topic.room()) {
             (Accepted::Message(message), Some(room)) => {
-                let seq = match self.edge.sequencer.next(room).await {
-                    Ok(seq) => seq,
-                    Err(e) => {
-                        warn!(room, error = %e, "no sequence number: store unavailable");
-                        let why = Invalid { code: "unavailable", message: "the store is unavailable, retry".into() };
-                        self.reject(&raw_topic, message.id.clone(), why);
-                        return Ok(None);
-                    }
-                };
+                let seq = self.edge.sequencer.next(room).await;
                 let envelope = stamp::envelope(room, &user, seq, message);
                 let payload = to_payload(&envelope);
                 metrics::counter!("roost_messages_total").increment(1);

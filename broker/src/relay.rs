@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-/// How often the broker looks for new outbox entries: membership changes reach it within this.
-const OUTBOX_POLL: Duration = Duration::from_millis(200);
+/// How often the broker looks for new outbox entries; a membership change made over HTTP waits
+/// for the broker (see `OutboxRelay`), so this is latency added to those calls.
+const OUTBOX_POLL: Duration = Duration::from_millis(20);
 /// How long a missing outbox position is waited for before it is taken as never written
 /// (a writer that reserved it and failed).
 const OUTBOX_GAP_WAIT: Duration = Duration::from_secs(2);
@@ -75,6 +76,9 @@ impl BrokerRelay {
                 gap_since = None;
                 self.apply(directive);
                 applied = position;
+            }
+            if let Err(e) = store.set_outbox_applied(applied).await {
+                warn!(error = %e, position = applied, "cannot record the applied outbox position");
             }
         }
     }

@@ -1,13 +1,18 @@
 //! Per-room sequence numbers, leased from the store in blocks so the hot path rarely waits
 //! on I/O and a crash can only make `seq` jump forward, never repeat.
 
-use roost_history::{Store, StoreError};
+use roost_history::Store;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::warn;
 
 /// Sequence numbers reserved per store round trip.
 const LEASE: i64 = 1000;
+/// Back-off between lease attempts while the store is down.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Hands out the next `seq` of each room.
 pub(crate) struct Sequencer {
@@ -20,8 +25,10 @@ impl Sequencer {
         Self { store, leases: Mutex::default() }
     }
 
-    /// The next sequence number of `room`.
-    pub(crate) async fn next(&self, room: &str) -> Result<i64, StoreError> {
+    /// The next sequence number of `room`. While the store cannot lease numbers this waits,
+    /// retrying with back-off: the publisher gets no PUBACK (and its connection reads nothing
+    /// more) until its message can be numbered and stored, never a PUBACK for a dropped message.
+    pub(crate) async fn next(&self, room: &str) -> i64 {
         let lease = {
             let mut leases = self.leases.lock().expect("lease map lock");
             // every message passes here: allocate the room's key only the first time
@@ -32,11 +39,26 @@ impl Sequencer {
         };
         let mut lease = lease.lock().await;
         if lease.is_empty() {
-            let first = self.store.reserve_seq(room, LEASE).await?;
+            let first = self.reserve(room).await;
             *lease = first..first + LEASE;
         }
         let seq = lease.start;
         lease.start += 1;
-        Ok(seq)
+        seq
+    }
+
+    async fn reserve(&self, room: &str) -> i64 {
+        let mut backoff = RETRY_FIRST;
+        loop {
+            match self.store.reserve_seq(room, LEASE).await {
+                Ok(first) => return first,
+                Err(e) => {
+                    warn!(room, error = %e, "cannot lease sequence numbers; publishers in the room wait");
+                    metrics::counter!("roost_seq_lease_failures_total").increment(1);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
     }
 }

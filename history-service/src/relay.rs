@@ -7,6 +7,13 @@ use roost_auth::MembershipView;
 use roost_protocol::{to_payload, Topic};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+/// How long a relayed change waits for the broker to apply it before the API answers anyway.
+const APPLY_WAIT: Duration = Duration::from_secs(1);
+/// How often it looks.
+const APPLY_POLL: Duration = Duration::from_millis(10);
 
 /// One thing the broker must do for the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,9 +69,19 @@ impl OutboxRelay {
 
 #[async_trait]
 impl Relay for OutboxRelay {
+    /// Appends `directive`, then waits (bounded) until the broker has applied it, so a client
+    /// that joins over HTTP may subscribe over MQTT as soon as the response arrives.
     async fn relay(&self, directive: Directive) -> Result<(), StoreError> {
-        self.store.append_outbox(&directive).await?;
+        let position = self.store.append_outbox(&directive).await?;
         directive.apply_to(&self.view);
+        let deadline = Instant::now() + APPLY_WAIT;
+        while self.store.outbox_applied().await? < position {
+            if Instant::now() >= deadline {
+                warn!(position, "the broker has not applied a membership change in time; is `roost broker` running?");
+                break;
+            }
+            tokio::time::sleep(APPLY_POLL).await;
+        }
         Ok(())
     }
 }

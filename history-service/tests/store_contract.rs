@@ -1,19 +1,17 @@
 //! One contract, every store: the same tests run against the embedded SQLite store and against
 //! MongoDB (the MongoDB-wire test server `secantusd-rs`, started per test on a free port).
 //!
-//! The MongoDB half needs `secantusd-rs` on PATH, in `ROOST_MONGO_BIN`, or where `.ci/run`
-//! installs it (`~/.cache/roost-mongo/bin`). Only `ROOST_SKIP_MONGO=1` skips it, loudly.
+//! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
 use roost_history::{Directive, MongoStore, Page, Room, SqliteStore, Store, StoreError};
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A place a store lives; `open` can be called again to reach the same data afresh.
 trait Backend: Send + Sync {
     async fn open(&self) -> Arc<dyn Store>;
+    /// Stops and starts the server behind the store, where there is one.
+    async fn restart(&mut self);
 }
 
 struct Sqlite(tempfile::TempDir);
@@ -22,62 +20,33 @@ impl Backend for Sqlite {
     async fn open(&self) -> Arc<dyn Store> {
         Arc::new(SqliteStore::open(&self.0.path().join("roost.db")).expect("open sqlite"))
     }
+
+    async fn restart(&mut self) {}
 }
 
 async fn sqlite() -> Option<Sqlite> {
     Some(Sqlite(tempfile::tempdir().expect("temp dir")))
 }
 
-/// A MongoDB-wire server of this test, stopped when dropped.
-struct Mongo {
-    _server: tokio::process::Child,
-    _storage: tempfile::TempDir,
-    uri: String,
-}
+#[path = "../../tests/support/mongo.rs"]
+mod support;
+use support::MongoServer;
+
+struct Mongo(MongoServer);
 
 impl Backend for Mongo {
     async fn open(&self) -> Arc<dyn Store> {
-        Arc::new(MongoStore::connect(&self.uri).await.expect("connect to the test server"))
+        Arc::new(MongoStore::connect(&self.0.uri()).await.expect("connect to the test server"))
     }
-}
 
-fn mongo_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("ROOST_MONGO_BIN") {
-        return Some(path.into());
+    async fn restart(&mut self) {
+        self.0.stop().await;
+        self.0.resume().await;
     }
-    let installed = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/roost-mongo/bin/secantusd-rs"));
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .map(|dir| dir.join("secantusd-rs"));
-    installed.into_iter().chain(on_path).find(|p| p.is_file())
 }
 
 async fn mongo() -> Option<Mongo> {
-    if std::env::var("ROOST_SKIP_MONGO").as_deref() == Ok("1") {
-        eprintln!("!!! ROOST_SKIP_MONGO=1: the MongoDB half of the store contract is SKIPPED !!!");
-        return None;
-    }
-    let binary = mongo_binary()
-        .expect("secantusd-rs not found: run .ci/run's install step, set ROOST_MONGO_BIN, or ROOST_SKIP_MONGO=1");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let storage = tempfile::tempdir().expect("temp dir");
-    let server = tokio::process::Command::new(binary)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--cache-size", "64M", "--storage-path"])
-        .arg(storage.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start secantusd-rs");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            let uri = format!("mongodb://127.0.0.1:{port}/roost?directConnection=true&serverSelectionTimeoutMS=5000");
-            return Some(Mongo { _server: server, _storage: storage, uri });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("secantusd-rs did not listen on {port}");
+    MongoServer::start("the store contract").await.map(Mongo)
 }
 
 fn envelope(room: &str, seq: i64) -> Envelope {
@@ -130,17 +99,33 @@ async fn the_outbox_keeps_order(backend: impl Backend) {
         Directive::Dismiss { room: "lobby".into(), user: "bob".into() },
         Directive::CloseRoom { room: "lobby".into() },
     ];
+    let mut positions = Vec::new();
     for directive in &directives {
-        store.append_outbox(directive).await.unwrap();
+        positions.push(store.append_outbox(directive).await.unwrap());
     }
     let store = backend.open().await;
     let head = store.outbox_head().await.unwrap();
     let all = store.outbox_after(0, 10).await.unwrap();
     assert_eq!(all.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), directives);
-    assert!(all.windows(2).all(|w| w[0].0 < w[1].0), "positions increase: {all:?}");
+    assert_eq!(all.iter().map(|(p, _)| *p).collect::<Vec<_>>(), positions);
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "positions increase: {positions:?}");
     assert_eq!(head, all[3].0);
     assert_eq!(store.outbox_after(all[1].0, 1).await.unwrap(), vec![all[2].clone()]);
     assert!(store.outbox_after(head, 10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_applied().await.unwrap(), 0);
+    store.set_outbox_applied(3).await.unwrap();
+    store.set_outbox_applied(2).await.unwrap();
+    assert_eq!(store.outbox_applied().await.unwrap(), 3, "the applied position never moves back");
+}
+
+async fn writes_survive_a_server_restart(mut backend: impl Backend) {
+    let store = backend.open().await;
+    store.write_batch(&[envelope("lobby", 1)], &[]).await.unwrap();
+    let lease = store.reserve_seq("lobby", 10).await.unwrap();
+    backend.restart().await;
+    let store = backend.open().await;
+    assert_eq!(store.messages("lobby", Page::Latest { limit: 5 }).await.unwrap(), vec![envelope("lobby", 1)]);
+    assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), lease + 10);
 }
 
 async fn refresh_tokens_work_once(backend: impl Backend) {
@@ -243,6 +228,7 @@ macro_rules! contract {
                 };
             }
             run!(users);
+            run!(writes_survive_a_server_restart);
             run!(presence_survives_and_resets);
             run!(the_outbox_keeps_order);
             run!(refresh_tokens_work_once);

@@ -81,7 +81,7 @@ async fn typing_and_receipts_are_stamped() {
 
 #[tokio::test]
 async fn sequence_and_history_survive_a_crash() {
-    let system = spawn_system().await;
+    let mut system = spawn_system().await;
     system.room("lobby", false, "alice", &[]).await;
     let token = system.token("alice", 600);
     for n in 0..3 {
@@ -92,7 +92,7 @@ async fn sequence_and_history_survive_a_crash() {
     let before = system.history("lobby", "alice", "").await;
     assert_eq!(before.len(), 3);
 
-    let system = system.crash_and_restart().await;
+    system.crash_and_restart().await;
     assert_eq!(system.history("lobby", "alice", "").await, before, "history intact after kill -9");
     let mut alice = system.mosquitto_sub("alice", &["rooms/lobby/messages"]).await;
     system.mosquitto_pub("alice", &token, "rooms/lobby/messages", r#"{"body":"after"}"#, 1).await;
@@ -103,7 +103,7 @@ async fn sequence_and_history_survive_a_crash() {
 
 #[tokio::test]
 async fn sigterm_flushes_accepted_messages_to_history() {
-    let system = spawn_system().await;
+    let mut system = spawn_system().await;
     system.room("lobby", false, "alice", &[]).await;
     let lines: String = (0..300).map(|n| format!("{{\"body\":\"burst {n}\"}}\n")).collect();
     let mut publisher = tokio::process::Command::new("mosquitto_pub")
@@ -117,7 +117,7 @@ async fn sigterm_flushes_accepted_messages_to_history() {
     drop(stdin);
     assert!(publisher.wait().await.unwrap().success());
 
-    let system = system.stop_and_restart().await;
+    system.stop_and_restart().await;
     let stored = system.history("lobby", "alice", "?after=0&limit=500").await;
     let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "every QoS 0 message published before SIGTERM is stored");

@@ -1,5 +1,6 @@
-//! Boots a real `roost serve` process on ephemeral ports with its own data dir, and drives it
-//! with real clients: HTTP (reqwest), mosquitto_pub/mosquitto_sub, and Eclipse Paho (Python).
+//! Boots a real Roost (`roost serve`, or split `roost broker` + `roost history`) on ephemeral
+//! ports with its own data dir and store, and drives it with real clients: HTTP (reqwest),
+//! mosquitto_pub/mosquitto_sub, and Eclipse Paho (Python).
 
 use roost_auth::TokenService;
 use secrecy::SecretString;
@@ -10,16 +11,27 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+#[path = "../support/mongo.rs"]
+mod support;
+pub(crate) use support::MongoServer;
+
 /// Line-wise stdout of a client process.
 pub(crate) type Output = Lines<BufReader<ChildStdout>>;
 
 /// How long a test waits for something that should happen.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(10);
 
-/// A running Roost process.
+/// A running Roost: `roost serve`, or `roost broker` + `roost history` (split), on the
+/// embedded store or on a MongoDB-wire test server of its own.
 pub(crate) struct System {
-    child: Child,
+    /// `roost serve`, or `roost broker` when split.
+    roost: Child,
+    /// `roost history` when split.
+    history: Option<Child>,
+    mongo: Option<MongoServer>,
     data_dir: tempfile::TempDir,
+    /// Settings every (re)start gets: the store, extra settings, and the ports once bound.
+    env: Vec<(String, String)>,
     pub(crate) secret: String,
     pub(crate) mqtt_port: u16,
     pub(crate) ws_port: u16,
@@ -27,86 +39,155 @@ pub(crate) struct System {
     client: reqwest::Client,
 }
 
-/// Environment for a `roost` process of this test: ephemeral ports, its own data dir and key.
-fn roost_command(data_dir: &Path, secret: &str) -> Command {
+/// Starts `roost <verb>` with the test's data dir, key and settings (ephemeral ports unless
+/// `env` fixes them) and returns it with its ready line.
+async fn launch(verb: &str, data_dir: &Path, secret: &str, env: &[(String, String)]) -> (Child, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_roost"));
     command
+        .arg(verb)
         .env("ROOST_DATA_DIR", data_dir)
         .env("ROOST_MQTT__TCP", "127.0.0.1:0")
         .env("ROOST_MQTT__WS", "127.0.0.1:0")
         .env("ROOST_HTTP__LISTEN", "127.0.0.1:0")
         .env("ROOST_AUTH__SECRET", secret)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("TEST_LOG").is_some() { Stdio::inherit() } else { Stdio::null() })
         .kill_on_drop(true);
-    command
+    let mut child = command.spawn().expect("roost starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let ready = tokio::time::timeout(PATIENCE, BufReader::new(stdout).lines().next_line())
+        .await
+        .unwrap_or_else(|_| panic!("roost {verb} prints its addresses in time"))
+        .expect("stdout readable")
+        .unwrap_or_else(|| panic!("roost {verb} printed a ready line"));
+    (child, ready)
 }
 
-/// Boots a fresh system.
+/// The value of `name` (e.g. `mqtt=`) in a ready line such as
+/// `roost ready mqtt=127.0.0.1:P ws=ws://127.0.0.1:P/mqtt http=http://127.0.0.1:P`.
+fn ready_field(ready: &str, name: &str) -> String {
+    ready
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix(name))
+        .unwrap_or_else(|| panic!("{name} in {ready}"))
+        .to_owned()
+}
+
+fn port_of(address: &str) -> u16 {
+    address.rsplit(':').next().unwrap().trim_end_matches("/mqtt").parse().unwrap()
+}
+
+/// Boots a fresh all-in-one system on the embedded store.
 pub(crate) async fn spawn_system() -> System {
     spawn_with(&[]).await
 }
 
-/// Boots a fresh system with extra `ROOST_*` settings.
+/// Boots a fresh all-in-one system on the embedded store with extra `ROOST_*` settings.
 pub(crate) async fn spawn_with(env: &[(&str, &str)]) -> System {
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let secret = roost_auth::tokens::random_secret();
-    start(data_dir, secret, env).await
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    boot(None, env, false).await
 }
 
-async fn start(data_dir: tempfile::TempDir, secret: String, env: &[(&str, &str)]) -> System {
-    let mut command = roost_command(data_dir.path(), &secret);
-    command.arg("serve").envs(env.iter().copied());
-    let mut child = command.spawn().expect("roost starts");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = tokio::time::timeout(PATIENCE, lines.next_line())
-        .await
-        .expect("roost prints its addresses in time")
-        .expect("stdout readable")
-        .expect("roost printed a ready line");
-    // roost ready mqtt=127.0.0.1:P ws=ws://127.0.0.1:P/mqtt http=http://127.0.0.1:P
-    let field = |name: &str| -> String {
-        ready
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix(name))
-            .unwrap_or_else(|| panic!("{name} in {ready}"))
-            .to_owned()
-    };
-    let port = |addr: &str| addr.rsplit(':').next().unwrap().trim_end_matches("/mqtt").parse::<u16>().unwrap();
-    System {
-        child,
-        data_dir,
-        secret,
-        mqtt_port: port(&field("mqtt=")),
-        ws_port: port(&field("ws=")),
-        http: field("http="),
-        client: reqwest::Client::new(),
+/// Boots a fresh all-in-one system on a MongoDB-wire server of its own; `None` when skipped.
+pub(crate) async fn spawn_on_mongo(what: &str) -> Option<System> {
+    let mongo = MongoServer::start(what).await?;
+    Some(boot(Some(mongo), Vec::new(), false).await)
+}
+
+/// Boots `roost broker` and `roost history` sharing a MongoDB-wire server; `None` when skipped.
+pub(crate) async fn spawn_split(what: &str) -> Option<System> {
+    let mongo = MongoServer::start(what).await?;
+    Some(boot(Some(mongo), Vec::new(), true).await)
+}
+
+async fn boot(mongo: Option<MongoServer>, mut env: Vec<(String, String)>, split: bool) -> System {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let secret = roost_auth::tokens::random_secret();
+    if let Some(mongo) = &mongo {
+        env.push(("ROOST_STORE__URI".into(), mongo.uri()));
     }
+    let (roost, ready) = launch(if split { "broker" } else { "serve" }, data_dir.path(), &secret, &env).await;
+    let (mqtt, ws) = (ready_field(&ready, "mqtt="), ready_field(&ready, "ws="));
+    let (history, http) = if split {
+        let (history, ready) = launch("history", data_dir.path(), &secret, &env).await;
+        (Some(history), ready_field(&ready, "http="))
+    } else {
+        (None, ready_field(&ready, "http="))
+    };
+    let (mqtt_port, ws_port) = (port_of(&mqtt), port_of(&ws));
+    env.extend([
+        ("ROOST_MQTT__TCP".into(), format!("127.0.0.1:{mqtt_port}")),
+        ("ROOST_MQTT__WS".into(), format!("127.0.0.1:{ws_port}")),
+        ("ROOST_HTTP__LISTEN".into(), format!("127.0.0.1:{}", port_of(&http))),
+    ]);
+    System { roost, history, mongo, data_dir, env, secret, mqtt_port, ws_port, http, client: reqwest::Client::new() }
+}
+
+/// kill -9.
+async fn crash(child: &mut Child) {
+    child.start_kill().expect("kill roost");
+    let _ = child.wait().await;
+}
+
+/// SIGTERM, asserting a clean exit within the drain timeouts.
+async fn terminate(child: &mut Child) {
+    let pid = child.id().expect("roost is running").to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("roost exits in time");
+    assert!(exit.expect("exit status").success(), "roost exits 0 on SIGTERM");
 }
 
 impl System {
-    /// kill -9, then start again on the same data dir (new ports).
-    pub(crate) async fn crash_and_restart(mut self) -> System {
-        self.child.start_kill().expect("kill roost");
-        let _ = self.child.wait().await;
-        let (data_dir, secret) = (self.data_dir, self.secret);
-        start(data_dir, secret, &[]).await
+    /// kill -9 every Roost process, then start them again on the same data and ports.
+    pub(crate) async fn crash_and_restart(&mut self) {
+        crash(&mut self.roost).await;
+        if let Some(history) = &mut self.history {
+            crash(history).await;
+        }
+        self.restart().await;
     }
 
-    /// SIGTERM, asserting a clean exit within the drain timeouts, then start again on the same
-    /// data dir.
-    pub(crate) async fn stop_and_restart(mut self) -> System {
-        let pid = self.child.id().expect("roost is running").to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill runs");
-        assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("roost exits in time");
-        assert!(exit.expect("exit status").success(), "roost exits 0 on SIGTERM");
-        let (data_dir, secret) = (self.data_dir, self.secret);
-        start(data_dir, secret, &[]).await
+    /// SIGTERM every Roost process, asserting clean exits, then start them again.
+    pub(crate) async fn stop_and_restart(&mut self) {
+        terminate(&mut self.roost).await;
+        if let Some(history) = &mut self.history {
+            terminate(history).await;
+        }
+        self.restart().await;
+    }
+
+    async fn restart(&mut self) {
+        let verb = if self.history.is_some() { "broker" } else { "serve" };
+        self.roost = launch(verb, self.data_dir.path(), &self.secret, &self.env).await.0;
+        if self.history.is_some() {
+            self.history = Some(launch("history", self.data_dir.path(), &self.secret, &self.env).await.0);
+        }
+    }
+
+    /// kill -9 the broker of a split system and start it again after `down`.
+    pub(crate) async fn crash_broker_for(&mut self, down: Duration) {
+        assert!(self.history.is_some(), "only a split system has a broker of its own");
+        crash(&mut self.roost).await;
+        tokio::time::sleep(down).await;
+        self.roost = launch("broker", self.data_dir.path(), &self.secret, &self.env).await.0;
+    }
+
+    /// kill -9 the history service of a split system and start it again after `down`.
+    pub(crate) async fn crash_history_for(&mut self, down: Duration) {
+        let history = self.history.as_mut().expect("a split system");
+        crash(history).await;
+        tokio::time::sleep(down).await;
+        self.history = Some(launch("history", self.data_dir.path(), &self.secret, &self.env).await.0);
+    }
+
+    /// The MongoDB-wire server of this system.
+    pub(crate) fn mongo(&mut self) -> &mut MongoServer {
+        self.mongo.as_mut().expect("a system on MongoDB")
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {

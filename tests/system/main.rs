@@ -4,6 +4,8 @@
 mod acl;
 mod auth;
 mod chat;
+mod durability;
 mod harness;
 mod presence;
+mod split;
 mod startup;

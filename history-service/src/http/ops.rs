@@ -18,6 +18,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/openapi.json", get(openapi))
 }
 
+/// A store that does not answer a ping within this is reported unavailable.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Health {
     /// `ok`, or `degraded` while the store cannot be reached.
@@ -27,9 +30,9 @@ pub(crate) struct Health {
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, Json(Health { status: "ok", store: "ok" })),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "degraded", store: "unavailable" })),
+    match tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, Json(Health { status: "ok", store: "ok" })),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "degraded", store: "unavailable" })),
     }
 }
 

@@ -87,13 +87,18 @@ pub trait Store: Send + Sync + 'static {
     /// no connections, whatever a crashed one left behind.
     async fn reset_presence(&self) -> Result<(), StoreError>;
 
-    /// Appends a directive to the outbox the broker follows (split deployment).
-    async fn append_outbox(&self, directive: &Directive) -> Result<(), StoreError>;
+    /// Appends a directive to the outbox the broker follows (split deployment); returns its
+    /// position.
+    async fn append_outbox(&self, directive: &Directive) -> Result<i64, StoreError>;
     /// Outbox entries after position `after`, oldest first, at most `limit`. Positions
     /// increase; a gap is a position reserved by a writer that has not (or never) written.
     async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError>;
     /// The newest outbox position; 0 when empty.
     async fn outbox_head(&self) -> Result<i64, StoreError>;
+    /// Records that the broker has applied the outbox up to `position` (never moves back).
+    async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError>;
+    /// The outbox position the broker has applied; 0 before it applied any.
+    async fn outbox_applied(&self) -> Result<i64, StoreError>;
 
     /// Cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -56,6 +56,8 @@ struct CounterDoc {
 
 /// The `room_seq` counter of outbox positions; `$` keeps it apart from every room name.
 const OUTBOX_COUNTER: &str = "$outbox";
+/// The `room_seq` entry holding the outbox position the broker has applied.
+const OUTBOX_APPLIED: &str = "$outbox_applied";
 
 #[derive(Serialize, Deserialize)]
 struct OutboxDoc {
@@ -363,13 +365,11 @@ impl Store for MongoStore {
             .map_err(unavailable)
     }
 
-    async fn append_outbox(&self, directive: &Directive) -> Result<(), StoreError> {
+    async fn append_outbox(&self, directive: &Directive) -> Result<i64, StoreError> {
         let position = self.reserve(OUTBOX_COUNTER, 1).await?;
-        self.outbox()
-            .insert_one(OutboxDoc { position, directive: directive.clone() })
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        let entry = OutboxDoc { position, directive: directive.clone() };
+        self.outbox().insert_one(entry).await.map_err(unavailable)?;
+        Ok(position)
     }
 
     async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError> {
@@ -391,6 +391,20 @@ impl Store for MongoStore {
     async fn outbox_head(&self) -> Result<i64, StoreError> {
         let newest = self.outbox().find_one(doc! {}).sort(doc! {"_id": -1}).await.map_err(unavailable)?;
         Ok(newest.map_or(0, |d| d.position))
+    }
+
+    async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError> {
+        self.counters()
+            .update_one(doc! {"_id": OUTBOX_APPLIED}, doc! {"$max": {"last": position}})
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn outbox_applied(&self) -> Result<i64, StoreError> {
+        let applied = self.counters().find_one(doc! {"_id": OUTBOX_APPLIED}).await.map_err(unavailable)?;
+        Ok(applied.map_or(0, |c| c.last))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     position INTEGER PRIMARY KEY AUTOINCREMENT,
     directive TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox_applied (
+    only INTEGER PRIMARY KEY CHECK (only = 1),
+    position INTEGER NOT NULL
+);
 ";
 
 /// SQLite-backed [`Store`]; cheap to clone.
@@ -367,9 +371,12 @@ impl Store for SqliteStore {
         self.with(|c| c.execute("UPDATE presence SET online = 0, devices = 0 WHERE online <> 0", []).map(drop)).await
     }
 
-    async fn append_outbox(&self, directive: &Directive) -> Result<(), StoreError> {
+    async fn append_outbox(&self, directive: &Directive) -> Result<i64, StoreError> {
         let directive = serde_json::to_string(directive).expect("directives serialize");
-        self.with(move |c| c.execute("INSERT INTO outbox (directive) VALUES (?1)", [directive]).map(drop)).await
+        self.with(move |c| {
+            c.query_row("INSERT INTO outbox (directive) VALUES (?1) RETURNING position", [directive], |r| r.get(0))
+        })
+        .await
     }
 
     async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError> {
@@ -393,6 +400,22 @@ impl Store for SqliteStore {
 
     async fn outbox_head(&self) -> Result<i64, StoreError> {
         self.with(|c| c.query_row("SELECT coalesce(max(position), 0) FROM outbox", [], |r| r.get(0))).await
+    }
+
+    async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO outbox_applied (only, position) VALUES (1, ?1)
+                 ON CONFLICT (only) DO UPDATE SET position = max(position, ?1)",
+                [position],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn outbox_applied(&self) -> Result<i64, StoreError> {
+        self.with(|c| c.query_row("SELECT coalesce(max(position), 0) FROM outbox_applied", [], |r| r.get(0))).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
