@@ -5,7 +5,9 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, Policy, TokenService};
 use roost_broker::{Broker, BrokerConfig, BrokerDeps};
-use roost_history::{ApiConfig, AppState, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, SqliteStore, Store};
+use roost_history::{
+    ApiConfig, AppState, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store,
+};
 use secrecy::SecretString;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -78,10 +80,11 @@ struct BrokerPart {
     outbox: Option<Arc<dyn Store>>,
 }
 
-/// The HTTP half.
+/// The HTTP half, and the history retention it runs.
 struct HttpPart {
     listener: TcpListener,
     api: axum::Router,
+    retention: Option<(RetentionPolicy, Arc<dyn Store>)>,
 }
 
 /// A bound, ready-to-run Roost (or one half of it).
@@ -168,11 +171,17 @@ impl App {
                     access_ttl_secs: settings.auth.access_ttl,
                     refresh_ttl_secs: settings.auth.refresh_ttl,
                 };
+                let policy = RetentionPolicy {
+                    max_age: settings.retention.max_age.map(Duration::from_secs),
+                    max_messages: settings.retention.max_messages,
+                    every: Duration::from_secs(settings.retention.interval),
+                };
+                let retention = policy.limits_history().then(|| (policy, store.clone()));
                 let state = AppState { store, tokens, membership, relay, presence, metrics, config };
                 let listener = TcpListener::bind(&settings.http.listen)
                     .await
                     .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
-                Some(HttpPart { listener, api: roost_history::http::router(state) })
+                Some(HttpPart { listener, api: roost_history::http::router(state), retention })
             }
         };
         Ok(Self { broker, http })
@@ -198,8 +207,15 @@ impl App {
             }
         };
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(HttpPart { listener, api }) = self.http {
+        if let Some(HttpPart { listener, api, retention }) = self.http {
             tasks.spawn(axum::serve(listener, api).with_graceful_shutdown(when_stopped()).into_future());
+            if let Some((policy, store)) = retention {
+                let prune = policy.run(store, when_stopped());
+                tasks.spawn(async move {
+                    prune.await;
+                    Ok(())
+                });
+            }
         }
         let mut ingest = None;
         if let Some(BrokerPart { broker, ingest: worker, outbox }) = self.broker {

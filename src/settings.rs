@@ -27,6 +27,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub store: StoreSettings,
     pub auth: AuthSettings,
+    pub retention: RetentionSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -58,6 +59,17 @@ pub struct StoreSettings {
     pub uri: Option<String>,
 }
 
+/// History retention; both limits unset keeps everything.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetentionSettings {
+    /// Messages older than this many seconds are deleted (`ROOST_RETENTION__MAX_AGE`).
+    pub max_age: Option<u64>,
+    /// Each room keeps its newest this many messages (`ROOST_RETENTION__MAX_MESSAGES`).
+    pub max_messages: Option<u64>,
+    /// Seconds between pruning rounds (`ROOST_RETENTION__INTERVAL`).
+    pub interval: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuthSettings {
     /// HS256 secret (`ROOST_AUTH__SECRET`); unset: generated once and kept in the data dir.
@@ -85,6 +97,7 @@ impl Default for Settings {
             http: HttpSettings { listen: "127.0.0.1:8080".into() },
             store: StoreSettings::default(),
             auth: AuthSettings { secret: None, access_ttl: 3600, refresh_ttl: 30 * 24 * 3600 },
+            retention: RetentionSettings { max_age: None, max_messages: None, interval: 300 },
         }
     }
 }
@@ -129,6 +142,17 @@ impl Settings {
         if self.auth.access_ttl == 0 || self.auth.refresh_ttl == 0 {
             return invalid("auth.access_ttl", "ROOST_AUTH__ACCESS_TTL", "token lifetimes must be positive".into());
         }
+        for (key, env, limit) in [
+            ("retention.max_age", "ROOST_RETENTION__MAX_AGE", self.retention.max_age),
+            ("retention.max_messages", "ROOST_RETENTION__MAX_MESSAGES", self.retention.max_messages),
+        ] {
+            if limit == Some(0) {
+                return invalid(key, env, "0 would delete all history; leave it unset to keep everything".into());
+            }
+        }
+        if self.retention.interval == 0 {
+            return invalid("retention.interval", "ROOST_RETENTION__INTERVAL", "must be at least 1 second".into());
+        }
         if let Some(uri) = &self.store.uri {
             if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
                 let reason = "expected a mongodb:// or mongodb+srv:// URI (unset: the embedded store)".into();
@@ -158,7 +182,7 @@ mod tests {
 
     #[test]
     fn every_shipped_config_file_loads() {
-        for file in ["config/default.toml", "config/production-mongodb.toml"] {
+        for file in ["config/default.toml", "config/production-mongodb.toml", "config/split-mongodb.toml"] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
             Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
         }

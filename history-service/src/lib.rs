@@ -3,9 +3,11 @@
 pub mod http;
 pub mod ingest;
 pub mod relay;
+pub mod retention;
 pub mod store;
 
 pub use http::{ApiConfig, AppState, PresenceSource};
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use relay::{Directive, OutboxRelay, Relay};
-pub use store::{MongoStore, Page, Room, SqliteStore, Store, StoreError};
+pub use retention::RetentionPolicy;
+pub use store::{MongoStore, Page, Retention, Room, SqliteStore, Store, StoreError};

@@ -3,7 +3,7 @@
 //!
 //! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
-use roost_history::{Directive, MongoStore, Page, Room, SqliteStore, Store, StoreError};
+use roost_history::{Directive, MongoStore, Page, Retention, Room, SqliteStore, Store, StoreError};
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use std::sync::Arc;
 
@@ -203,6 +203,27 @@ async fn history_pages(backend: impl Backend) {
     assert_eq!(newest, vec![from_another_user], "a sender's retry (same id) is stored once");
 }
 
+async fn retention_prunes_by_age_and_count(backend: impl Backend) {
+    let store = backend.open().await;
+    for room in ["lobby", "annex"] {
+        store.reserve_seq(room, 100).await.unwrap();
+        let batch: Vec<_> = (1..=10).map(|s| envelope(room, s)).collect();
+        store.write_batch(&batch, &[]).await.unwrap();
+    }
+    let seqs = |v: Vec<Envelope>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(store.prune(Retention::default()).await.unwrap(), 0, "no limits keep everything");
+    // envelope(_, seq) has ts 1_700_000_000_000 + seq: older than seq 4 goes
+    let by_age = Retention { older_than: Some(1_700_000_000_004), keep_per_room: None };
+    assert_eq!(store.prune(by_age).await.unwrap(), 6);
+    assert_eq!(seqs(store.messages("lobby", Page::Before { before: 6, limit: 10 }).await.unwrap()), [5, 4]);
+    let by_count = Retention { older_than: None, keep_per_room: Some(3) };
+    assert_eq!(store.prune(by_count).await.unwrap(), 8);
+    for room in ["lobby", "annex"] {
+        assert_eq!(seqs(store.messages(room, Page::Latest { limit: 10 }).await.unwrap()), [10, 9, 8]);
+    }
+    assert_eq!(store.prune(by_count).await.unwrap(), 0);
+}
+
 async fn receipts_keep_the_furthest_read(backend: impl Backend) {
     let store = backend.open().await;
     let receipt = |read_seq| ReceiptStamped { room: "lobby".into(), from: "bob".into(), read_seq, ts: read_seq };
@@ -236,6 +257,7 @@ macro_rules! contract {
             run!(sequence_reservations_never_overlap);
             run!(history_pages);
             run!(receipts_keep_the_furthest_read);
+            run!(retention_prunes_by_age_and_count);
         }
     };
 }

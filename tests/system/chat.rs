@@ -161,3 +161,26 @@ async fn garbage_on_the_wire_harms_nobody() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(next_on(&mut bob, "rooms/lobby/messages").await["body"], "still here");
 }
+
+#[tokio::test]
+async fn retention_keeps_the_newest_messages_of_each_room() {
+    let system = spawn_with(&[("ROOST_RETENTION__MAX_MESSAGES", "3"), ("ROOST_RETENTION__INTERVAL", "1")]).await;
+    system.room("lobby", false, "alice", &[]).await;
+    let token = system.token("alice", 60);
+    for n in 1..=5 {
+        let (code, _) =
+            system.mosquitto_pub("alice", &token, "rooms/lobby/messages", &format!(r#"{{"body":"{n}"}}"#), 1).await;
+        assert_eq!(code, 0);
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let seqs: Vec<i64> =
+            system.history("lobby", "alice", "?after=0").await.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+        if seqs == [3, 4, 5] {
+            break;
+        }
+        assert_eq!(seqs, [1, 2, 3, 4, 5], "before pruning everything is there; after, the newest three");
+        assert!(std::time::Instant::now() < deadline, "retention never pruned: {seqs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -45,6 +45,15 @@ pub enum Page {
     After { after: i64, before: Option<i64>, limit: u32 },
 }
 
+/// Which messages history keeps; `None` keeps everything on that count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages older than this (ms since the epoch) go.
+    pub older_than: Option<i64>,
+    /// Only the newest this many messages of each room stay.
+    pub keep_per_room: Option<u64>,
+}
+
 /// Persistence for users, rooms, membership and history. Every method is one atomic step.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -79,6 +88,8 @@ pub trait Store: Send + Sync + 'static {
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError>;
+    /// Deletes the messages `retention` no longer keeps, in every room; returns how many.
+    async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;
 
     /// Keeps `presence` as `user`'s current status (the broker writes, the API reads).
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError>;

@@ -1,7 +1,7 @@
 //! The production store: MongoDB through the official driver. Portable to any mongod: no
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
-use super::{Page, Room, Store, StoreError};
+use super::{Page, Retention, Room, Store, StoreError};
 use crate::relay::Directive;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
@@ -343,6 +343,37 @@ impl Store for MongoStore {
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError> {
         let receipt = self.receipts().find_one(doc! {"room": room, "user": user}).await.map_err(unavailable)?;
         Ok(receipt.map(|r| r.read_seq))
+    }
+
+    async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
+        let mut pruned = 0;
+        if let Some(cutoff) = retention.older_than {
+            pruned +=
+                self.messages().delete_many(doc! {"ts": {"$lt": cutoff}}).await.map_err(unavailable)?.deleted_count;
+        }
+        if let Some(keep) = retention.keep_per_room {
+            let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+            let mut rooms = self.counters().find(doc! {}).await.map_err(unavailable)?;
+            let mut names = Vec::new();
+            while rooms.advance().await.map_err(unavailable)? {
+                names.push(rooms.deserialize_current().map_err(unavailable)?.room);
+            }
+            // counters of rooms (never deleted, so no room's history is missed) and `$` entries
+            for room in names.into_iter().filter(|name| !name.starts_with('$')) {
+                let newest_gone = self
+                    .messages()
+                    .find_one(doc! {"room": &room})
+                    .sort(doc! {"seq": -1})
+                    .skip(u64::try_from(keep).unwrap_or(u64::MAX))
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(newest_gone) = newest_gone {
+                    let filter = doc! {"room": &room, "seq": {"$lte": newest_gone.seq}};
+                    pruned += self.messages().delete_many(filter).await.map_err(unavailable)?.deleted_count;
+                }
+            }
+        }
+        Ok(pruned)
     }
 
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError> {

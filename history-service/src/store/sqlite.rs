@@ -1,6 +1,6 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
-use super::{Page, Room, Store, StoreError};
+use super::{Page, Retention, Room, Store, StoreError};
 use crate::relay::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
@@ -334,6 +334,30 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
+        })
+        .await
+    }
+
+    async fn prune(&self, retention: Retention) -> Result<u64, StoreError> {
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let mut pruned = 0;
+            if let Some(cutoff) = retention.older_than {
+                pruned += tx.execute("DELETE FROM messages WHERE ts < ?1", [cutoff])?;
+            }
+            if let Some(keep) = retention.keep_per_room {
+                let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+                pruned += tx.execute(
+                    "DELETE FROM messages WHERE rowid IN (
+                         SELECT rowid FROM (
+                             SELECT rowid, row_number() OVER (PARTITION BY room ORDER BY seq DESC) AS newer
+                             FROM messages)
+                         WHERE newer > ?1)",
+                    [keep],
+                )?;
+            }
+            tx.commit()?;
+            Ok(pruned as u64)
         })
         .await
     }

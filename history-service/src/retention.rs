@@ -1,0 +1,49 @@
+//! Retention: prunes history by age and per-room count on a timer.
+
+use crate::store::{Retention, Store};
+use roost_protocol::now_millis;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// What history keeps, and how often it is pruned.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionPolicy {
+    /// Messages older than this go.
+    pub max_age: Option<Duration>,
+    /// Each room keeps only its newest this many messages.
+    pub max_messages: Option<u64>,
+    pub every: Duration,
+}
+
+impl RetentionPolicy {
+    /// True when some limit is set.
+    pub fn limits_history(&self) -> bool {
+        self.max_age.is_some() || self.max_messages.is_some()
+    }
+
+    /// Prunes now and then every `every`, until `shutdown`.
+    pub async fn run(self, store: Arc<dyn Store>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut timer = tokio::time::interval(self.every);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = timer.tick() => {}
+            }
+            let retention = Retention {
+                older_than: self.max_age.map(|age| now_millis() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
+                keep_per_room: self.max_messages,
+            };
+            match store.prune(retention).await {
+                Ok(0) => {}
+                Ok(pruned) => {
+                    info!(pruned, "history pruned by retention");
+                    metrics::counter!("roost_messages_pruned_total").increment(pruned);
+                }
+                Err(e) => warn!(error = %e, "retention could not prune history; retrying next round"),
+            }
+        }
+    }
+}
