@@ -6,6 +6,8 @@
 #   bench/run.sh fanout chat     some of: fanout chat connections persistence history
 #
 # Brokers are pinned to CPU 0 and the load generator to CPU 1 (BENCH_PIN=0 turns that off).
+# Roost uses its embedded store; BENCH_STORE_URI=mongodb://... points it at an empty MongoDB
+# database instead (the server is yours to start, e.g. secantusd-rs, pinned where you like).
 # Results: one JSON line per run in target/bench/results.jsonl, and a table on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,7 +48,8 @@ start_broker() {  # $1: mosquitto | rumqttd | roost
       rm -rf "$work/roost"; local hport; hport=$(free_port)
       ROOST_DATA_DIR="$work/roost" ROOST_MQTT__TCP=127.0.0.1:$port ROOST_MQTT__WS=127.0.0.1:0 \
       ROOST_HTTP__LISTEN=127.0.0.1:$hport ROOST_AUTH__SECRET=$secret RUST_LOG=warn \
-        "${pin_broker[@]}" target/release/roost serve >"$work/roost.out" 2>"$work/roost.log" & pid=$!
+        "${pin_broker[@]}" env ${BENCH_STORE_URI:+"ROOST_STORE__URI=$BENCH_STORE_URI"} \
+        target/release/roost serve >"$work/roost.out" 2>"$work/roost.log" & pid=$!
       http=http://127.0.0.1:$hport ;;
   esac
   for _ in $(seq 100); do
