@@ -13,7 +13,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 #[path = "../support/mongo.rs"]
 mod support;
-pub(crate) use support::MongoServer;
+use support::MongoServer;
 
 /// Line-wise stdout of a client process.
 pub(crate) type Output = Lines<BufReader<ChildStdout>>;
