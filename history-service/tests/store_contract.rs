@@ -113,9 +113,14 @@ async fn the_outbox_keeps_order(backend: impl Backend) {
     assert_eq!(store.outbox_after(all[1].0, 1).await.unwrap(), vec![all[2].clone()]);
     assert!(store.outbox_after(head, 10).await.unwrap().is_empty());
     assert_eq!(store.outbox_applied().await.unwrap(), 0);
-    store.set_outbox_applied(3).await.unwrap();
-    store.set_outbox_applied(2).await.unwrap();
-    assert_eq!(store.outbox_applied().await.unwrap(), 3, "the applied position never moves back");
+    store.set_outbox_applied(positions[2]).await.unwrap();
+    store.set_outbox_applied(positions[1]).await.unwrap();
+    assert_eq!(store.outbox_applied().await.unwrap(), positions[2], "the applied position never moves back");
+    assert_eq!(store.outbox_after(0, 10).await.unwrap(), vec![all[3].clone()], "applied entries are dropped");
+    assert_eq!(store.outbox_head().await.unwrap(), head);
+    store.set_outbox_applied(head).await.unwrap();
+    assert!(store.outbox_after(0, 10).await.unwrap().is_empty());
+    assert_eq!(store.outbox_head().await.unwrap(), head, "a drained outbox still knows where it ended");
 }
 
 async fn writes_survive_a_server_restart(mut backend: impl Backend) {

@@ -104,9 +104,10 @@ pub trait Store: Send + Sync + 'static {
     /// Outbox entries after position `after`, oldest first, at most `limit`. Positions
     /// increase; a gap is a position reserved by a writer that has not (or never) written.
     async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError>;
-    /// The newest outbox position; 0 when empty.
+    /// The newest outbox position, written or applied; 0 when nothing was ever appended.
     async fn outbox_head(&self) -> Result<i64, StoreError>;
-    /// Records that the broker has applied the outbox up to `position` (never moves back).
+    /// Records that the broker has applied the outbox through `position` (never moves back);
+    /// the entries up to it are no longer kept.
     async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError>;
     /// The outbox position the broker has applied; 0 before it applied any.
     async fn outbox_applied(&self) -> Result<i64, StoreError>;

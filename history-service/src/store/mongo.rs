@@ -421,7 +421,7 @@ impl Store for MongoStore {
 
     async fn outbox_head(&self) -> Result<i64, StoreError> {
         let newest = self.outbox().find_one(doc! {}).sort(doc! {"_id": -1}).await.map_err(unavailable)?;
-        Ok(newest.map_or(0, |d| d.position))
+        Ok(newest.map_or(0, |d| d.position).max(self.outbox_applied().await?))
     }
 
     async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError> {
@@ -429,8 +429,8 @@ impl Store for MongoStore {
             .update_one(doc! {"_id": OUTBOX_APPLIED}, doc! {"$max": {"last": position}})
             .upsert(true)
             .await
-            .map(drop)
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.outbox().delete_many(doc! {"_id": {"$lte": position}}).await.map(drop).map_err(unavailable)
     }
 
     async fn outbox_applied(&self) -> Result<i64, StoreError> {

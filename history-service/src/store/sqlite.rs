@@ -423,17 +423,27 @@ impl Store for SqliteStore {
     }
 
     async fn outbox_head(&self) -> Result<i64, StoreError> {
-        self.with(|c| c.query_row("SELECT coalesce(max(position), 0) FROM outbox", [], |r| r.get(0))).await
+        self.with(|c| {
+            c.query_row(
+                "SELECT max((SELECT coalesce(max(position), 0) FROM outbox),
+                            (SELECT coalesce(max(position), 0) FROM outbox_applied))",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .await
     }
 
     async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError> {
         self.with(move |c| {
-            c.execute(
+            let tx = c.transaction()?;
+            tx.execute(
                 "INSERT INTO outbox_applied (only, position) VALUES (1, ?1)
                  ON CONFLICT (only) DO UPDATE SET position = max(position, ?1)",
                 [position],
-            )
-            .map(drop)
+            )?;
+            tx.execute("DELETE FROM outbox WHERE position <= ?1", [position])?;
+            tx.commit()
         })
         .await
     }
