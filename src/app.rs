@@ -53,6 +53,8 @@ pub enum Role {
 pub struct Addresses {
     pub mqtt_tcp: Option<SocketAddr>,
     pub mqtt_ws: Option<SocketAddr>,
+    pub mqtt_tls: Option<SocketAddr>,
+    pub mqtt_wss: Option<SocketAddr>,
     pub http: Option<SocketAddr>,
 }
 
@@ -64,6 +66,12 @@ impl std::fmt::Display for Addresses {
         }
         if let Some(ws) = self.mqtt_ws {
             parts.push(format!("ws=ws://{ws}/mqtt"));
+        }
+        if let Some(tls) = self.mqtt_tls {
+            parts.push(format!("tls={tls}"));
+        }
+        if let Some(wss) = self.mqtt_wss {
+            parts.push(format!("wss=wss://{wss}/mqtt"));
         }
         if let Some(http) = self.http {
             parts.push(format!("http=http://{http}"));
@@ -192,6 +200,8 @@ impl App {
         Addresses {
             mqtt_tcp: broker.map(Broker::tcp_addr),
             mqtt_ws: broker.map(Broker::ws_addr),
+            mqtt_tls: broker.and_then(Broker::tls_addr),
+            mqtt_wss: broker.and_then(Broker::wss_addr),
             http: self.http.as_ref().map(|part| part.listener.local_addr().expect("bound listener has an address")),
         }
     }
@@ -258,6 +268,10 @@ fn broker_config(settings: &Settings) -> BrokerConfig {
     BrokerConfig {
         tcp: mqtt.tcp.clone(),
         ws: mqtt.ws.clone(),
+        tls: mqtt.tls.clone(),
+        wss: mqtt.wss.clone(),
+        tls_cert: mqtt.tls_cert.clone(),
+        tls_key: mqtt.tls_key.clone(),
         keepalive_max: Duration::from_secs(mqtt.keepalive_max),
         max_payload: mqtt.max_payload,
         max_packet: mqtt.max_packet,

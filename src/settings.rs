@@ -36,6 +36,14 @@ pub struct MqttSettings {
     pub tcp: String,
     /// MQTT over WebSocket, path `/mqtt` (`ROOST_MQTT__WS`).
     pub ws: String,
+    /// MQTT over TLS (`ROOST_MQTT__TLS`); unset: no TLS listener.
+    pub tls: Option<String>,
+    /// MQTT over WebSocket over TLS, path `/mqtt` (`ROOST_MQTT__WSS`); unset: none.
+    pub wss: Option<String>,
+    /// PEM certificate chain for `tls` and `wss` (`ROOST_MQTT__TLS_CERT`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls` and `wss` (`ROOST_MQTT__TLS_KEY`).
+    pub tls_key: Option<PathBuf>,
     /// Longest keepalive a client may ask for, seconds (`ROOST_MQTT__KEEPALIVE_MAX`).
     pub keepalive_max: u64,
     /// Largest application payload, bytes.
@@ -88,6 +96,10 @@ impl Default for Settings {
             mqtt: MqttSettings {
                 tcp: "127.0.0.1:1883".into(),
                 ws: "127.0.0.1:8083".into(),
+                tls: None,
+                wss: None,
+                tls_cert: None,
+                tls_key: None,
                 keepalive_max: 300,
                 max_payload: 64 * 1024,
                 max_packet: 256 * 1024,
@@ -128,6 +140,18 @@ impl Settings {
         ] {
             if let Err(e) = value.parse::<SocketAddr>() {
                 return invalid(key, env, format!("'{value}' is not an ip:port address ({e})"));
+            }
+        }
+        for (key, env, value) in
+            [("mqtt.tls", "ROOST_MQTT__TLS", &self.mqtt.tls), ("mqtt.wss", "ROOST_MQTT__WSS", &self.mqtt.wss)]
+        {
+            let Some(value) = value else { continue };
+            if let Err(e) = value.parse::<SocketAddr>() {
+                return invalid(key, env, format!("'{value}' is not an ip:port address ({e})"));
+            }
+            if self.mqtt.tls_cert.is_none() || self.mqtt.tls_key.is_none() {
+                let reason = "a TLS listener needs mqtt.tls_cert and mqtt.tls_key (PEM files)".into();
+                return invalid(key, env, reason);
             }
         }
         if !(1..=65_535).contains(&self.mqtt.keepalive_max) {

@@ -27,6 +27,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use transport::Protocol;
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum BrokerError {
     Router(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// What the broker needs from the rest of Roost.
@@ -50,33 +53,63 @@ pub struct BrokerDeps {
 /// A bound, not yet running broker.
 pub struct Broker {
     edge: Arc<Edge>,
-    tcp: TcpListener,
-    ws: TcpListener,
+    listeners: Vec<(TcpListener, Protocol)>,
 }
 
 impl Broker {
-    /// Spawns the router, opens the server link and binds both listeners. Presence left in the
-    /// store by an earlier broker is reset: nobody is connected to this one yet.
+    /// Spawns the router, opens the server link and binds every configured listener. Presence
+    /// left in the store by an earlier broker is reset: nobody is connected to this one yet.
     pub async fn bind(config: BrokerConfig, deps: BrokerDeps) -> Result<Self, BrokerError> {
         deps.store.reset_presence().await?;
-        let bind = |addr: String| async move {
-            TcpListener::bind(&addr).await.map_err(|source| BrokerError::Bind { addr, source })
+        let wanted = [
+            (Some(config.tcp.clone()), Protocol::Tcp),
+            (Some(config.ws.clone()), Protocol::Ws),
+            (config.tls.clone(), Protocol::Tls),
+            (config.wss.clone(), Protocol::Wss),
+        ];
+        let mut listeners = Vec::new();
+        for (addr, protocol) in wanted {
+            if let Some(addr) = addr {
+                let listener = TcpListener::bind(&addr).await.map_err(|source| BrokerError::Bind { addr, source })?;
+                listeners.push((listener, protocol));
+            }
+        }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(transport::tls_acceptor(cert, key).map_err(BrokerError::Tls)?),
+            _ if config.tls.is_some() || config.wss.is_some() => {
+                return Err(BrokerError::Tls("a TLS listener needs a certificate and a key".into()))
+            }
+            _ => None,
         };
-        let tcp = bind(config.tcp.clone()).await?;
-        let ws = bind(config.ws.clone()).await?;
         let links = Links::spawn_router(&config);
         let server = links.server_link().await.map_err(BrokerError::Router)?;
         let presence = Arc::new(Presence::new(server.clone(), deps.store.clone(), deps.policy.clone()));
-        let edge = Arc::new(Edge::new(config, deps, links, server, presence));
-        Ok(Self { edge, tcp, ws })
+        let edge = Arc::new(Edge::new(config, deps, links, server, presence, tls));
+        Ok(Self { edge, listeners })
+    }
+
+    /// Where the listener of `protocol` is bound, when it is configured.
+    fn addr(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(_, p)| *p == protocol)
+            .map(|(listener, _)| listener.local_addr().expect("bound listener has an address"))
     }
 
     pub fn tcp_addr(&self) -> SocketAddr {
-        self.tcp.local_addr().expect("bound listener has an address")
+        self.addr(Protocol::Tcp).expect("the TCP listener is always bound")
     }
 
     pub fn ws_addr(&self) -> SocketAddr {
-        self.ws.local_addr().expect("bound listener has an address")
+        self.addr(Protocol::Ws).expect("the WebSocket listener is always bound")
+    }
+
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.addr(Protocol::Tls)
+    }
+
+    pub fn wss_addr(&self) -> Option<SocketAddr> {
+        self.addr(Protocol::Wss)
     }
 
     /// Applies the HTTP API's membership changes and publishes its server messages.
@@ -91,7 +124,7 @@ impl Broker {
     /// Accepts connections until `shutdown` resolves, then closes every connection, waits
     /// (bounded) for them to publish their offline status, and stores the final presence.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        self.edge.clone().run(self.tcp, self.ws, shutdown).await;
+        self.edge.clone().run(self.listeners, shutdown).await;
         self.edge.presence.flush().await;
     }
 }

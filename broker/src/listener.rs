@@ -5,7 +5,7 @@ use crate::links::{Links, ServerLink};
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
-use crate::transport::Transport;
+use crate::transport::{Protocol, Transport};
 use crate::BrokerDeps;
 use roost_auth::{Policy, TokenService};
 use roost_history::IngestHandle;
@@ -13,9 +13,30 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+/// Accepts connections on `listener` and hands them over with their protocol.
+async fn accept_loop(listener: TcpListener, protocol: Protocol, accepted: mpsc::Sender<(TcpStream, Protocol)>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                if accepted.send((stream, protocol)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                warn!(?protocol, error = %e, "accept failed");
+                // e.g. out of descriptors: do not spin
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
 
 /// How long shutdown waits for connections to publish their offline status.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +50,8 @@ pub(crate) struct Edge {
     pub(crate) links: Links,
     pub(crate) server: ServerLink,
     pub(crate) presence: Arc<Presence>,
+    /// Present when a TLS or WSS listener is configured.
+    pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) sequencer: Sequencer,
     connections: Arc<AtomicUsize>,
@@ -50,6 +73,7 @@ impl Edge {
         links: Links,
         server: ServerLink,
         presence: Arc<Presence>,
+        tls: Option<TlsAcceptor>,
     ) -> Self {
         Self {
             config,
@@ -59,6 +83,7 @@ impl Edge {
             links,
             server,
             presence,
+            tls,
             registry: Arc::default(),
             sequencer: Sequencer::new(deps.store),
             connections: Arc::default(),
@@ -72,36 +97,38 @@ impl Edge {
         (previous < self.config.max_connections).then_some(slot)
     }
 
-    /// Accepts on both listeners until `shutdown`, then stops every connection.
-    pub(crate) async fn run(self: Arc<Self>, tcp: TcpListener, ws: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// Accepts on every listener until `shutdown`, then stops every connection.
+    pub(crate) async fn run(
+        self: Arc<Self>,
+        listeners: Vec<(TcpListener, Protocol)>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let (accepted_tx, mut accepted) = mpsc::channel(64);
+        let mut acceptors = JoinSet::new();
+        for (listener, protocol) in listeners {
+            acceptors.spawn(accept_loop(listener, protocol, accepted_tx.clone()));
+        }
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
-                accepted = tcp.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        connections.spawn(crate::connection::serve(self.clone(), Transport::Tcp(stream)));
-                    }
-                    Err(e) => warn!(error = %e, "TCP accept failed"),
-                },
-                accepted = ws.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nodelay(true);
-                        let edge = self.clone();
-                        connections.spawn(async move {
-                            match Transport::accept_ws(stream, edge.config.max_packet).await {
-                                Ok(transport) => crate::connection::serve(edge, transport).await,
-                                Err(e) => tracing::debug!(error = %e, "WebSocket handshake failed"),
-                            }
-                        });
-                    }
-                    Err(e) => warn!(error = %e, "WebSocket accept failed"),
-                },
+                Some((stream, protocol)) = accepted.recv() => {
+                    let edge = self.clone();
+                    connections.spawn(async move {
+                        // handshakes count against the CONNECT deadline: a silent socket goes
+                        let handshake = Transport::accept(stream, protocol, edge.tls.as_ref(), edge.config.max_packet);
+                        match tokio::time::timeout(edge.config.connect_timeout, handshake).await {
+                            Ok(Ok(transport)) => crate::connection::serve(edge, transport).await,
+                            Ok(Err(e)) => debug!(?protocol, error = %e, "handshake failed"),
+                            Err(_) => debug!(?protocol, "handshake timed out"),
+                        }
+                    });
+                }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
+        acceptors.abort_all();
         info!(connections = connections.len(), "broker stopping");
         self.registry.kick_all();
         if tokio::time::timeout(DRAIN_TIMEOUT, async { while connections.join_next().await.is_some() {} })

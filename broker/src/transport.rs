@@ -1,10 +1,15 @@
-//! The byte streams MQTT runs over: plain TCP, or binary WebSocket frames on `/mqtt`.
+//! The byte streams MQTT runs over: TCP or TLS, carrying MQTT directly or in binary WebSocket
+//! frames on `/mqtt`.
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use std::io;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -14,26 +19,61 @@ use tokio_tungstenite::WebSocketStream;
 /// The path browsers connect to.
 pub(crate) const WS_PATH: &str = "/mqtt";
 
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// MQTT over TCP.
+    Tcp,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over TLS.
+    Tls,
+    /// MQTT over WebSocket over TLS.
+    Wss,
+}
+
+/// A TCP connection, encrypted or not.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
 /// One client socket.
 pub(crate) enum Transport {
-    Tcp(TcpStream),
-    Ws(Box<WebSocketStream<TcpStream>>),
+    Direct(Stream),
+    Ws(Box<WebSocketStream<Stream>>),
 }
 
 impl Transport {
-    /// Completes the WebSocket handshake: path `/mqtt`, subprotocol `mqtt` echoed when offered.
-    pub(crate) async fn accept_ws(stream: TcpStream, max_packet: usize) -> Result<Self, String> {
+    /// Completes the handshakes `protocol` needs: TLS with `tls`, then for WebSocket the upgrade
+    /// on path `/mqtt`, echoing the subprotocol `mqtt` when offered.
+    pub(crate) async fn accept(
+        stream: TcpStream,
+        protocol: Protocol,
+        tls: Option<&TlsAcceptor>,
+        max_packet: usize,
+    ) -> Result<Self, String> {
+        let stream = match protocol {
+            Protocol::Tcp | Protocol::Ws => Stream::Plain(stream),
+            Protocol::Tls | Protocol::Wss => {
+                let acceptor = tls.ok_or("a TLS listener without a certificate")?;
+                Stream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS handshake: {e}"))?))
+            }
+        };
+        if matches!(protocol, Protocol::Tcp | Protocol::Tls) {
+            return Ok(Self::Direct(stream));
+        }
         let config = WebSocketConfig::default().max_message_size(Some(max_packet)).max_frame_size(Some(max_packet));
         tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
             .await
             .map(|ws| Self::Ws(Box::new(ws)))
-            .map_err(|e| e.to_string())
+            .map_err(|e| format!("WebSocket handshake: {e}"))
     }
 
     /// Appends received bytes to `buf`; `Ok(0)` at end of stream. Cancel-safe.
     pub(crate) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Self::Tcp(stream) => stream.read_buf(buf).await,
+            Self::Direct(stream) => stream.read_buf(buf).await,
             Self::Ws(ws) => loop {
                 match ws.next().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(0),
@@ -56,7 +96,7 @@ impl Transport {
 
     pub(crate) async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         match self {
-            Self::Tcp(stream) => stream.write_all(data).await,
+            Self::Direct(stream) => stream.write_all(data).await,
             Self::Ws(ws) => ws.send(Message::Binary(Bytes::copy_from_slice(data))).await.map_err(io::Error::other),
         }
     }
@@ -81,4 +121,52 @@ fn choose_subprotocol(request: &Request, mut response: Response) -> Result<Respo
         response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
     }
     Ok(response)
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Loads the server certificate chain and private key (PEM files) into an acceptor.
+pub(crate) fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("private key {}: {e}", key.display()))?;
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
+            .map_err(|e| format!("certificate and key {}: {e}", cert.display()))?;
+    Ok(TlsAcceptor::from(std::sync::Arc::new(config)))
 }

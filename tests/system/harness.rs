@@ -35,6 +35,9 @@ pub(crate) struct System {
     pub(crate) secret: String,
     pub(crate) mqtt_port: u16,
     pub(crate) ws_port: u16,
+    /// MQTT over TLS and over secure WebSocket, when configured.
+    pub(crate) tls_port: Option<u16>,
+    pub(crate) wss_port: Option<u16>,
     pub(crate) http: String,
     client: reqwest::Client,
 }
@@ -70,11 +73,11 @@ async fn launch(verb: &str, data_dir: &Path, secret: &str, env: &[(String, Strin
 /// The value of `name` (e.g. `mqtt=`) in a ready line such as
 /// `roost ready mqtt=127.0.0.1:P ws=ws://127.0.0.1:P/mqtt http=http://127.0.0.1:P`.
 fn ready_field(ready: &str, name: &str) -> String {
-    ready
-        .split_whitespace()
-        .find_map(|f| f.strip_prefix(name))
-        .unwrap_or_else(|| panic!("{name} in {ready}"))
-        .to_owned()
+    optional_field(ready, name).unwrap_or_else(|| panic!("{name} in {ready}"))
+}
+
+fn optional_field(ready: &str, name: &str) -> Option<String> {
+    ready.split_whitespace().find_map(|f| f.strip_prefix(name)).map(str::to_owned)
 }
 
 fn port_of(address: &str) -> u16 {
@@ -112,6 +115,8 @@ async fn boot(mongo: Option<MongoServer>, mut env: Vec<(String, String)>, split:
     }
     let (roost, ready) = launch(if split { "broker" } else { "serve" }, data_dir.path(), &secret, &env).await;
     let (mqtt, ws) = (ready_field(&ready, "mqtt="), ready_field(&ready, "ws="));
+    let tls_port = optional_field(&ready, "tls=").map(|a| port_of(&a));
+    let wss_port = optional_field(&ready, "wss=").map(|a| port_of(&a));
     let (history, http) = if split {
         let (history, ready) = launch("history", data_dir.path(), &secret, &env).await;
         (Some(history), ready_field(&ready, "http="))
@@ -124,7 +129,13 @@ async fn boot(mongo: Option<MongoServer>, mut env: Vec<(String, String)>, split:
         ("ROOST_MQTT__WS".into(), format!("127.0.0.1:{ws_port}")),
         ("ROOST_HTTP__LISTEN".into(), format!("127.0.0.1:{}", port_of(&http))),
     ]);
-    System { roost, history, mongo, data_dir, env, secret, mqtt_port, ws_port, http, client: reqwest::Client::new() }
+    for (key, port) in [("ROOST_MQTT__TLS", tls_port), ("ROOST_MQTT__WSS", wss_port)] {
+        if let Some(port) = port {
+            env.push((key.into(), format!("127.0.0.1:{port}")));
+        }
+    }
+    let client = reqwest::Client::new();
+    System { roost, history, mongo, data_dir, env, secret, mqtt_port, ws_port, tls_port, wss_port, http, client }
 }
 
 /// kill -9.

@@ -9,3 +9,4 @@ mod harness;
 mod presence;
 mod split;
 mod startup;
+mod tls;

@@ -11,6 +11,7 @@ async fn a_bad_setting_stops_startup_naming_the_key() {
         ("ROOST_HTTP__LISTEN", "localhost", "http.listen"),
         ("ROOST_MQTT__KEEPALIVE_MAX", "0", "mqtt.keepalive_max"),
         ("ROOST_MQTT__KEEPALIVE_MAX", "soon", "keepalive_max"),
+        ("ROOST_MQTT__TLS", "127.0.0.1:0", "mqtt.tls"),
     ] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_roost"))
             .arg("serve")

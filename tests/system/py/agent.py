@@ -53,6 +53,8 @@ def connect(cmd):
                          protocol=mqtt.MQTTv311)
     if transport == "websockets":
         client.ws_set_options(path="/mqtt")
+    if cmd.get("tls_ca"):
+        client.tls_set(ca_certs=cmd["tls_ca"])
     client.username_pw_set(cmd["user"], cmd["password"])
     will = cmd.get("will")
     if will:
