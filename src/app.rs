@@ -276,6 +276,8 @@ fn broker_config(settings: &Settings) -> BrokerConfig {
         max_payload: mqtt.max_payload,
         max_packet: mqtt.max_packet,
         max_connections: mqtt.max_connections,
+        max_subscriptions: mqtt.max_subscriptions,
+        max_publish_rate: mqtt.max_publish_rate,
         connect_timeout: Duration::from_secs(mqtt.connect_timeout),
     }
 }

@@ -51,6 +51,11 @@ pub struct MqttSettings {
     /// Largest MQTT packet, bytes.
     pub max_packet: usize,
     pub max_connections: usize,
+    /// Most subscriptions per connection (`ROOST_MQTT__MAX_SUBSCRIPTIONS`).
+    pub max_subscriptions: usize,
+    /// Most publishes per second per connection; faster connections are disconnected
+    /// (`ROOST_MQTT__MAX_PUBLISH_RATE`). Unset: no limit.
+    pub max_publish_rate: Option<u32>,
     /// Seconds a new socket has to send CONNECT.
     pub connect_timeout: u64,
 }
@@ -104,6 +109,8 @@ impl Default for Settings {
                 max_payload: 64 * 1024,
                 max_packet: 256 * 1024,
                 max_connections: 100_000,
+                max_subscriptions: 100,
+                max_publish_rate: None,
                 connect_timeout: 10,
             },
             http: HttpSettings { listen: "127.0.0.1:8080".into() },
@@ -159,6 +166,13 @@ impl Settings {
         }
         if self.mqtt.max_payload == 0 || self.mqtt.max_payload > self.mqtt.max_packet {
             return invalid("mqtt.max_payload", "ROOST_MQTT__MAX_PAYLOAD", "must be 1 to mqtt.max_packet bytes".into());
+        }
+        if self.mqtt.max_subscriptions == 0 {
+            return invalid("mqtt.max_subscriptions", "ROOST_MQTT__MAX_SUBSCRIPTIONS", "must be at least 1".into());
+        }
+        if self.mqtt.max_publish_rate == Some(0) {
+            let reason = "must be at least 1 (unset: no limit)".into();
+            return invalid("mqtt.max_publish_rate", "ROOST_MQTT__MAX_PUBLISH_RATE", reason);
         }
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "ROOST_MQTT__MAX_CONNECTIONS", "must be at least 1".into());

@@ -26,6 +26,11 @@ pub struct BrokerConfig {
     pub max_packet: usize,
     /// Most concurrent client connections.
     pub max_connections: usize,
+    /// Most subscriptions one connection may hold; SUBSCRIBEs past it get 0x80.
+    pub max_subscriptions: usize,
+    /// Most publishes per second one connection may send (burst: one second's worth); a
+    /// connection that sends faster is disconnected. `None`: no limit.
+    pub max_publish_rate: Option<u32>,
     /// How long a new socket may take to send CONNECT.
     pub connect_timeout: Duration,
 }

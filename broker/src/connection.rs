@@ -44,6 +44,11 @@ enum Exit {
     Protocol(String),
     #[error("router dropped the link")]
     RouterGone,
+    /// The access token the connection authenticated with has expired.
+    #[error("token expired")]
+    TokenExpired,
+    #[error("publish rate above {0} per second")]
+    RateLimited(u32),
 }
 
 /// An acknowledgement owed to the client, sent in the order the publishes arrived.
@@ -74,8 +79,8 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport) {
         Ok(Err(reason)) => return debug!(reason, "connection refused before CONNECT"),
         Err(_) => return debug!("no CONNECT within the connect timeout"),
     };
-    let user = match authenticate(&edge, login) {
-        Ok(user) => user,
+    let (user, token_expiry) = match authenticate(&edge, login) {
+        Ok(authenticated) => authenticated,
         Err(code) => return refuse(&mut transport, code, "authentication").await,
     };
     let client_id = match connect.client_id.as_str() {
@@ -118,6 +123,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport) {
         0 => edge.config.keepalive_max,
         requested => Duration::from_secs(requested.into()).min(edge.config.keepalive_max),
     };
+    let publish_budget = edge.config.max_publish_rate.map(TokenBucket::new);
     let mut session = Session {
         changes: edge.policy.membership().changes(),
         edge,
@@ -132,8 +138,10 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport) {
         pending_acks: FuturesOrdered::new(),
         qos2_received: HashSet::new(),
         subscriptions: HashSet::new(),
+        publish_budget,
     };
-    let exit = session.run(rx, &claim, keepalive).await;
+    let token_left = Duration::from_millis(u64::try_from(token_expiry * 1000 - now_millis()).unwrap_or(0));
+    let exit = session.run(rx, &claim, keepalive, Instant::now() + token_left).await;
     session.teardown(exit, &claim).await;
 }
 
@@ -164,13 +172,14 @@ async fn read_connect(
 }
 
 /// The user the credentials prove, or the CONNACK refusal code.
-fn authenticate(edge: &Edge, login: Option<Login>) -> Result<String, ConnectReturnCode> {
+/// The user and the expiry of its token (seconds since the epoch).
+fn authenticate(edge: &Edge, login: Option<Login>) -> Result<(String, i64), ConnectReturnCode> {
     let login = login.ok_or(ConnectReturnCode::BadUserNamePassword)?;
     if !names::is_valid(&login.username) {
         return Err(ConnectReturnCode::BadUserNamePassword);
     }
     match edge.tokens.verify_for(&login.username, &login.password) {
-        Ok(_) => Ok(login.username),
+        Ok(claims) => Ok((login.username, claims.exp)),
         Err(TokenError::WrongUser) => Err(ConnectReturnCode::NotAuthorized),
         Err(e) => {
             debug!(user = login.username, error = %e, "token refused");
@@ -215,18 +224,51 @@ struct Session {
     /// QoS 2 packet ids received and not yet released: a resend is not processed twice.
     qos2_received: HashSet<u16>,
     subscriptions: HashSet<String>,
+    /// Publishes this connection may still send now (`None`: no rate limit).
+    publish_budget: Option<TokenBucket>,
     changes: broadcast::Receiver<MembershipChange>,
 }
 
+/// A token bucket: `rate` tokens per second, holding at most one second's worth.
+struct TokenBucket {
+    rate: u32,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        Self { rate, tokens: f64::from(rate), refilled: Instant::now() }
+    }
+
+    /// Takes one token; false when none is left.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let rate = f64::from(self.rate);
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 impl Session {
-    async fn run(&mut self, mut rx: LinkRx, claim: &Claim, keepalive: Duration) -> Exit {
+    /// Serves the session until it ends: at the latest when the token expires at `token_expiry`.
+    async fn run(&mut self, mut rx: LinkRx, claim: &Claim, keepalive: Duration, token_expiry: Instant) -> Exit {
         let grace = keepalive + keepalive / 2;
         let mut last_read = Instant::now();
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
+        let token_expired = tokio::time::sleep_until(token_expiry);
+        tokio::pin!(token_expired);
         loop {
             let step = tokio::select! {
                 _ = claim.kicked.notified() => Err(Exit::Kicked),
+                _ = &mut token_expired => Err(Exit::TokenExpired),
                 read = self.transport.read(&mut self.rbuf) => match read {
                     Ok(0) => Err(Exit::Closed("closed by client".into())),
                     Ok(_) => {
@@ -320,6 +362,12 @@ impl Session {
         if qos == 2 && dup && self.qos2_received.contains(&pkid) {
             codec::write(Ack::PubRec(pkid).packet(), &mut self.wbuf);
             return Ok(());
+        }
+        if let Some(budget) = &mut self.publish_budget {
+            if !budget.take() {
+                metrics::counter!("roost_mqtt_rate_limited_total").increment(1);
+                return Err(Exit::RateLimited(budget.rate));
+            }
         }
         let stored = self.route(publish).await?;
         let ack = match qos {
@@ -421,7 +469,10 @@ impl Session {
         let mut presence_filters = Vec::new();
         for filter in subscribe.filters {
             let path = filter.path;
-            if !valid_filter(&path) || !self.edge.policy.subscribe(&self.user, &path) {
+            // granted filters join `subscriptions` as they are granted, this SUBSCRIBE's too
+            let full =
+                !self.subscriptions.contains(&path) && self.subscriptions.len() >= self.edge.config.max_subscriptions;
+            if full || !valid_filter(&path) || !self.edge.policy.subscribe(&self.user, &path) {
                 debug!(user = self.user, filter = path, "subscription denied");
                 metrics::counter!("roost_subscriptions_denied_total").increment(1);
                 codes.push(Some(SubscribeReasonCode::Failure));

@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod durability;
 mod harness;
+mod limits;
 mod presence;
 mod split;
 mod startup;

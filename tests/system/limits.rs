@@ -1,0 +1,62 @@
+//! Limits: a connection ends when its token expires; subscriptions and publish rate are capped.
+
+use crate::harness::{payload, spawn_system, spawn_with, Agent, PATIENCE};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn a_connection_ends_when_its_token_expires_and_a_fresh_token_reconnects() {
+    let system = spawn_system().await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+    let mut alice = Agent::online(&system, "alice", json!({})).await;
+    assert_eq!(alice.subscribe(&[("presence/bob", 0)]).await, vec![0]);
+
+    let connected = Instant::now();
+    let (mut bob, rc) = Agent::connect(&system, "bob", &system.token("bob", 2), json!({"client_id": "phone"})).await;
+    assert_eq!(rc, 0);
+    let online = payload(&alice.message_on("presence/bob", PATIENCE).await.expect("bob online"));
+    assert_eq!(online["status"], "online");
+    bob.expect("disconnected").await;
+    let lived = connected.elapsed();
+    assert!(lived <= Duration::from_millis(3500), "the connection outlived its token: {lived:?}");
+    let offline = payload(&alice.message_on("presence/bob", PATIENCE).await.expect("bob offline"));
+    assert_eq!(offline["status"], "offline");
+
+    let (_bob, rc) = Agent::connect(&system, "bob", &system.token("bob", 600), json!({"client_id": "phone"})).await;
+    assert_eq!(rc, 0, "a refreshed token connects again");
+}
+
+#[tokio::test]
+async fn subscriptions_per_connection_are_capped() {
+    let system = spawn_with(&[("ROOST_MQTT__MAX_SUBSCRIPTIONS", "2")]).await;
+    system.room("lobby", false, "alice", &[]).await;
+    let mut alice = Agent::online(&system, "alice", json!({})).await;
+    let granted =
+        alice.subscribe(&[("rooms/lobby/messages", 1), ("rooms/lobby/typing", 0), ("rooms/lobby/events", 0)]).await;
+    assert_eq!(granted, vec![1, 0, 0x80], "the third subscription is over the cap");
+    assert_eq!(alice.subscribe(&[("rooms/lobby/typing", 0)]).await, vec![0], "renewing a held one is fine");
+    assert_eq!(alice.subscribe(&[("rooms/lobby/receipts", 0)]).await, vec![0x80]);
+}
+
+#[tokio::test]
+async fn a_connection_publishing_faster_than_the_limit_is_disconnected_and_others_are_not() {
+    let system = spawn_with(&[("ROOST_MQTT__MAX_PUBLISH_RATE", "20")]).await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+    let mut bob = Agent::online(&system, "bob", json!({})).await;
+    assert_eq!(bob.subscribe(&[("rooms/lobby/messages", 0)]).await, vec![0]);
+    let mut alice = Agent::online(&system, "alice", json!({})).await;
+    for n in 0..100 {
+        alice.publish("rooms/lobby/messages", &format!(r#"{{"body":"flood {n}"}}"#), 0).await;
+    }
+    alice.expect("disconnected").await;
+
+    // bob, well within the limit, keeps chatting
+    for n in 0..5 {
+        bob.publish("rooms/lobby/messages", &format!(r#"{{"body":"calm {n}"}}"#), 0).await;
+    }
+    let mut calm = 0;
+    while let Some(message) = bob.message_on("rooms/lobby/messages", Duration::from_secs(2)).await {
+        calm += usize::from(payload(&message)["body"].as_str().unwrap().starts_with("calm"));
+    }
+    assert_eq!(calm, 5);
+}
