@@ -99,71 +99,61 @@ async fn health(system: &System) -> u16 {
     system.call("GET", "/healthz", None, None).await.0
 }
 
-#[tokio::test]
-async fn embedded_all_in_one_killed_under_load_keeps_every_acknowledged_message() {
-    let mut system = spawn_system().await;
+/// Runs the senders for `seconds`, lets `failure` strike `after` into it, then checks that
+/// every acknowledged message is stored exactly once, in order.
+async fn under_load(mut system: System, seconds: u32, after: Duration, failure: impl AsyncFnOnce(&mut System)) {
     prepare(&system).await;
-    let senders = start_senders(&system, 8);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    system.crash_and_restart().await;
+    let senders = start_senders(&system, seconds);
+    tokio::time::sleep(after).await;
+    failure(&mut system).await;
     let acknowledged = acknowledged(senders).await;
     assert_stored_exactly_once_in_order(&system, &acknowledged).await;
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn embedded_all_in_one_killed_under_load_keeps_every_acknowledged_message() {
+    under_load(spawn_system().await, 8, 3 * SECOND, async |system| system.crash_and_restart().await).await;
 }
 
 #[tokio::test]
 async fn mongodb_all_in_one_killed_under_load_keeps_every_acknowledged_message() {
-    let Some(mut system) = spawn_on_mongo("the all-in-one kill test").await else { return };
-    prepare(&system).await;
-    let senders = start_senders(&system, 8);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    system.crash_and_restart().await;
-    let acknowledged = acknowledged(senders).await;
-    assert_stored_exactly_once_in_order(&system, &acknowledged).await;
+    let Some(system) = spawn_on_mongo("the all-in-one kill test").await else { return };
+    under_load(system, 8, 3 * SECOND, async |system| system.crash_and_restart().await).await;
 }
 
 #[tokio::test]
 async fn split_broker_killed_under_load_keeps_every_acknowledged_message() {
-    let Some(mut system) = spawn_split("the broker kill test").await else { return };
-    prepare(&system).await;
-    let senders = start_senders(&system, 8);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    system.crash_broker_for(Duration::from_secs(1)).await;
-    let acknowledged = acknowledged(senders).await;
-    assert_stored_exactly_once_in_order(&system, &acknowledged).await;
+    let Some(system) = spawn_split("the broker kill test").await else { return };
+    under_load(system, 8, 3 * SECOND, async |system| system.crash_broker_for(SECOND).await).await;
 }
 
 #[tokio::test]
 async fn split_history_killed_for_ten_seconds_loses_nothing() {
-    let Some(mut system) = spawn_split("the history kill test").await else { return };
-    prepare(&system).await;
-    let senders = start_senders(&system, 15);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    system.crash_history_for(Duration::from_secs(10)).await;
-    let acknowledged = acknowledged(senders).await;
-    assert_stored_exactly_once_in_order(&system, &acknowledged).await;
+    let Some(system) = spawn_split("the history kill test").await else { return };
+    under_load(system, 15, 2 * SECOND, async |system| system.crash_history_for(10 * SECOND).await).await;
 }
 
 #[tokio::test]
 async fn mongodb_stopped_for_thirty_seconds_holds_acknowledgements_and_loses_nothing() {
-    let Some(mut system) = spawn_split("the store outage test").await else { return };
-    prepare(&system).await;
+    let Some(system) = spawn_split("the store outage test").await else { return };
     assert_eq!(health(&system).await, 200);
-    let senders = start_senders(&system, 10);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    system.mongo().stop().await;
-    let outage = tokio::time::Instant::now();
-    let mut degraded = false;
-    while outage.elapsed() < Duration::from_secs(30) {
-        degraded |= health(&system).await == 503;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    assert!(degraded, "/healthz reports the outage");
-    system.mongo().resume().await;
-    let acknowledged = acknowledged(senders).await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while health(&system).await != 200 {
-        assert!(tokio::time::Instant::now() < deadline, "/healthz recovers");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert_stored_exactly_once_in_order(&system, &acknowledged).await;
+    under_load(system, 10, 3 * SECOND, async |system| {
+        system.mongo().stop().await;
+        let outage = tokio::time::Instant::now();
+        let mut degraded = false;
+        while outage.elapsed() < 30 * SECOND {
+            degraded |= health(system).await == 503;
+            tokio::time::sleep(SECOND).await;
+        }
+        assert!(degraded, "/healthz reports the outage");
+        system.mongo().resume().await;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while health(system).await != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "/healthz recovers");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
 }
