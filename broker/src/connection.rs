@@ -171,8 +171,8 @@ async fn read_connect(
     }
 }
 
-/// The user the credentials prove, or the CONNACK refusal code.
-/// The user and the expiry of its token (seconds since the epoch).
+/// The user the credentials prove with its token's expiry (seconds since the epoch), or the
+/// CONNACK refusal code.
 fn authenticate(edge: &Edge, login: Option<Login>) -> Result<(String, i64), ConnectReturnCode> {
     let login = login.ok_or(ConnectReturnCode::BadUserNamePassword)?;
     if !names::is_valid(&login.username) {

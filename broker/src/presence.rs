@@ -8,16 +8,12 @@
 
 use crate::links::ServerLink;
 use roost_auth::Policy;
-use roost_history::{PresenceSource, Store};
+use roost_history::{retry_until_ok, PresenceSource, Store};
 use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use tokio::sync::Notify;
 use tracing::warn;
-
-/// How long the writer waits before retrying after the store failed.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct UserPresence {
@@ -71,10 +67,7 @@ impl Unstored {
     async fn write_behind(self: Arc<Self>, store: Arc<dyn Store>) {
         loop {
             self.changed.notified().await;
-            while let Err(e) = self.flush(store.as_ref()).await {
-                warn!(error = %e, "cannot store presence; retrying");
-                tokio::time::sleep(RETRY_AFTER).await;
-            }
+            retry_until_ok("cannot store presence", || self.flush(store.as_ref())).await;
         }
     }
 }

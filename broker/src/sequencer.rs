@@ -1,18 +1,13 @@
 //! Per-room sequence numbers, leased from the store in blocks so the hot path rarely waits
 //! on I/O and a crash can only make `seq` jump forward, never repeat.
 
-use roost_history::Store;
+use roost_history::{retry_until_ok, Store};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tracing::warn;
 
 /// Sequence numbers reserved per store round trip.
 const LEASE: i64 = 1000;
-/// Back-off between lease attempts while the store is down.
-const RETRY_FIRST: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Hands out the next `seq` of each room.
 pub(crate) struct Sequencer {
@@ -48,17 +43,14 @@ impl Sequencer {
     }
 
     async fn reserve(&self, room: &str) -> i64 {
-        let mut backoff = RETRY_FIRST;
-        loop {
-            match self.store.reserve_seq(room, LEASE).await {
-                Ok(first) => return first,
-                Err(e) => {
-                    warn!(room, error = %e, "cannot lease sequence numbers; publishers in the room wait");
-                    metrics::counter!("roost_seq_lease_failures_total").increment(1);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RETRY_MAX);
-                }
+        let what = format!("cannot lease sequence numbers of room {room}; its publishers wait");
+        retry_until_ok(&what, || async {
+            let leased = self.store.reserve_seq(room, LEASE).await;
+            if leased.is_err() {
+                metrics::counter!("roost_seq_lease_failures_total").increment(1);
             }
-        }
+            leased
+        })
+        .await
     }
 }

@@ -1,12 +1,11 @@
 //! Ingest: stamped messages and receipts go to the store in batches; each submitter learns
 //! when its record is durable, so the broker can hold a QoS 1 PUBACK until then.
 
-use crate::store::Store;
+use crate::store::{retry_until_ok, Store};
 use roost_protocol::{Envelope, ReceiptStamped};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
+use tracing::info;
 
 /// The most records written in one store transaction.
 const MAX_BATCH: usize = 512;
@@ -56,13 +55,15 @@ impl Ingest {
                 }
                 confirmations.extend(submission.stored);
             }
-            let mut backoff = Duration::from_millis(50);
-            while let Err(e) = self.store.write_batch(&messages, &receipts).await {
-                warn!(error = %e, records = messages.len() + receipts.len(), "store write failed; retrying");
-                metrics::counter!("roost_ingest_write_failures_total").increment(1);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+            let what = format!("{} records not stored", messages.len() + receipts.len());
+            retry_until_ok(&what, || async {
+                let written = self.store.write_batch(&messages, &receipts).await;
+                if written.is_err() {
+                    metrics::counter!("roost_ingest_write_failures_total").increment(1);
+                }
+                written
+            })
+            .await;
             metrics::counter!("roost_ingest_messages_total").increment(messages.len() as u64);
             for stored in confirmations {
                 let _ = stored.send(());

@@ -10,6 +10,9 @@ use crate::relay::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, ReceiptStamped};
 use serde::Serialize;
+use std::future::Future;
+use std::time::Duration;
+use tracing::warn;
 use utoipa::ToSchema;
 
 /// Why a store call failed.
@@ -21,6 +24,31 @@ pub enum StoreError {
     /// The backend failed or cannot be reached; the message is for logs only.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// First and longest pause between attempts of [`retry_until_ok`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// Runs `attempt` until the store accepts it, pausing 50 ms, doubling up to 2 s, between
+/// failures, each logged with `what`. For work that must not be dropped (accepted messages,
+/// sequence leases, presence); whoever waits on it waits out a store outage.
+pub async fn retry_until_ok<T, F, Fut>(what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = RETRY_FIRST;
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) => {
+                warn!(error = %e, "{what}; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+        }
+    }
 }
 
 /// A room as stored and served.
