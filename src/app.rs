@@ -84,8 +84,8 @@ impl std::fmt::Display for Addresses {
 struct BrokerPart {
     broker: Broker,
     ingest: Ingest,
-    /// Split: the outbox to follow for the API's membership changes.
-    outbox: Option<Arc<dyn Store>>,
+    /// Split: the outbox to follow for the API's membership changes, and where to start.
+    outbox: Option<(Arc<dyn Store>, i64)>,
 }
 
 /// The HTTP half, and the history retention it runs.
@@ -153,6 +153,8 @@ impl App {
         }
         let tokens = TokenService::new(&signing_secret(&settings)?);
         let store = open_store(&settings).await?;
+        // split, the broker follows the outbox from here: read before the view it updates
+        let outbox_start = if role == Role::Broker { Some(store.outbox_head().await?) } else { None };
         let membership = Arc::new(MembershipView::from_pairs(store.memberships().await?));
 
         let broker = match role {
@@ -162,7 +164,7 @@ impl App {
                 let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);
                 let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
                 let broker = Broker::bind(broker_config(&settings), deps).await?;
-                let outbox = (role == Role::Broker).then(|| store.clone());
+                let outbox = outbox_start.map(|start| (store.clone(), start));
                 Some(BrokerPart { broker, ingest, outbox })
             }
         };
@@ -229,8 +231,8 @@ impl App {
         }
         let mut ingest = None;
         if let Some(BrokerPart { broker, ingest: worker, outbox }) = self.broker {
-            if let Some(store) = outbox {
-                let follow = broker.relay().follow_outbox(store, when_stopped());
+            if let Some((store, start)) = outbox {
+                let follow = broker.relay().follow_outbox(store, start, when_stopped());
                 tasks.spawn(async move {
                     follow.await;
                     Ok(())

@@ -38,21 +38,16 @@ impl BrokerRelay {
         }
     }
 
-    /// Applies the outbox entries written from now on until `shutdown` (split deployment).
-    pub async fn follow_outbox(self, store: Arc<dyn Store>, shutdown: impl Future<Output = ()>) {
+    /// Applies the outbox entries after position `from` until `shutdown` (split deployment).
+    /// Read `from` before loading the membership view, so that no change falls between them.
+    pub async fn follow_outbox(self, store: Arc<dyn Store>, from: i64, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut applied = loop {
-            match store.outbox_head().await {
-                Ok(head) => break head,
-                Err(e) => warn!(error = %e, "cannot read the outbox head; retrying"),
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(OUTBOX_POLL) => {}
-            }
-        };
+        let mut applied = from;
         info!(position = applied, "following the outbox");
         let mut gap_since: Option<Instant> = None;
+        let mut unreadable = false;
+        // entries up to `from` count as applied: the view was loaded after them
+        let mut recorded = 0;
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
@@ -61,10 +56,15 @@ impl BrokerRelay {
             let entries = match store.outbox_after(applied, OUTBOX_PAGE).await {
                 Ok(entries) => entries,
                 Err(e) => {
-                    warn!(error = %e, "cannot read the outbox; membership changes wait");
+                    if !std::mem::replace(&mut unreadable, true) {
+                        warn!(error = %e, "cannot read the outbox; membership changes wait");
+                    }
                     continue;
                 }
             };
+            if std::mem::take(&mut unreadable) {
+                info!("reading the outbox again");
+            }
             for (position, directive) in entries {
                 if position != applied + 1 {
                     let since = *gap_since.get_or_insert_with(Instant::now);
@@ -77,8 +77,11 @@ impl BrokerRelay {
                 self.apply(directive);
                 applied = position;
             }
-            if let Err(e) = store.set_outbox_applied(applied).await {
-                warn!(error = %e, position = applied, "cannot record the applied outbox position");
+            if applied != recorded {
+                match store.set_outbox_applied(applied).await {
+                    Ok(()) => recorded = applied,
+                    Err(e) => warn!(error = %e, position = applied, "cannot record the applied outbox position"),
+                }
             }
         }
     }
