@@ -69,11 +69,15 @@ impl OutboxRelay {
 
 #[async_trait]
 impl Relay for OutboxRelay {
-    /// Appends `directive`, then waits (bounded) until the broker has applied it, so a client
-    /// that joins over HTTP may subscribe over MQTT as soon as the response arrives.
+    /// Appends `directive`; for a membership change, then waits (bounded) until the broker has
+    /// applied it, so a client that joins over HTTP may subscribe over MQTT as soon as the
+    /// response arrives. A publish does not wait: the outbox keeps it in order all the same.
     async fn relay(&self, directive: Directive) -> Result<(), StoreError> {
         let position = self.store.append_outbox(&directive).await?;
         directive.apply_to(&self.view);
+        if matches!(directive, Directive::Publish { .. }) {
+            return Ok(());
+        }
         let deadline = Instant::now() + APPLY_WAIT;
         while self.store.outbox_applied().await? < position {
             if Instant::now() >= deadline {
