@@ -3,7 +3,7 @@
 use crate::settings::Settings;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use roost_auth::tokens::random_secret;
-use roost_auth::{MembershipView, Policy, TokenService};
+use roost_auth::{MembershipView, OperatorRules, Policy, TokenService};
 use roost_broker::{Broker, BrokerConfig, BrokerDeps};
 use roost_history::{
     ApiConfig, AppState, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store,
@@ -160,7 +160,7 @@ impl App {
         let broker = match role {
             Role::History => None,
             Role::AllInOne | Role::Broker => {
-                let policy = Policy::new(membership.clone());
+                let policy = Policy::new(membership.clone(), OperatorRules::new(settings.mqtt.rules.clone()));
                 let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);
                 let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
                 let broker = Broker::bind(broker_config(&settings), deps).await?;
@@ -281,5 +281,6 @@ fn broker_config(settings: &Settings) -> BrokerConfig {
         max_subscriptions: mqtt.max_subscriptions,
         max_publish_rate: mqtt.max_publish_rate,
         connect_timeout: Duration::from_secs(mqtt.connect_timeout),
+        anonymous: mqtt.anonymous.clone(),
     }
 }

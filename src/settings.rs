@@ -2,6 +2,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use roost_auth::Rule;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -58,6 +59,12 @@ pub struct MqttSettings {
     pub max_publish_rate: Option<u32>,
     /// Seconds a new socket has to send CONNECT.
     pub connect_timeout: u64,
+    /// Listeners (`tcp`, `ws`, `tls`, `wss`) that accept connections without credentials
+    /// (`ROOST_MQTT__ANONYMOUS='["tcp"]'`). They get nothing of the chat, only what `rules` allow.
+    pub anonymous: Vec<String>,
+    /// Operator ACL rules for topics outside Roost's namespaces, first match wins; none:
+    /// everything outside the chat is denied.
+    pub rules: Vec<Rule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +119,8 @@ impl Default for Settings {
                 max_subscriptions: 100,
                 max_publish_rate: None,
                 connect_timeout: 10,
+                anonymous: Vec::new(),
+                rules: Vec::new(),
             },
             http: HttpSettings { listen: "127.0.0.1:8080".into() },
             store: StoreSettings::default(),
@@ -120,6 +129,9 @@ impl Default for Settings {
         }
     }
 }
+
+/// The names of the MQTT listeners, as `mqtt.anonymous` lists them.
+const LISTENERS: [&str; 4] = ["tcp", "ws", "tls", "wss"];
 
 /// The file read when `--config` is not given, if it exists.
 const DEFAULT_FILE: &str = "config/default.toml";
@@ -160,6 +172,10 @@ impl Settings {
                 let reason = "a TLS listener needs mqtt.tls_cert and mqtt.tls_key (PEM files)".into();
                 return invalid(key, env, reason);
             }
+        }
+        if let Some(name) = self.mqtt.anonymous.iter().find(|name| !LISTENERS.contains(&name.as_str())) {
+            let reason = format!("unknown listener '{name}' (expected some of {})", LISTENERS.join(", "));
+            return invalid("mqtt.anonymous", "ROOST_MQTT__ANONYMOUS", reason);
         }
         if !(1..=65_535).contains(&self.mqtt.keepalive_max) {
             return invalid("mqtt.keepalive_max", "ROOST_MQTT__KEEPALIVE_MAX", "must be 1 to 65535 seconds".into());

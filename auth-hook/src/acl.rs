@@ -1,6 +1,9 @@
-//! The topic rules of the contract: who may publish, subscribe to and receive what.
+//! The topic rules of the contract: who may publish, subscribe to and receive what. Roost's
+//! own namespaces (`rooms/`, `presence/`, `users/`, `$`) follow the chat rules only; the
+//! operator's rules decide everything else.
 
 use crate::membership::MembershipView;
+use crate::rules::OperatorRules;
 use roost_protocol::names::is_valid;
 use roost_protocol::Topic;
 use std::sync::Arc;
@@ -19,11 +22,17 @@ pub enum Decision {
 #[derive(Clone)]
 pub struct Policy {
     membership: Arc<MembershipView>,
+    rules: Arc<OperatorRules>,
+}
+
+/// Is `topic` (a name or a filter) in one of Roost's own namespaces?
+pub fn is_roost_namespace(topic: &str) -> bool {
+    topic.starts_with('$') || matches!(topic.split('/').next(), Some("rooms" | "presence" | "users"))
 }
 
 impl Policy {
-    pub fn new(membership: Arc<MembershipView>) -> Self {
-        Self { membership }
+    pub fn new(membership: Arc<MembershipView>, rules: OperatorRules) -> Self {
+        Self { membership, rules: Arc::new(rules) }
     }
 
     pub fn membership(&self) -> &Arc<MembershipView> {
@@ -45,10 +54,24 @@ impl Policy {
         }
     }
 
+    /// May `user` publish on `topic`, outside Roost's namespaces (operator rules)?
+    pub fn publish_other(&self, user: &str, topic: &str) -> bool {
+        !is_roost_namespace(topic) && self.rules.may_publish(user, topic)
+    }
+
     /// May `user` subscribe to `filter`? Room filters need membership of a named room;
     /// presence filters may use `+` for the user level (deliveries are then filtered by
-    /// [`Policy::may_receive`]); `#`, `$`-filters and anything outside the contract are denied.
+    /// [`Policy::may_receive`]); other `$`-filters and anything else in Roost's namespaces are
+    /// denied. Filters outside them, wildcards at the first level included, and shared
+    /// subscriptions of those (`$share/group/filter`) follow the operator rules.
     pub fn subscribe(&self, user: &str, filter: &str) -> bool {
+        if let Some(shared) = filter.strip_prefix("$share/") {
+            let inner = shared.split_once('/').map(|(_, inner)| inner).unwrap_or_default();
+            return !is_roost_namespace(inner) && self.rules.may_subscribe(user, inner);
+        }
+        if !is_roost_namespace(filter) {
+            return self.rules.may_subscribe(user, filter);
+        }
         let levels: Vec<&str> = filter.split('/').collect();
         match levels.as_slice() {
             ["rooms", room, kind] => {
@@ -79,7 +102,7 @@ impl Policy {
                 self.membership.shares_room(user, owner)
             }
             Some(Topic::Inbox(owner)) => owner == user,
-            None => false,
+            None => !is_roost_namespace(topic) && self.rules.may_receive(user, topic),
         }
     }
 }
@@ -89,11 +112,14 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy::new(Arc::new(MembershipView::from_pairs([
-            ("lobby".into(), "alice".into()),
-            ("lobby".into(), "bob".into()),
-            ("secret".into(), "carol".into()),
-        ])))
+        Policy::new(
+            Arc::new(MembershipView::from_pairs([
+                ("lobby".into(), "alice".into()),
+                ("lobby".into(), "bob".into()),
+                ("secret".into(), "carol".into()),
+            ])),
+            OperatorRules::default(),
+        )
     }
 
     #[test]
@@ -143,5 +169,21 @@ mod tests {
         assert!(p.may_receive("alice", "presence/bob/phone"));
         assert!(!p.may_receive("alice", "presence/carol"));
         assert!(!p.may_receive("alice", "users/bob/inbox"));
+    }
+
+    #[test]
+    fn operator_rules_never_open_roost_namespaces() {
+        use crate::rules::{Access, Effect, Rule};
+        let open = Rule { effect: Effect::Allow, access: Access::All, topic: "#".into() };
+        let p = Policy::new(Arc::new(MembershipView::default()), OperatorRules::new(vec![open]));
+        assert!(p.publish_other("alice", "sensors/1"));
+        assert!(!p.publish_other("alice", "rooms/lobby/messages"));
+        assert!(!p.publish_other("alice", "$SYS/x"));
+        assert!(p.subscribe("alice", "#"));
+        assert!(p.subscribe("alice", "$share/g/sensors/+"));
+        assert!(!p.subscribe("alice", "$share/g/rooms/lobby/messages"));
+        assert!(!p.subscribe("alice", "rooms/lobby/messages"));
+        assert!(p.may_receive("alice", "sensors/1"));
+        assert!(!p.may_receive("alice", "rooms/lobby/messages"));
     }
 }

@@ -3,8 +3,10 @@
 pub mod acl;
 pub mod membership;
 pub mod passwords;
+pub mod rules;
 pub mod tokens;
 
 pub use acl::{Decision, Policy};
 pub use membership::{MembershipChange, MembershipView};
+pub use rules::{OperatorRules, Rule, ANONYMOUS};
 pub use tokens::{TokenError, TokenService};

@@ -33,4 +33,6 @@ pub struct BrokerConfig {
     pub max_publish_rate: Option<u32>,
     /// How long a new socket may take to send CONNECT.
     pub connect_timeout: Duration,
+    /// Listeners (`tcp`, `ws`, `tls`, `wss`) where a CONNECT without credentials is accepted.
+    pub anonymous: Vec<String>,
 }

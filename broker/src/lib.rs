@@ -1,7 +1,9 @@
-//! Roost's MQTT broker: its own network edge (TCP, WebSocket) over the embedded rumqttd router.
+//! Roost's MQTT broker: its own network edge (MQTT 3.1.1 and 5 over TCP, TLS, WebSocket) over the
+//! embedded rumqttd router.
 //!
 //! The edge authenticates, authorizes, stamps and times keepalive; the router only routes.
 
+mod acks;
 mod codec;
 mod config;
 mod connection;
@@ -10,8 +12,11 @@ mod listener;
 mod presence;
 mod registry;
 mod relay;
+mod route_tag;
 mod sequencer;
+mod session;
 mod stamp;
+mod subscriptions;
 mod transport;
 
 pub use config::BrokerConfig;

@@ -3,7 +3,7 @@
 
 use crate::config::BrokerConfig;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Packet, Publish};
+use rumqttd::protocol::{Packet, Publish, PublishProperties};
 use rumqttd::{Notification, Router, RouterConfig};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -68,17 +68,26 @@ impl Links {
 /// Queues publishes of the server into the router, in order. Cheap to clone; never blocks.
 #[derive(Clone)]
 pub(crate) struct ServerLink {
-    queue: mpsc::UnboundedSender<Publish>,
+    queue: mpsc::UnboundedSender<(Publish, Option<PublishProperties>)>,
 }
 
 impl ServerLink {
     pub(crate) fn publish(&self, topic: String, payload: Vec<u8>) {
-        let _ = self.queue.send(crate::codec::publish(topic, payload, false));
+        self.publish_with(crate::codec::publish(topic, payload, false), None);
+    }
+
+    /// Publishes on a client's behalf (its will), with its properties.
+    pub(crate) fn publish_with(&self, publish: Publish, properties: Option<PublishProperties>) {
+        let _ = self.queue.send((publish, properties));
     }
 }
 
 /// Moves queued publishes into the router, one router notification per batch.
-async fn feed_server_link(mut tx: LinkTx, mut rx: LinkRx, mut outbox: mpsc::UnboundedReceiver<Publish>) {
+async fn feed_server_link(
+    mut tx: LinkTx,
+    mut rx: LinkRx,
+    mut outbox: mpsc::UnboundedReceiver<(Publish, Option<PublishProperties>)>,
+) {
     // The server link subscribes to nothing; drain it so the router never parks it.
     tokio::spawn(async move {
         while let Ok(notification) = rx.next().await {
@@ -89,7 +98,9 @@ async fn feed_server_link(mut tx: LinkTx, mut rx: LinkRx, mut outbox: mpsc::Unbo
     });
     let mut batch = Vec::new();
     while outbox.recv_many(&mut batch, 256).await > 0 {
-        if let Err(e) = send_batch(&mut tx, batch.drain(..).map(|p| Packet::Publish(p, None))).await {
+        if let Err(e) =
+            send_batch(&mut tx, batch.drain(..).map(|(publish, properties)| Packet::Publish(publish, properties))).await
+        {
             warn!(error = %e, "router refused the server link's publishes");
             return;
         }

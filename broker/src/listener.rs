@@ -119,7 +119,7 @@ impl Edge {
                         // handshakes count against the CONNECT deadline: a silent socket goes
                         let handshake = Transport::accept(stream, protocol, edge.tls.as_ref(), edge.config.max_packet);
                         match tokio::time::timeout(edge.config.connect_timeout, handshake).await {
-                            Ok(Ok(transport)) => crate::connection::serve(edge, transport).await,
+                            Ok(Ok(transport)) => crate::connection::serve(edge, transport, protocol).await,
                             Ok(Err(e)) => debug!(?protocol, error = %e, "handshake failed"),
                             Err(_) => debug!(?protocol, "handshake timed out"),
                         }

@@ -32,6 +32,18 @@ pub(crate) enum Protocol {
     Wss,
 }
 
+impl Protocol {
+    /// The listener's name in configuration (`mqtt.anonymous`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Ws => "ws",
+            Protocol::Tls => "tls",
+            Protocol::Wss => "wss",
+        }
+    }
+}
+
 /// A TCP connection, encrypted or not.
 pub(crate) enum Stream {
     Plain(TcpStream),

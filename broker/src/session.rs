@@ -1,0 +1,788 @@
+//! An established session: authorizes, stamps and routes the client's packets, and delivers the
+//! router's forwards with the client's subscription options, in MQTT 3.1.1 or 5.
+
+use crate::acks::RouterAcks;
+use crate::codec::{self, Frame, Version};
+use crate::connection::{router_disconnect, Will, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
+use crate::links::send_batch;
+use crate::listener::Edge;
+use crate::registry::Claim;
+use crate::route_tag::RouteTag;
+use crate::stamp::{self, Accepted, Invalid};
+use crate::subscriptions::{Subscription, Subscriptions};
+use crate::transport::Transport;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use futures_util::FutureExt;
+use roost_auth::acl::is_roost_namespace;
+use roost_auth::{Decision, MembershipChange, ANONYMOUS};
+use roost_history::Record;
+use roost_protocol::{now_millis, to_payload, InboxNotice, Topic};
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{
+    valid_filter, Disconnect, DisconnectProperties, DisconnectReasonCode, Filter, Packet, PingResp, PubAck,
+    PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec, PubRecProperties, PubRecReason, Publish,
+    PublishProperties, RetainForwardRule, SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode, UnsubAck,
+    UnsubAckReason, Unsubscribe,
+};
+use rumqttd::{Forward, Notification};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Exit {
+    /// The client sent DISCONNECT; MQTT 5 reason 0x04 asks for the will all the same.
+    #[error("client sent DISCONNECT")]
+    Disconnected { with_will: bool },
+    #[error("socket closed: {0}")]
+    Closed(String),
+    #[error("keepalive expired")]
+    KeepAlive,
+    #[error("another connection took the client id")]
+    TakenOver,
+    #[error("server shutting down")]
+    ShuttingDown,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("malformed packet: {0}")]
+    Malformed(String),
+    #[error("packet larger than mqtt.max_packet")]
+    PacketTooLarge,
+    #[error("router dropped the link")]
+    RouterGone,
+    /// The access token the connection authenticated with has expired.
+    #[error("token expired")]
+    TokenExpired,
+    #[error("publish rate above {0} per second")]
+    RateLimited(u32),
+    #[error("more unacknowledged publishes than the receive maximum")]
+    ReceiveMaximum,
+    #[error("topic alias out of range")]
+    TopicAlias,
+}
+
+impl Exit {
+    /// The reason an MQTT 5 client is told in the server's DISCONNECT; `None`: no DISCONNECT.
+    fn reason(&self) -> Option<DisconnectReasonCode> {
+        Some(match self {
+            Exit::Disconnected { .. } | Exit::Closed(_) => return None,
+            Exit::KeepAlive => DisconnectReasonCode::KeepAliveTimeout,
+            Exit::TakenOver => DisconnectReasonCode::SessionTakenOver,
+            Exit::ShuttingDown => DisconnectReasonCode::ServerShuttingDown,
+            Exit::Protocol(_) => DisconnectReasonCode::ProtocolError,
+            Exit::Malformed(_) => DisconnectReasonCode::MalformedPacket,
+            Exit::PacketTooLarge => DisconnectReasonCode::PacketTooLarge,
+            Exit::RouterGone => DisconnectReasonCode::UnspecifiedError,
+            Exit::TokenExpired => DisconnectReasonCode::MaximumConnectTime,
+            Exit::RateLimited(_) => DisconnectReasonCode::MessageRateTooHigh,
+            Exit::ReceiveMaximum => DisconnectReasonCode::ReceiveMaximumExceeded,
+            Exit::TopicAlias => DisconnectReasonCode::TopicAliasInvalid,
+        })
+    }
+
+    fn publishes_will(&self) -> bool {
+        !matches!(self, Exit::Disconnected { with_will: false })
+    }
+}
+
+/// An acknowledgement owed to the client, sent in the order the publishes arrived.
+struct Ack {
+    pkid: u16,
+    qos: u8,
+    reason: PubAckReason,
+    /// Why a publish was refused (MQTT 5 reason string).
+    message: Option<String>,
+}
+
+impl Ack {
+    fn packet(self) -> Packet {
+        let Ack { pkid, qos, reason, message } = self;
+        if qos == 1 {
+            let properties = message.map(|m| PubAckProperties { reason_string: Some(m), user_properties: Vec::new() });
+            return Packet::PubAck(PubAck { pkid, reason }, properties);
+        }
+        let reason = match reason {
+            PubAckReason::Success => PubRecReason::Success,
+            PubAckReason::NotAuthorized => PubRecReason::NotAuthorized,
+            PubAckReason::QuotaExceeded => PubRecReason::QuotaExceeded,
+            PubAckReason::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
+            _ => PubRecReason::UnspecifiedError,
+        };
+        let properties = message.map(|m| PubRecProperties { reason_string: Some(m), user_properties: Vec::new() });
+        Packet::PubRec(PubRec { pkid, reason }, properties)
+    }
+}
+
+/// A pending acknowledgement: resolves to the ack and whether it may be sent (a message the
+/// store never confirmed is not acknowledged; the client sends it again).
+type PendingAck = Pin<Box<dyn Future<Output = (Ack, bool)> + Send>>;
+
+/// What became of a client publish.
+enum Routed {
+    /// Handed to the router; for a chat message, with the store's confirmation.
+    Accepted(Option<oneshot::Receiver<()>>),
+    Refused(Invalid),
+}
+
+/// A SUBSCRIBE waiting for the router to take its filters.
+struct PendingSubscribe {
+    codes: Vec<SubscribeReasonCode>,
+    awaiting: usize,
+    /// Presence filters whose retained state the edge replays after the SUBACK.
+    presence_replays: Vec<String>,
+}
+
+/// A token bucket: `rate` tokens per second, holding at most one second's worth.
+struct TokenBucket {
+    rate: u32,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(rate: u32) -> Self {
+        Self { rate, tokens: f64::from(rate), refilled: Instant::now() }
+    }
+
+    /// Takes one token; false when none is left.
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let rate = f64::from(self.rate);
+        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Who a session belongs to and what it agreed at CONNECT.
+pub(crate) struct Identity {
+    pub(crate) version: Version,
+    pub(crate) user: String,
+    pub(crate) client_id: String,
+    /// The generation of the connection's claim: the origin no-local compares against.
+    pub(crate) generation: u64,
+    /// The largest packet the client accepts (MQTT 5).
+    pub(crate) client_max_packet: Option<usize>,
+    /// How long the session outlives the connection (`None`: for ever).
+    pub(crate) session_expiry: Option<Duration>,
+}
+
+/// The state of an established session.
+pub(crate) struct Session {
+    edge: Arc<Edge>,
+    identity: Identity,
+    transport: Transport,
+    tx: LinkTx,
+    rbuf: BytesMut,
+    /// Bytes for the client, written once per event.
+    wbuf: BytesMut,
+    /// Packets for the router, sent once per event.
+    out: Vec<Packet>,
+    pending_subs: HashMap<u16, PendingSubscribe>,
+    pending_acks: FuturesOrdered<PendingAck>,
+    /// QoS 1 publishes of the client not yet acknowledged.
+    unacked_qos1: usize,
+    /// QoS 2 packet ids received and not yet released: a resend is not processed twice.
+    qos2_received: HashSet<u16>,
+    subscriptions: Subscriptions,
+    router_acks: RouterAcks,
+    topic_aliases: HashMap<u16, Bytes>,
+    /// Publishes this connection may still send now (`None`: no rate limit).
+    publish_budget: Option<TokenBucket>,
+    changes: broadcast::Receiver<MembershipChange>,
+}
+
+impl Session {
+    pub(crate) fn new(
+        edge: Arc<Edge>,
+        identity: Identity,
+        transport: Transport,
+        tx: LinkTx,
+        rbuf: BytesMut,
+        subscriptions: Subscriptions,
+    ) -> Self {
+        Self {
+            changes: edge.policy.membership().changes(),
+            publish_budget: edge.config.max_publish_rate.map(TokenBucket::new),
+            edge,
+            identity,
+            transport,
+            tx,
+            rbuf,
+            wbuf: BytesMut::new(),
+            out: Vec::new(),
+            pending_subs: HashMap::new(),
+            pending_acks: FuturesOrdered::new(),
+            unacked_qos1: 0,
+            qos2_received: HashSet::new(),
+            subscriptions,
+            router_acks: RouterAcks::default(),
+            topic_aliases: HashMap::new(),
+        }
+    }
+
+    fn user(&self) -> &str {
+        &self.identity.user
+    }
+
+    /// Serves the session until it ends: at the latest at `token_expiry`, when there is one.
+    pub(crate) async fn run(
+        &mut self,
+        mut rx: LinkRx,
+        claim: &Claim,
+        keepalive: Duration,
+        token_expiry: Option<Instant>,
+    ) -> Exit {
+        let grace = keepalive + keepalive / 2;
+        let mut last_read = Instant::now();
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let token_expired = async move {
+            match token_expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(token_expired);
+        loop {
+            let step = tokio::select! {
+                _ = claim.kicked.notified() => {
+                    Err(if self.edge.registry.shutting_down() { Exit::ShuttingDown } else { Exit::TakenOver })
+                }
+                _ = &mut token_expired => Err(Exit::TokenExpired),
+                read = self.transport.read(&mut self.rbuf) => match read {
+                    Ok(0) => Err(Exit::Closed("closed by client".into())),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        self.on_bytes().await
+                    }
+                    Err(e) => Err(Exit::Closed(e.to_string())),
+                },
+                notification = rx.next() => match notification {
+                    Ok(first) => self.on_notifications(&mut rx, first).await,
+                    Err(_) => Err(Exit::RouterGone),
+                },
+                Some((ack, send)) = self.pending_acks.next(), if !self.pending_acks.is_empty() => {
+                    self.on_ack(ack, send);
+                    Ok(())
+                }
+                change = self.changes.recv() => {
+                    self.on_membership(change);
+                    Ok(())
+                }
+                _ = &mut deadline => {
+                    if last_read.elapsed() >= grace {
+                        Err(Exit::KeepAlive)
+                    } else {
+                        deadline.as_mut().reset(last_read + grace);
+                        Ok(())
+                    }
+                }
+            };
+            let flushed = self.flush().await;
+            if let Err(exit) = step.and(flushed) {
+                return exit;
+            }
+        }
+    }
+
+    /// Sends what the last event produced: router packets first, then bytes for the client.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        if !self.out.is_empty() {
+            send_batch(&mut self.tx, self.out.drain(..)).await.map_err(|_| Exit::RouterGone)?;
+        }
+        if !self.wbuf.is_empty() {
+            self.transport.write_all(&self.wbuf).await.map_err(|e| Exit::Closed(e.to_string()))?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, packet: Packet) {
+        codec::write(packet, &mut self.wbuf, self.identity.version);
+    }
+
+    /// Handles every complete packet in the read buffer.
+    async fn on_bytes(&mut self) -> Result<(), Exit> {
+        loop {
+            let frame =
+                codec::next_frame(&mut self.rbuf, self.edge.config.max_packet, self.identity.version).map_err(|e| {
+                    match e {
+                        rumqttd::protocol::Error::PayloadSizeLimitExceeded(_) => Exit::PacketTooLarge,
+                        e => Exit::Malformed(e.to_string()),
+                    }
+                })?;
+            match frame {
+                None => return Ok(()),
+                Some(Frame::Publish { publish, properties, qos, pkid }) => {
+                    self.on_publish(publish, properties, qos, pkid).await?
+                }
+                Some(Frame::Other(packet)) => self.on_packet(packet)?,
+            }
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::PubAck(PubAck { pkid, .. }, _) | Packet::PubRec(PubRec { pkid, .. }, _) => {
+                self.router_acks.acknowledged(pkid, &mut self.out)
+            }
+            Packet::PubComp(complete, _) => self.router_acks.completed(complete.pkid, &mut self.out),
+            Packet::PubRel(release, _) => {
+                self.qos2_received.remove(&release.pkid);
+                let complete = PubComp { pkid: release.pkid, reason: PubCompReason::Success };
+                self.write(Packet::PubComp(complete, None));
+            }
+            Packet::Subscribe(subscribe, properties) => self.on_subscribe(subscribe, properties),
+            Packet::Unsubscribe(unsubscribe, _) => {
+                // the router acks only filters it knew; the edge answers every UNSUBSCRIBE itself
+                let reasons = unsubscribe
+                    .filters
+                    .iter()
+                    .map(|filter| match self.subscriptions.remove(filter) {
+                        true => UnsubAckReason::Success,
+                        false => UnsubAckReason::NoSubscriptionExisted,
+                    })
+                    .collect();
+                self.write(Packet::UnsubAck(UnsubAck { pkid: unsubscribe.pkid, reasons }, None));
+                self.out.push(Packet::Unsubscribe(unsubscribe, None));
+            }
+            Packet::PingReq(_) => self.write(Packet::PingResp(PingResp)),
+            Packet::Disconnect(disconnect, properties) => {
+                if let Some(seconds) = properties.and_then(|p| p.session_expiry_interval) {
+                    self.identity.session_expiry = (seconds != u32::MAX).then(|| Duration::from_secs(seconds.into()));
+                }
+                let with_will = disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
+                return Err(Exit::Disconnected { with_will });
+            }
+            other => return Err(Exit::Protocol(format!("unexpected packet {other:?}"))),
+        }
+        Ok(())
+    }
+
+    async fn on_publish(
+        &mut self,
+        publish: Publish,
+        properties: Option<PublishProperties>,
+        qos: u8,
+        pkid: u16,
+    ) -> Result<(), Exit> {
+        if qos == 2 && self.qos2_received.contains(&pkid) {
+            let ack = Ack { pkid, qos, reason: PubAckReason::Success, message: None };
+            self.write(ack.packet());
+            return Ok(());
+        }
+        if let Some(budget) = &mut self.publish_budget {
+            if !budget.take() {
+                metrics::counter!("roost_mqtt_rate_limited_total").increment(1);
+                return Err(Exit::RateLimited(budget.rate));
+            }
+        }
+        let in_flight = self.unacked_qos1 + self.qos2_received.len();
+        if qos > 0 && self.identity.version == Version::V5 && in_flight >= usize::from(RECEIVE_MAXIMUM) {
+            return Err(Exit::ReceiveMaximum);
+        }
+        let routed = self.route(publish, properties, qos).await?;
+        if qos == 0 {
+            return Ok(());
+        }
+        let success = Ack { pkid, qos, reason: PubAckReason::Success, message: None };
+        let pending: PendingAck = match routed {
+            Routed::Accepted(stored) => {
+                if qos == 2 {
+                    self.qos2_received.insert(pkid);
+                }
+                match stored {
+                    // the durability promise: acknowledged means stored
+                    Some(stored) => Box::pin(stored.map(|done| (success, done.is_ok()))),
+                    None => Box::pin(std::future::ready((success, true))),
+                }
+            }
+            Routed::Refused(why) => {
+                let ack = Ack { pkid, qos, reason: refusal_reason(why.code), message: Some(why.message) };
+                Box::pin(std::future::ready((ack, true)))
+            }
+        };
+        if qos == 1 {
+            self.unacked_qos1 += 1;
+        }
+        self.pending_acks.push_back(pending);
+        Ok(())
+    }
+
+    fn on_ack(&mut self, ack: Ack, send: bool) {
+        if ack.qos == 1 {
+            self.unacked_qos1 -= 1;
+        }
+        if send {
+            self.write(ack.packet());
+        }
+    }
+
+    /// Resolves the topic (MQTT 5 topic aliases first), authorizes, validates and, on chat
+    /// topics, stamps one client publish, and queues it for the router.
+    async fn route(
+        &mut self,
+        publish: Publish,
+        mut properties: Option<PublishProperties>,
+        qos: u8,
+    ) -> Result<Routed, Exit> {
+        let mut topic = publish.topic.clone();
+        if let Some(properties) = properties.as_mut() {
+            if !properties.subscription_identifiers.is_empty() {
+                return Err(Exit::Protocol("a client PUBLISH carries a subscription identifier".into()));
+            }
+            if let Some(alias) = properties.topic_alias.take() {
+                if alias == 0 || alias > TOPIC_ALIAS_MAXIMUM {
+                    return Err(Exit::TopicAlias);
+                }
+                if topic.is_empty() {
+                    topic = self.topic_aliases.get(&alias).cloned().ok_or(Exit::TopicAlias)?;
+                } else {
+                    self.topic_aliases.insert(alias, topic.clone());
+                }
+            }
+        }
+        RouteTag::strip(&mut properties);
+        let Ok(raw_topic) = std::str::from_utf8(&topic) else {
+            return Err(Exit::Protocol("topic is not UTF-8".into()));
+        };
+        if raw_topic.is_empty() || rumqttd::protocol::has_wildcards(raw_topic) {
+            return Err(Exit::Protocol(format!("invalid topic name '{raw_topic}'")));
+        }
+        let raw_topic = raw_topic.to_owned();
+        let expires_at = properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .map(|seconds| now_millis() + i64::from(seconds) * 1000);
+        if publish.payload.len() > self.edge.config.max_payload {
+            let message = format!("payloads are limited to {} bytes", self.edge.config.max_payload);
+            return Ok(self.refuse(&raw_topic, Invalid { code: "payload_too_large", message }));
+        }
+        let Some(chat_topic) = Topic::parse(&raw_topic) else {
+            if !self.edge.policy.publish_other(self.user(), &raw_topic) {
+                let why = Invalid { code: "forbidden", message: "no rule lets you publish on this topic".into() };
+                return Ok(self.refuse(&raw_topic, why));
+            }
+            let origin = self.subscriptions.any_no_local().then_some(self.identity.generation);
+            RouteTag { qos, retain: publish.retain, origin, expires_at }.attach(&mut properties);
+            self.out.push(Packet::Publish(Publish::new(topic, publish.payload, publish.retain), properties));
+            return Ok(Routed::Accepted(None));
+        };
+        match self.edge.policy.publish(self.user(), &self.identity.client_id, &chat_topic) {
+            Decision::Allow => {}
+            Decision::Forbidden => {
+                let why = Invalid { code: "forbidden", message: "you may not publish on this topic".into() };
+                return Ok(self.refuse(&raw_topic, why));
+            }
+            Decision::NotMember => {
+                let why = Invalid { code: "not_member", message: "you are not a member of this room".into() };
+                return Ok(self.refuse(&raw_topic, why));
+            }
+        }
+        let accepted = match stamp::validate(&chat_topic, &publish.payload) {
+            Ok(accepted) => accepted,
+            Err(invalid) => return Ok(self.refuse(&raw_topic, invalid)),
+        };
+        let user = self.identity.user.clone();
+        let (payload, stored) = match (accepted, chat_topic.room()) {
+            (Accepted::Message(message), Some(room)) => {
+                let seq = self.edge.sequencer.next(room).await;
+                let envelope = stamp::envelope(room, &user, seq, message);
+                let payload = to_payload(&envelope);
+                metrics::counter!("roost_messages_total").increment(1);
+                (payload, Some(self.edge.ingest.submit_confirmed(Record::Message(envelope)).await))
+            }
+            (Accepted::Typing(typing), Some(room)) => (stamp::typing(room, &user, typing), None),
+            (Accepted::Receipt(receipt), Some(room)) => {
+                let receipt = stamp::receipt(room, &user, receipt);
+                let payload = to_payload(&receipt);
+                self.edge.ingest.submit(Record::Receipt(receipt)).await;
+                (payload, None)
+            }
+            (Accepted::Device(status), _) => (stamp::device(status), None),
+            _ => return Ok(Routed::Accepted(None)),
+        };
+        if expires_at.is_some() {
+            // stamped messages go out at the subscription's QoS; only the deadline travels
+            RouteTag { qos: 2, retain: false, origin: None, expires_at }.attach(&mut properties);
+        }
+        self.out.push(Packet::Publish(codec::publish(raw_topic, payload, false), properties));
+        Ok(Routed::Accepted(stored))
+    }
+
+    /// Drops a publish and tells the sender why: an MQTT 5 reason code on its acknowledgement
+    /// and, for users, a notice on its inbox (the only signal 3.1.1 and QoS 0 have).
+    fn refuse(&self, topic: &str, why: Invalid) -> Routed {
+        debug!(user = self.user(), topic, code = why.code, "publish rejected");
+        metrics::counter!("roost_publishes_rejected_total", "code" => why.code).increment(1);
+        if self.user() != ANONYMOUS {
+            let notice = InboxNotice::Rejected {
+                topic: topic.to_owned(),
+                id: None,
+                code: why.code.into(),
+                message: why.message.clone(),
+                ts: now_millis(),
+            };
+            self.edge.server.publish(Topic::Inbox(self.user()).to_string(), to_payload(&notice));
+        }
+        Routed::Refused(why)
+    }
+
+    fn on_subscribe(&mut self, subscribe: Subscribe, properties: Option<SubscribeProperties>) {
+        let client_id = properties.and_then(|p| p.id);
+        let v5 = self.identity.version == Version::V5;
+        let mut pending = PendingSubscribe { codes: Vec::new(), awaiting: 0, presence_replays: Vec::new() };
+        for filter in subscribe.filters {
+            let path = filter.path;
+            let held = self.subscriptions.get(&path).map(|held| held.router_qos);
+            let full = held.is_none() && self.subscriptions.len() >= self.edge.config.max_subscriptions;
+            let refused = if full {
+                Some(if v5 { SubscribeReasonCode::QuotaExceeded } else { SubscribeReasonCode::Failure })
+            } else if !valid_filter(&path) || !self.edge.policy.subscribe(self.user(), &path) {
+                Some(if v5 { SubscribeReasonCode::NotAuthorized } else { SubscribeReasonCode::Failure })
+            } else {
+                None
+            };
+            if let Some(code) = refused {
+                debug!(user = self.user(), filter = path, ?code, "subscription denied");
+                metrics::counter!("roost_subscriptions_denied_total").increment(1);
+                pending.codes.push(code);
+                continue;
+            }
+            let send_retained = match filter.retain_forward_rule {
+                RetainForwardRule::OnEverySubscribe => true,
+                RetainForwardRule::OnNewSubscribe => held.is_none(),
+                RetainForwardRule::Never => false,
+            };
+            // rumqttd replays retained messages only to a filter it did not hold, and keeps the
+            // QoS it first saw: renewing elsewhere than Roost's topics (whose retained state the
+            // edge replays) starts the filter afresh in the router
+            let renew_in_router = held.is_some() && send_retained && !is_roost_namespace(&path);
+            let qos = filter.qos as u8;
+            let router_qos = match held {
+                Some(router_qos) if !renew_in_router => router_qos,
+                _ => qos,
+            };
+            let subscription = Subscription {
+                qos,
+                router_qos,
+                no_local: filter.nolocal,
+                retain_as_published: filter.preserve_retain,
+                send_retained,
+                client_id,
+                internal_id: 0,
+            };
+            let internal_id = self.subscriptions.grant(&path, subscription).internal_id;
+            if renew_in_router {
+                self.out
+                    .push(Packet::Unsubscribe(Unsubscribe { pkid: subscribe.pkid, filters: vec![path.clone()] }, None));
+            }
+            if path.starts_with("presence/") && send_retained {
+                pending.presence_replays.push(path.clone());
+            }
+            let router_filter = Filter {
+                path,
+                qos: filter.qos,
+                nolocal: false,
+                preserve_retain: false,
+                retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+            };
+            let tag = SubscribeProperties { id: Some(internal_id), user_properties: Vec::new() };
+            self.out
+                .push(Packet::Subscribe(Subscribe { pkid: subscribe.pkid, filters: vec![router_filter] }, Some(tag)));
+            pending.awaiting += 1;
+            pending.codes.push(SubscribeReasonCode::Success(filter.qos));
+        }
+        if pending.awaiting == 0 {
+            self.write(Packet::SubAck(SubAck { pkid: subscribe.pkid, return_codes: pending.codes }, None));
+        } else {
+            self.pending_subs.insert(subscribe.pkid, pending);
+        }
+    }
+
+    /// Writes the router's notifications to the client, draining what is already queued.
+    async fn on_notifications(&mut self, rx: &mut LinkRx, first: Option<Notification>) -> Result<(), Exit> {
+        let mut next = first;
+        let mut parked = false;
+        loop {
+            match next.take() {
+                Some(Notification::Forward(forward)) => self.deliver(forward),
+                Some(Notification::DeviceAck(ack)) => match Packet::from(ack) {
+                    Packet::SubAck(suback, _) => self.on_router_suback(suback.pkid),
+                    Packet::PubRel(release, _) if self.router_acks.router_released(release.pkid, &mut self.out) => {
+                        self.write(Packet::PubRel(release, None))
+                    }
+                    _ => {}
+                },
+                Some(Notification::Unschedule) => parked = true,
+                Some(Notification::Disconnect(..)) => return Err(Exit::RouterGone),
+                Some(_) | None => {}
+            }
+            match rx.recv_deadline(std::time::Instant::now()) {
+                Ok(Some(notification)) => next = Some(notification),
+                _ => break,
+            }
+        }
+        // the router parked this link; resume only once the bytes reached the socket
+        self.flush().await?;
+        if parked {
+            rx.wake().await.map_err(|_| Exit::RouterGone)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers a forward as the subscription it matched asks: at the lower of the publish's and
+    /// the subscription's QoS, without the client's own publishes on no-local filters, expired
+    /// messages or unwanted retained ones. Membership is checked on every delivery. Forwards the
+    /// client does not get at the router's QoS are acknowledged to the router in its place.
+    fn deliver(&mut self, forward: Forward) {
+        let Forward { mut publish, mut properties, .. } = forward;
+        let tag = RouteTag::take(&mut properties);
+        let internal_ids = properties.as_mut().map(|p| std::mem::take(&mut p.subscription_identifiers));
+        let subscription =
+            internal_ids.and_then(|ids| ids.first().and_then(|id| self.subscriptions.by_internal_id(*id)).cloned());
+        let Some(subscription) = subscription else {
+            // a forward for a filter the session no longer holds
+            let (router_qos, pkid) = codec::outgoing_qos_pkid(&publish);
+            if router_qos > 0 {
+                self.router_acks.forwarded(pkid, router_qos, None, &mut self.out);
+            }
+            return;
+        };
+        let router_qos = subscription.router_qos;
+        let now = now_millis();
+        let expires_at = tag.and_then(|t| t.expires_at);
+        let snapshot = publish.retain;
+        let wanted = std::str::from_utf8(&publish.topic).is_ok_and(|t| self.edge.policy.may_receive(self.user(), t))
+            && expires_at.is_none_or(|at| at > now)
+            && !(subscription.no_local && tag.and_then(|t| t.origin) == Some(self.identity.generation))
+            && (!snapshot || subscription.send_retained);
+        let mut client_qos = wanted.then(|| router_qos.min(subscription.qos).min(tag.map_or(2, |t| t.qos)));
+        let mut pkid = 0;
+        if let Some(qos) = client_qos {
+            if let Some(id) = subscription.client_id {
+                properties.get_or_insert_with(Default::default).subscription_identifiers.push(id);
+            }
+            if let Some(at) = expires_at {
+                let left = u32::try_from((at - now + 999) / 1000).unwrap_or(u32::MAX);
+                properties.get_or_insert_with(Default::default).message_expiry_interval = Some(left);
+            }
+            if !snapshot && subscription.retain_as_published && tag.is_some_and(|t| t.retain) {
+                publish.retain = true;
+            }
+            let start = self.wbuf.len();
+            if qos == router_qos {
+                self.write(Packet::Publish(publish, properties));
+                pkid = codec::encoded_qos_pkid(&self.wbuf[start..]).1;
+            } else {
+                pkid = codec::outgoing_qos_pkid(&publish).1;
+                self.write(Packet::Publish(codec::with_qos(&publish, qos, pkid), properties));
+            }
+            if self.identity.client_max_packet.is_some_and(|max| self.wbuf.len() - start > max) {
+                self.wbuf.truncate(start);
+                client_qos = None;
+            }
+        } else if router_qos > 0 {
+            pkid = codec::outgoing_qos_pkid(&publish).1;
+        }
+        if router_qos > 0 {
+            self.router_acks.forwarded(pkid, router_qos, client_qos, &mut self.out);
+        }
+    }
+
+    /// The router took one filter of SUBSCRIBE `pkid`; once it took them all, the client
+    /// gets its SUBACK and the presence state it subscribed to.
+    fn on_router_suback(&mut self, pkid: u16) {
+        let Some(pending) = self.pending_subs.get_mut(&pkid) else { return };
+        pending.awaiting -= 1;
+        if pending.awaiting > 0 {
+            return;
+        }
+        let Some(pending) = self.pending_subs.remove(&pkid) else { return };
+        self.write(Packet::SubAck(SubAck { pkid, return_codes: pending.codes }, None));
+        for filter in pending.presence_replays {
+            for (topic, payload) in self.edge.presence.retained(self.user(), &filter) {
+                self.write(Packet::Publish(codec::publish(topic, payload, true), None));
+            }
+        }
+    }
+
+    /// A member removed from a room loses its subscriptions to the room at once.
+    fn on_membership(&mut self, change: Result<MembershipChange, broadcast::error::RecvError>) {
+        let Ok(MembershipChange::Removed { room, user }) = change else {
+            return;
+        };
+        if user != self.identity.user {
+            return;
+        }
+        let revoked = self.subscriptions.filters_starting_with(&format!("rooms/{room}/"));
+        for filter in &revoked {
+            self.subscriptions.remove(filter);
+        }
+        if !revoked.is_empty() {
+            debug!(user, room, "subscriptions revoked");
+            self.out.push(Packet::Unsubscribe(Unsubscribe { pkid: 0, filters: revoked }, None));
+        }
+    }
+
+    /// Ends the connection: marks the device offline, fires or defers the will, keeps the
+    /// session if it outlives the connection, releases the router link and tells an MQTT 5
+    /// client why.
+    pub(crate) async fn teardown(mut self, exit: Exit, claim: &Claim, link_id: &str, will: Option<Will>, kept: bool) {
+        let Identity { version, ref user, ref client_id, session_expiry, .. } = self.identity;
+        if user != ANONYMOUS {
+            self.edge.presence.disconnected(user, client_id, claim.generation);
+        }
+        if let Some(will) = will.filter(|_| exit.publishes_will()) {
+            let delay = will.delay().min(session_expiry.unwrap_or(Duration::MAX));
+            if delay.is_zero() {
+                will.publish(&self.edge.server);
+            } else {
+                let server = self.edge.server.clone();
+                self.edge.registry.defer_will(link_id, delay, move || will.publish(&server));
+            }
+        }
+        if kept {
+            self.edge.registry.save(link_id, std::mem::take(&mut self.subscriptions), session_expiry);
+        }
+        if !matches!(exit, Exit::RouterGone) {
+            self.out.push(router_disconnect());
+            let _ = send_batch(&mut self.tx, self.out.drain(..)).await;
+        }
+        if let (Version::V5, Some(reason_code)) = (version, exit.reason()) {
+            let properties = DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(exit.to_string()),
+                user_properties: Vec::new(),
+                server_reference: None,
+            };
+            self.write(Packet::Disconnect(Disconnect { reason_code }, Some(properties)));
+        }
+        if !self.wbuf.is_empty() {
+            let _ = self.transport.write_all(&self.wbuf).await;
+        }
+        info!(user = self.identity.user, client_id = self.identity.client_id, reason = %exit, "disconnected");
+    }
+}
+
+/// The MQTT 5 reason code for a refused publish.
+fn refusal_reason(code: &str) -> PubAckReason {
+    match code {
+        "forbidden" | "not_member" => PubAckReason::NotAuthorized,
+        "payload_too_large" => PubAckReason::QuotaExceeded,
+        _ => PubAckReason::PayloadFormatInvalid,
+    }
+}
