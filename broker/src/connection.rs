@@ -193,11 +193,39 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
     let client_max_packet = properties.as_ref().and_then(|p| p.max_packet_size).map(|size| size as usize);
     let token_deadline = token_expiry
         .map(|expiry| Instant::now() + Duration::from_millis(u64::try_from(expiry * 1000 - now_millis()).unwrap_or(0)));
-    let identity =
-        Identity { version, user, client_id, generation: claim.generation, client_max_packet, session_expiry };
+    let identity = Identity {
+        version,
+        user,
+        client_id,
+        generation: claim.generation,
+        client_max_packet,
+        client_receive_max: properties.as_ref().and_then(|p| p.receive_maximum).map_or(usize::MAX, usize::from),
+        client_topic_alias_max: properties.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
+        session_expiry,
+    };
     let mut session = Session::new(edge, identity, transport, tx, rbuf, subscriptions);
     let exit = session.run(rx, &claim, keepalive, token_deadline).await;
-    session.teardown(exit, &claim, &link_id, will, persistent || resumed).await;
+    let told = session.teardown(exit, &claim, &link_id, will, persistent || resumed).await;
+    drop(claim);
+    if let Some(transport) = told {
+        linger(transport).await;
+    }
+}
+
+/// How long a socket stays open after the server's DISCONNECT.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Reads and drops what the client still sends, for at most [`LINGER`], before closing: a
+/// client that keeps writing (acknowledgements in flight) would otherwise get a reset and
+/// could lose the DISCONNECT that tells it why.
+async fn linger(mut transport: Transport) {
+    let mut sink = BytesMut::with_capacity(4096);
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(transport.read(&mut sink).await, Ok(read) if read > 0) {
+            sink.clear();
+        }
+    })
+    .await;
 }
 
 /// Reads up to the CONNECT packet, in the version it asks for. `Ok(None)` when the client was

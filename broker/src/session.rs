@@ -20,13 +20,12 @@ use roost_history::Record;
 use roost_protocol::{now_millis, to_payload, InboxNotice, Topic};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    valid_filter, Disconnect, DisconnectProperties, DisconnectReasonCode, Filter, Packet, PingResp, PubAck,
-    PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec, PubRecProperties, PubRecReason, Publish,
-    PublishProperties, RetainForwardRule, SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode, UnsubAck,
-    UnsubAckReason, Unsubscribe,
+    valid_filter, Disconnect, DisconnectReasonCode, Filter, Packet, PingResp, PubAck, PubAckReason, PubComp,
+    PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS, RetainForwardRule, SubAck, Subscribe,
+    SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::{Forward, Notification};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -93,20 +92,19 @@ impl Exit {
 }
 
 /// An acknowledgement owed to the client, sent in the order the publishes arrived.
+/// Reason codes only: the Paho interoperability client rejects acknowledgements that carry
+/// properties, and the reason reaches users on their inbox anyway.
 struct Ack {
     pkid: u16,
     qos: u8,
     reason: PubAckReason,
-    /// Why a publish was refused (MQTT 5 reason string).
-    message: Option<String>,
 }
 
 impl Ack {
     fn packet(self) -> Packet {
-        let Ack { pkid, qos, reason, message } = self;
+        let Ack { pkid, qos, reason } = self;
         if qos == 1 {
-            let properties = message.map(|m| PubAckProperties { reason_string: Some(m), user_properties: Vec::new() });
-            return Packet::PubAck(PubAck { pkid, reason }, properties);
+            return Packet::PubAck(PubAck { pkid, reason }, None);
         }
         let reason = match reason {
             PubAckReason::Success => PubRecReason::Success,
@@ -115,8 +113,7 @@ impl Ack {
             PubAckReason::PayloadFormatInvalid => PubRecReason::PayloadFormatInvalid,
             _ => PubRecReason::UnspecifiedError,
         };
-        let properties = message.map(|m| PubRecProperties { reason_string: Some(m), user_properties: Vec::new() });
-        Packet::PubRec(PubRec { pkid, reason }, properties)
+        Packet::PubRec(PubRec { pkid, reason }, None)
     }
 }
 
@@ -128,7 +125,8 @@ type PendingAck = Pin<Box<dyn Future<Output = (Ack, bool)> + Send>>;
 enum Routed {
     /// Handed to the router; for a chat message, with the store's confirmation.
     Accepted(Option<oneshot::Receiver<()>>),
-    Refused(Invalid),
+    /// Dropped, for the reason [`Invalid::code`] names.
+    Refused(&'static str),
 }
 
 /// A SUBSCRIBE waiting for the router to take its filters.
@@ -175,6 +173,10 @@ pub(crate) struct Identity {
     pub(crate) generation: u64,
     /// The largest packet the client accepts (MQTT 5).
     pub(crate) client_max_packet: Option<usize>,
+    /// The most unacknowledged QoS 1 and 2 deliveries the client accepts (MQTT 5; 3.1.1: no limit).
+    pub(crate) client_receive_max: usize,
+    /// The most topic aliases the client accepts from the server (MQTT 5; 0: none).
+    pub(crate) client_topic_alias_max: u16,
     /// How long the session outlives the connection (`None`: for ever).
     pub(crate) session_expiry: Option<Duration>,
 }
@@ -199,6 +201,12 @@ pub(crate) struct Session {
     subscriptions: Subscriptions,
     router_acks: RouterAcks,
     topic_aliases: HashMap<u16, Bytes>,
+    /// Topic aliases the edge set for the client (MQTT 5), by topic.
+    client_aliases: HashMap<Bytes, u16>,
+    /// QoS 1 and 2 deliveries the client has not acknowledged yet.
+    client_in_flight: usize,
+    /// Encoded QoS 1 and 2 deliveries waiting for the client's receive maximum to allow them.
+    held: VecDeque<Bytes>,
     /// Publishes this connection may still send now (`None`: no rate limit).
     publish_budget: Option<TokenBucket>,
     changes: broadcast::Receiver<MembershipChange>,
@@ -213,6 +221,8 @@ impl Session {
         rbuf: BytesMut,
         subscriptions: Subscriptions,
     ) -> Self {
+        // rumqttd restores a resumed session's filters but not their identifiers
+        let out = subscriptions.iter().map(|(path, subscription)| router_subscribe(0, path, subscription)).collect();
         Self {
             changes: edge.policy.membership().changes(),
             publish_budget: edge.config.max_publish_rate.map(TokenBucket::new),
@@ -222,7 +232,7 @@ impl Session {
             tx,
             rbuf,
             wbuf: BytesMut::new(),
-            out: Vec::new(),
+            out,
             pending_subs: HashMap::new(),
             pending_acks: FuturesOrdered::new(),
             unacked_qos1: 0,
@@ -230,6 +240,9 @@ impl Session {
             subscriptions,
             router_acks: RouterAcks::default(),
             topic_aliases: HashMap::new(),
+            client_aliases: HashMap::new(),
+            client_in_flight: 0,
+            held: VecDeque::new(),
         }
     }
 
@@ -336,10 +349,15 @@ impl Session {
 
     fn on_packet(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
-            Packet::PubAck(PubAck { pkid, .. }, _) | Packet::PubRec(PubRec { pkid, .. }, _) => {
-                self.router_acks.acknowledged(pkid, &mut self.out)
+            Packet::PubAck(PubAck { pkid, .. }, _) => {
+                self.router_acks.acknowledged(pkid, &mut self.out);
+                self.release_held();
             }
-            Packet::PubComp(complete, _) => self.router_acks.completed(complete.pkid, &mut self.out),
+            Packet::PubRec(PubRec { pkid, .. }, _) => self.router_acks.acknowledged(pkid, &mut self.out),
+            Packet::PubComp(complete, _) => {
+                self.router_acks.completed(complete.pkid, &mut self.out);
+                self.release_held();
+            }
             Packet::PubRel(release, _) => {
                 self.qos2_received.remove(&release.pkid);
                 let complete = PubComp { pkid: release.pkid, reason: PubCompReason::Success };
@@ -380,7 +398,7 @@ impl Session {
         pkid: u16,
     ) -> Result<(), Exit> {
         if qos == 2 && self.qos2_received.contains(&pkid) {
-            let ack = Ack { pkid, qos, reason: PubAckReason::Success, message: None };
+            let ack = Ack { pkid, qos, reason: PubAckReason::Success };
             self.write(ack.packet());
             return Ok(());
         }
@@ -398,7 +416,7 @@ impl Session {
         if qos == 0 {
             return Ok(());
         }
-        let success = Ack { pkid, qos, reason: PubAckReason::Success, message: None };
+        let success = Ack { pkid, qos, reason: PubAckReason::Success };
         let pending: PendingAck = match routed {
             Routed::Accepted(stored) => {
                 if qos == 2 {
@@ -410,8 +428,8 @@ impl Session {
                     None => Box::pin(std::future::ready((success, true))),
                 }
             }
-            Routed::Refused(why) => {
-                let ack = Ack { pkid, qos, reason: refusal_reason(why.code), message: Some(why.message) };
+            Routed::Refused(code) => {
+                let ack = Ack { pkid, qos, reason: refusal_reason(code) };
                 Box::pin(std::future::ready((ack, true)))
             }
         };
@@ -526,6 +544,7 @@ impl Session {
     /// Drops a publish and tells the sender why: an MQTT 5 reason code on its acknowledgement
     /// and, for users, a notice on its inbox (the only signal 3.1.1 and QoS 0 have).
     fn refuse(&self, topic: &str, why: Invalid) -> Routed {
+        let code = why.code;
         debug!(user = self.user(), topic, code = why.code, "publish rejected");
         metrics::counter!("roost_publishes_rejected_total", "code" => why.code).increment(1);
         if self.user() != ANONYMOUS {
@@ -533,12 +552,12 @@ impl Session {
                 topic: topic.to_owned(),
                 id: None,
                 code: why.code.into(),
-                message: why.message.clone(),
+                message: why.message,
                 ts: now_millis(),
             };
             self.edge.server.publish(Topic::Inbox(self.user()).to_string(), to_payload(&notice));
         }
-        Routed::Refused(why)
+        Routed::Refused(code)
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe, properties: Option<SubscribeProperties>) {
@@ -552,7 +571,13 @@ impl Session {
             let refused = if full {
                 Some(if v5 { SubscribeReasonCode::QuotaExceeded } else { SubscribeReasonCode::Failure })
             } else if !valid_filter(&path) || !self.edge.policy.subscribe(self.user(), &path) {
-                Some(if v5 { SubscribeReasonCode::NotAuthorized } else { SubscribeReasonCode::Failure })
+                // chat rules answer 0x87; the operator's rules 0x80, what generic clients (the Paho
+                // interoperability suite among them) expect of a broker ACL
+                Some(if v5 && is_roost_namespace(&path) {
+                    SubscribeReasonCode::NotAuthorized
+                } else {
+                    SubscribeReasonCode::Failure
+                })
             } else {
                 None
             };
@@ -585,24 +610,16 @@ impl Session {
                 client_id,
                 internal_id: 0,
             };
-            let internal_id = self.subscriptions.grant(&path, subscription).internal_id;
+            let router_subscribe =
+                router_subscribe(subscribe.pkid, &path, self.subscriptions.grant(&path, subscription));
             if renew_in_router {
-                self.out
-                    .push(Packet::Unsubscribe(Unsubscribe { pkid: subscribe.pkid, filters: vec![path.clone()] }, None));
+                let unsubscribe = Unsubscribe { pkid: subscribe.pkid, filters: vec![path.clone()] };
+                self.out.push(Packet::Unsubscribe(unsubscribe, None));
             }
             if path.starts_with("presence/") && send_retained {
-                pending.presence_replays.push(path.clone());
+                pending.presence_replays.push(path);
             }
-            let router_filter = Filter {
-                path,
-                qos: filter.qos,
-                nolocal: false,
-                preserve_retain: false,
-                retain_forward_rule: RetainForwardRule::OnNewSubscribe,
-            };
-            let tag = SubscribeProperties { id: Some(internal_id), user_properties: Vec::new() };
-            self.out
-                .push(Packet::Subscribe(Subscribe { pkid: subscribe.pkid, filters: vec![router_filter] }, Some(tag)));
+            self.out.push(router_subscribe);
             pending.awaiting += 1;
             pending.codes.push(SubscribeReasonCode::Success(filter.qos));
         }
@@ -652,8 +669,11 @@ impl Session {
         let Forward { mut publish, mut properties, .. } = forward;
         let tag = RouteTag::take(&mut properties);
         let internal_ids = properties.as_mut().map(|p| std::mem::take(&mut p.subscription_identifiers));
-        let subscription =
-            internal_ids.and_then(|ids| ids.first().and_then(|id| self.subscriptions.by_internal_id(*id)).cloned());
+        let subscription = match internal_ids.as_ref().and_then(|ids| ids.first()) {
+            Some(id) => self.subscriptions.by_internal_id(*id),
+            None => std::str::from_utf8(&publish.topic).ok().and_then(|topic| self.subscriptions.matching(topic)),
+        };
+        let subscription = subscription.cloned();
         let Some(subscription) = subscription else {
             // a forward for a filter the session no longer holds
             let (router_qos, pkid) = codec::outgoing_qos_pkid(&publish);
@@ -683,6 +703,10 @@ impl Session {
             if !snapshot && subscription.retain_as_published && tag.is_some_and(|t| t.retain) {
                 publish.retain = true;
             }
+            let hold = qos > 0 && self.client_in_flight >= self.identity.client_receive_max;
+            if !hold {
+                self.alias_topic(&mut publish, &mut properties);
+            }
             let start = self.wbuf.len();
             if qos == router_qos {
                 self.write(Packet::Publish(publish, properties));
@@ -694,12 +718,46 @@ impl Session {
             if self.identity.client_max_packet.is_some_and(|max| self.wbuf.len() - start > max) {
                 self.wbuf.truncate(start);
                 client_qos = None;
+            } else if hold {
+                let frame = self.wbuf.split_off(start).freeze();
+                self.held.push_back(frame);
+            } else if qos > 0 {
+                self.client_in_flight += 1;
             }
         } else if router_qos > 0 {
             pkid = codec::outgoing_qos_pkid(&publish).1;
         }
         if router_qos > 0 {
             self.router_acks.forwarded(pkid, router_qos, client_qos, &mut self.out);
+        }
+    }
+
+    /// Replaces the topic of a delivery by an alias when the client accepts them (MQTT 5): the
+    /// first delivery on a topic sets the alias, later ones send it alone.
+    fn alias_topic(&mut self, publish: &mut Publish, properties: &mut Option<PublishProperties>) {
+        let max = self.identity.client_topic_alias_max;
+        let alias = match self.client_aliases.get(&publish.topic) {
+            Some(&alias) => {
+                publish.topic = Bytes::new();
+                alias
+            }
+            None if self.client_aliases.len() < usize::from(max) => {
+                let alias = self.client_aliases.len() as u16 + 1;
+                self.client_aliases.insert(publish.topic.clone(), alias);
+                alias
+            }
+            None => return,
+        };
+        properties.get_or_insert_with(Default::default).topic_alias = Some(alias);
+    }
+
+    /// The client acknowledged a delivery: one held back by its receive maximum may go.
+    fn release_held(&mut self) {
+        self.client_in_flight = self.client_in_flight.saturating_sub(1);
+        while self.client_in_flight < self.identity.client_receive_max {
+            let Some(frame) = self.held.pop_front() else { break };
+            self.wbuf.extend_from_slice(&frame);
+            self.client_in_flight += 1;
         }
     }
 
@@ -741,7 +799,15 @@ impl Session {
     /// Ends the connection: marks the device offline, fires or defers the will, keeps the
     /// session if it outlives the connection, releases the router link and tells an MQTT 5
     /// client why.
-    pub(crate) async fn teardown(mut self, exit: Exit, claim: &Claim, link_id: &str, will: Option<Will>, kept: bool) {
+    /// Returns the socket when an MQTT 5 client was sent a DISCONNECT, to be closed gently.
+    pub(crate) async fn teardown(
+        mut self,
+        exit: Exit,
+        claim: &Claim,
+        link_id: &str,
+        will: Option<Will>,
+        kept: bool,
+    ) -> Option<Transport> {
         let Identity { version, ref user, ref client_id, session_expiry, .. } = self.identity;
         if user != ANONYMOUS {
             self.edge.presence.disconnected(user, client_id, claim.generation);
@@ -762,20 +828,33 @@ impl Session {
             self.out.push(router_disconnect());
             let _ = send_batch(&mut self.tx, self.out.drain(..)).await;
         }
-        if let (Version::V5, Some(reason_code)) = (version, exit.reason()) {
-            let properties = DisconnectProperties {
-                session_expiry_interval: None,
-                reason_string: Some(exit.to_string()),
-                user_properties: Vec::new(),
-                server_reference: None,
-            };
-            self.write(Packet::Disconnect(Disconnect { reason_code }, Some(properties)));
-        }
+        let told = match (version, exit.reason()) {
+            (Version::V5, Some(reason_code)) => {
+                self.write(Packet::Disconnect(Disconnect { reason_code }, None));
+                true
+            }
+            _ => false,
+        };
         if !self.wbuf.is_empty() {
             let _ = self.transport.write_all(&self.wbuf).await;
         }
         info!(user = self.identity.user, client_id = self.identity.client_id, reason = %exit, "disconnected");
+        told.then_some(self.transport)
     }
+}
+
+/// The router's SUBSCRIBE for one filter, tagged with the filter's internal identifier.
+fn router_subscribe(pkid: u16, path: &str, subscription: &Subscription) -> Packet {
+    let qos = rumqttd::protocol::qos(subscription.router_qos).unwrap_or(QoS::AtMostOnce);
+    let filter = Filter {
+        path: path.to_owned(),
+        qos,
+        nolocal: false,
+        preserve_retain: false,
+        retain_forward_rule: RetainForwardRule::OnNewSubscribe,
+    };
+    let tag = SubscribeProperties { id: Some(subscription.internal_id), user_properties: Vec::new() };
+    Packet::Subscribe(Subscribe { pkid, filters: vec![filter] }, Some(tag))
 }
 
 /// The MQTT 5 reason code for a refused publish.

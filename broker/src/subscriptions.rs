@@ -66,6 +66,16 @@ impl Subscriptions {
         self.by_filter.get(self.by_internal_id.get(&internal_id)?)
     }
 
+    /// A subscription whose filter matches `topic`: for forwards the router sent before it
+    /// knew a resumed session's identifiers again.
+    pub(crate) fn matching(&self, topic: &str) -> Option<&Subscription> {
+        self.by_filter.iter().find(|(filter, _)| rumqttd::protocol::matches(topic, filter)).map(|(_, s)| s)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Subscription)> {
+        self.by_filter.iter()
+    }
+
     pub(crate) fn any_no_local(&self) -> bool {
         self.by_filter.values().any(|s| s.no_local)
     }
