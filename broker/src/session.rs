@@ -20,9 +20,9 @@ use roost_history::Record;
 use roost_protocol::{now_millis, to_payload, InboxNotice, Topic};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
-    valid_filter, Disconnect, DisconnectReasonCode, Filter, Packet, PingResp, PubAck, PubAckReason, PubComp,
-    PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS, RetainForwardRule, SubAck, Subscribe,
-    SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
+    valid_filter, Disconnect, DisconnectProperties, DisconnectReasonCode, Filter, Packet, PingResp, PubAck,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS, RetainForwardRule,
+    SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
 };
 use rumqttd::{Forward, Notification};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -68,21 +68,22 @@ pub(crate) enum Exit {
 }
 
 impl Exit {
-    /// The reason an MQTT 5 client is told in the server's DISCONNECT; `None`: no DISCONNECT.
-    fn reason(&self) -> Option<DisconnectReasonCode> {
+    /// What an MQTT 5 client is told in the server's DISCONNECT; `None`: no DISCONNECT.
+    fn reason(&self) -> Option<(DisconnectReasonCode, &'static str)> {
+        use DisconnectReasonCode as Code;
         Some(match self {
             Exit::Disconnected { .. } | Exit::Closed(_) => return None,
-            Exit::KeepAlive => DisconnectReasonCode::KeepAliveTimeout,
-            Exit::TakenOver => DisconnectReasonCode::SessionTakenOver,
-            Exit::ShuttingDown => DisconnectReasonCode::ServerShuttingDown,
-            Exit::Protocol(_) => DisconnectReasonCode::ProtocolError,
-            Exit::Malformed(_) => DisconnectReasonCode::MalformedPacket,
-            Exit::PacketTooLarge => DisconnectReasonCode::PacketTooLarge,
-            Exit::RouterGone => DisconnectReasonCode::UnspecifiedError,
-            Exit::TokenExpired => DisconnectReasonCode::MaximumConnectTime,
-            Exit::RateLimited(_) => DisconnectReasonCode::MessageRateTooHigh,
-            Exit::ReceiveMaximum => DisconnectReasonCode::ReceiveMaximumExceeded,
-            Exit::TopicAlias => DisconnectReasonCode::TopicAliasInvalid,
+            Exit::KeepAlive => (Code::KeepAliveTimeout, "keepalive expired"),
+            Exit::TakenOver => (Code::SessionTakenOver, "another connection took the client id"),
+            Exit::ShuttingDown => (Code::ServerShuttingDown, "server shutting down"),
+            Exit::Protocol(_) => (Code::ProtocolError, "protocol error"),
+            Exit::Malformed(_) => (Code::MalformedPacket, "malformed packet"),
+            Exit::PacketTooLarge => (Code::PacketTooLarge, "packet too large"),
+            Exit::RouterGone => (Code::UnspecifiedError, "router unavailable"),
+            Exit::TokenExpired => (Code::MaximumConnectTime, "access token expired"),
+            Exit::RateLimited(_) => (Code::MessageRateTooHigh, "publish rate too high"),
+            Exit::ReceiveMaximum => (Code::ReceiveMaximumExceeded, "receive maximum exceeded"),
+            Exit::TopicAlias => (Code::TopicAliasInvalid, "topic alias invalid"),
         })
     }
 
@@ -829,8 +830,17 @@ impl Session {
             let _ = send_batch(&mut self.tx, self.out.drain(..)).await;
         }
         let told = match (version, exit.reason()) {
-            (Version::V5, Some(reason_code)) => {
-                self.write(Packet::Disconnect(Disconnect { reason_code }, None));
+            (Version::V5, Some((reason_code, why))) => {
+                // short reason strings only: rumqttd's writer drops the reason code of a
+                // DISCONNECT without properties, Paho's Python reader ignores it in one without
+                // them, and the interoperability suite's reader misreads long ones
+                let properties = DisconnectProperties {
+                    session_expiry_interval: None,
+                    reason_string: Some(why.to_owned()),
+                    user_properties: Vec::new(),
+                    server_reference: None,
+                };
+                self.write(Packet::Disconnect(Disconnect { reason_code }, Some(properties)));
                 true
             }
             _ => false,

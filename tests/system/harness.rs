@@ -360,6 +360,7 @@ pub(crate) struct Agent {
     child: Child,
     stdin: ChildStdin,
     events: Output,
+    connack: Value,
 }
 
 impl Agent {
@@ -376,14 +377,27 @@ impl Agent {
             .expect("python3 runs");
         let stdin = child.stdin.take().expect("stdin");
         let events = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let mut agent = Agent { child, stdin, events };
+        let mut agent = Agent { child, stdin, events, connack: Value::Null };
         let mut connect = json!({"cmd": "connect", "host": "127.0.0.1", "port": system.mqtt_port, "user": user, "password": password});
         for (key, value) in extra.as_object().cloned().unwrap_or_default() {
             connect[key] = value;
         }
         agent.send(connect).await;
-        let connack = agent.expect("connack").await;
-        (agent, connack["rc"].as_i64().expect("rc"))
+        agent.connack = agent.expect("connack").await;
+        let rc = agent.connack["rc"].as_i64().expect("rc");
+        (agent, rc)
+    }
+
+    /// The CONNACK event, with its MQTT 5 properties.
+    pub(crate) fn connack(&self) -> &Value {
+        &self.connack
+    }
+
+    /// Connects without credentials (`extra` carries `"user": null`) and asserts success.
+    pub(crate) async fn online_as(system: &System, extra: Value) -> Agent {
+        let (agent, rc) = Agent::connect(system, "", "", extra).await;
+        assert_eq!(rc, 0, "CONNACK");
+        agent
     }
 
     /// Connects and asserts success.

@@ -7,6 +7,7 @@ mod chat;
 mod durability;
 mod harness;
 mod limits;
+mod mqtt5;
 mod presence;
 mod split;
 mod startup;
