@@ -10,7 +10,7 @@ use crate::BrokerDeps;
 use roost_auth::{Policy, TokenService};
 use roost_history::IngestHandle;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -55,6 +55,7 @@ pub(crate) struct Edge {
     pub(crate) registry: Arc<Registry>,
     pub(crate) sequencer: Sequencer,
     connections: Arc<AtomicUsize>,
+    last_message_id: AtomicU64,
 }
 
 /// One of at most `max_connections` connection slots; released on drop.
@@ -87,7 +88,13 @@ impl Edge {
             registry: Arc::default(),
             sequencer: Sequencer::new(deps.store),
             connections: Arc::default(),
+            last_message_id: AtomicU64::new(0),
         }
+    }
+
+    /// A number no other publish through this edge carries.
+    pub(crate) fn next_message_id(&self) -> u64 {
+        self.last_message_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Takes a connection slot, or `None` when the broker is full.

@@ -4,7 +4,7 @@
 //! rumqttd forwards at the subscription's QoS, clears the retain flag and keeps no origin or
 //! arrival time. Publishes outside Roost's stamped topics carry their QoS, retain flag, origin
 //! connection and expiry deadline here, so delivery can honour MQTT: the lower of the two QoS,
-//! retain-as-published, no-local and message expiry.
+//! retain-as-published, no-local, message expiry and one delivery for overlapping filters.
 
 use rumqttd::protocol::PublishProperties;
 
@@ -21,6 +21,8 @@ pub(crate) struct RouteTag {
     pub(crate) origin: Option<u64>,
     /// When the message expires, milliseconds since the epoch.
     pub(crate) expires_at: Option<i64>,
+    /// A number unique to the publish, so a session whose filters overlap delivers it once.
+    pub(crate) message: Option<u64>,
 }
 
 impl RouteTag {
@@ -36,6 +38,9 @@ impl RouteTag {
         if let Some(expires_at) = self.expires_at {
             value.push_str(&format!(";x{expires_at}"));
         }
+        if let Some(message) = self.message {
+            value.push_str(&format!(";m{message}"));
+        }
         properties.get_or_insert_with(Default::default).user_properties.push((KEY.to_owned(), value));
     }
 
@@ -45,13 +50,14 @@ impl RouteTag {
         let at = list.iter().rposition(|(key, _)| key == KEY)?;
         let (_, value) = list.remove(at);
         list.retain(|(key, _)| key != KEY);
-        let mut tag = RouteTag { qos: 0, retain: false, origin: None, expires_at: None };
+        let mut tag = RouteTag { qos: 0, retain: false, origin: None, expires_at: None, message: None };
         for field in value.split(';') {
             match field.split_at_checked(1) {
                 Some(("q", qos)) => tag.qos = qos.parse().ok()?,
                 Some(("r", "")) => tag.retain = true,
                 Some(("o", origin)) => tag.origin = origin.parse().ok(),
                 Some(("x", at)) => tag.expires_at = at.parse().ok(),
+                Some(("m", message)) => tag.message = message.parse().ok(),
                 _ => return None,
             }
         }
@@ -74,7 +80,8 @@ mod tests {
     fn survives_the_trip_and_leaves_other_properties_alone() {
         let mut properties =
             Some(PublishProperties { user_properties: vec![("a".into(), "1".into())], ..Default::default() });
-        let tag = RouteTag { qos: 2, retain: true, origin: Some(7), expires_at: Some(1_700_000_000_000) };
+        let tag =
+            RouteTag { qos: 2, retain: true, origin: Some(7), expires_at: Some(1_700_000_000_000), message: Some(9) };
         tag.attach(&mut properties);
         assert_eq!(RouteTag::take(&mut properties), Some(tag));
         assert_eq!(properties.unwrap().user_properties, [("a".to_owned(), "1".to_owned())]);

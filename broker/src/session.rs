@@ -92,6 +92,10 @@ impl Exit {
     }
 }
 
+/// How many publishes delivered once for overlapping filters a session remembers: the other
+/// filters' copies arrive right behind the first.
+const DELIVERED_ONCE_KEPT: usize = 256;
+
 /// An acknowledgement owed to the client, sent in the order the publishes arrived.
 /// Reason codes only: the Paho interoperability client rejects acknowledgements that carry
 /// properties, and the reason reaches users on their inbox anyway.
@@ -208,6 +212,8 @@ pub(crate) struct Session {
     client_in_flight: usize,
     /// Encoded QoS 1 and 2 deliveries waiting for the client's receive maximum to allow them.
     held: VecDeque<Bytes>,
+    /// The newest publishes delivered once for several overlapping filters.
+    delivered_once: VecDeque<u64>,
     /// Publishes this connection may still send now (`None`: no rate limit).
     publish_budget: Option<TokenBucket>,
     changes: broadcast::Receiver<MembershipChange>,
@@ -244,6 +250,7 @@ impl Session {
             client_aliases: HashMap::new(),
             client_in_flight: 0,
             held: VecDeque::new(),
+            delivered_once: VecDeque::new(),
         }
     }
 
@@ -496,7 +503,8 @@ impl Session {
                 return Ok(self.refuse(&raw_topic, why));
             }
             let origin = self.subscriptions.any_no_local().then_some(self.identity.generation);
-            RouteTag { qos, retain: publish.retain, origin, expires_at }.attach(&mut properties);
+            let message = Some(self.edge.next_message_id());
+            RouteTag { qos, retain: publish.retain, origin, expires_at, message }.attach(&mut properties);
             self.out.push(Packet::Publish(Publish::new(topic, publish.payload, publish.retain), properties));
             return Ok(Routed::Accepted(None));
         };
@@ -536,7 +544,7 @@ impl Session {
         };
         if expires_at.is_some() {
             // stamped messages go out at the subscription's QoS; only the deadline travels
-            RouteTag { qos: 2, retain: false, origin: None, expires_at }.attach(&mut properties);
+            RouteTag { qos: 2, retain: false, origin: None, expires_at, message: None }.attach(&mut properties);
         }
         self.out.push(Packet::Publish(codec::publish(raw_topic, payload, false), properties));
         Ok(Routed::Accepted(stored))
@@ -684,18 +692,37 @@ impl Session {
             return;
         };
         let router_qos = subscription.router_qos;
+        // overlapping filters: one delivery, at the highest QoS granted, with every identifier
+        let (mut granted_qos, mut client_ids) = (subscription.qos, Vec::from_iter(subscription.client_id));
+        let mut duplicate = false;
+        if let (Some(message), true) = (tag.and_then(|t| t.message), self.subscriptions.len() > 1) {
+            let topic = std::str::from_utf8(&publish.topic).unwrap_or_default();
+            let overlapping: Vec<&Subscription> = self.subscriptions.all_matching(topic).collect();
+            if overlapping.len() > 1 {
+                duplicate = self.delivered_once.contains(&message);
+                granted_qos = overlapping.iter().map(|s| s.qos).max().unwrap_or(granted_qos);
+                client_ids = overlapping.iter().filter_map(|s| s.client_id).collect();
+                if !duplicate {
+                    if self.delivered_once.len() == DELIVERED_ONCE_KEPT {
+                        self.delivered_once.pop_front();
+                    }
+                    self.delivered_once.push_back(message);
+                }
+            }
+        }
         let now = now_millis();
         let expires_at = tag.and_then(|t| t.expires_at);
         let snapshot = publish.retain;
         let wanted = std::str::from_utf8(&publish.topic).is_ok_and(|t| self.edge.policy.may_receive(self.user(), t))
             && expires_at.is_none_or(|at| at > now)
             && !(subscription.no_local && tag.and_then(|t| t.origin) == Some(self.identity.generation))
-            && (!snapshot || subscription.send_retained);
-        let mut client_qos = wanted.then(|| router_qos.min(subscription.qos).min(tag.map_or(2, |t| t.qos)));
+            && (!snapshot || subscription.send_retained)
+            && !duplicate;
+        let mut client_qos = wanted.then(|| router_qos.min(granted_qos).min(tag.map_or(2, |t| t.qos)));
         let mut pkid = 0;
         if let Some(qos) = client_qos {
-            if let Some(id) = subscription.client_id {
-                properties.get_or_insert_with(Default::default).subscription_identifiers.push(id);
+            if !client_ids.is_empty() {
+                properties.get_or_insert_with(Default::default).subscription_identifiers = client_ids;
             }
             if let Some(at) = expires_at {
                 let left = u32::try_from((at - now + 999) / 1000).unwrap_or(u32::MAX);

@@ -72,6 +72,11 @@ impl Subscriptions {
         self.by_filter.iter().find(|(filter, _)| rumqttd::protocol::matches(topic, filter)).map(|(_, s)| s)
     }
 
+    /// Every subscription whose filter matches `topic`.
+    pub(crate) fn all_matching<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Subscription> + 'a {
+        self.by_filter.iter().filter(move |(filter, _)| rumqttd::protocol::matches(topic, filter)).map(|(_, s)| s)
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Subscription)> {
         self.by_filter.iter()
     }

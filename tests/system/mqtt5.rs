@@ -160,3 +160,35 @@ async fn v5_will_delay_is_cancelled_by_resumption() {
     assert_eq!(will["payload"], "gone");
     assert!(started.elapsed() >= Duration::from_millis(1500), "fired after {:?}", started.elapsed());
 }
+
+/// Overlapping filters deliver a publish once, with every matching subscription identifier;
+/// no-local keeps a client's own publishes from it.
+#[tokio::test]
+async fn overlapping_filters_deliver_once_and_no_local_holds() {
+    let rules = r#"[{effect="allow",access="all",topic="sensors/#"}]"#;
+    let system = spawn_with(&[("ROOST_MQTT__RULES", rules)]).await;
+    let mut reader = Agent::online(&system, "alice", json!({"protocol": 5})).await;
+    for (filter, id) in [("sensors/#", 2), ("sensors/+", 3)] {
+        let options = json!({"qos": 1, "noLocal": true});
+        let properties = json!({"SubscriptionIdentifier": id});
+        reader
+            .send(json!({"cmd": "subscribe", "topics": [[filter, 1]], "options": options, "properties": properties}))
+            .await;
+        assert_eq!(reader.expect("suback").await["codes"], json!([1]));
+    }
+    reader.publish("sensors/mine", "own", 1).await;
+    let mut sensor = Agent::online(&system, "bob", json!({"protocol": 5})).await;
+    sensor.publish("sensors/1", "21.5", 1).await;
+
+    let reading = reader.message_on_any(PATIENCE).await.expect("one reading");
+    assert_eq!((reading["topic"].as_str(), reading["payload"].as_str()), (Some("sensors/1"), Some("21.5")));
+    let mut ids: Vec<i64> = reading["properties"]["SubscriptionIdentifier"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .map(|id| id.as_i64().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [2, 3]);
+    assert!(reader.message_on_any(Duration::from_millis(500)).await.is_none(), "no second copy, no own publish");
+}
