@@ -27,6 +27,10 @@ pub(crate) fn connect_level(buf: &[u8]) -> Option<u8> {
     buf.get(header_len + 2 + name_len).copied()
 }
 
+/// The packet types a client sends: CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP,
+/// SUBSCRIBE, UNSUBSCRIBE, PINGREQ, DISCONNECT.
+const CLIENT_PACKET_TYPES: [u8; 10] = [1, 3, 4, 5, 6, 7, 8, 10, 12, 14];
+
 /// Takes the next complete packet off `buf`; `Ok(None)` when more bytes are needed.
 pub(crate) fn next_frame(buf: &mut BytesMut, max_packet: usize, version: Version) -> Result<Option<Frame>, Error> {
     // the fixed header is the same in both versions
@@ -35,7 +39,12 @@ pub(crate) fn next_frame(buf: &mut BytesMut, max_packet: usize, version: Version
         Err(Error::InsufficientBytes(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    let is_publish = header.byte1 >> 4 == 3;
+    let packet_type = header.byte1 >> 4;
+    if !CLIENT_PACKET_TYPES.contains(&packet_type) {
+        // rumqttd's v5 reader hits `unreachable!()` on CONNACK and UNSUBACK (found by fuzzing)
+        return Err(Error::InvalidPacketType(packet_type));
+    }
+    let is_publish = packet_type == 3;
     let qos = (header.byte1 >> 1) & 0b11;
     let pkid = if is_publish && qos > 0 { publish_pkid(buf, header.fixed_header_len) } else { 0 };
     let packet = match version {
@@ -161,6 +170,16 @@ mod tests {
         assert!(next_frame(&mut partial, 1024, Version::V311).unwrap().is_none());
         let mut huge = BytesMut::from(&[0x30, 0xff, 0xff, 0x03][..]);
         assert!(next_frame(&mut huge, 1024, Version::V311).is_err());
+    }
+
+    #[test]
+    fn refuses_packets_only_a_server_sends() {
+        for version in [Version::V311, Version::V5] {
+            for server_packet in [[0x20, 2, 0, 0], [0xb0, 2, 0, 1], [0x90, 2, 0, 1], [0xf0, 2, 0, 0]] {
+                let mut buf = BytesMut::from(&server_packet[..]);
+                assert!(next_frame(&mut buf, 1024, version).is_err(), "{server_packet:x?}");
+            }
+        }
     }
 
     #[test]

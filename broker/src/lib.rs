@@ -133,3 +133,24 @@ impl Broker {
         self.edge.presence.flush().await;
     }
 }
+
+/// Entry points for the fuzz targets in `broker/fuzz`; not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::codec::{self, Frame, Version};
+    use crate::route_tag::RouteTag;
+    use bytes::BytesMut;
+
+    /// Reads `bytes` as a client's socket: the CONNECT probe, then every frame of the version
+    /// it picks, each publish's route tag and packet id.
+    pub fn read_socket(bytes: &[u8]) {
+        let version = if codec::connect_level(bytes) == Some(5) { Version::V5 } else { Version::V311 };
+        let mut buf = BytesMut::from(bytes);
+        while let Ok(Some(frame)) = codec::next_frame(&mut buf, 64 * 1024, version) {
+            if let Frame::Publish { publish, mut properties, .. } = frame {
+                let _ = RouteTag::take(&mut properties);
+                let _ = codec::outgoing_qos_pkid(&publish);
+            }
+        }
+    }
+}
