@@ -280,6 +280,7 @@ fn broker_config(settings: &Settings) -> BrokerConfig {
         max_connections: mqtt.max_connections,
         max_subscriptions: mqtt.max_subscriptions,
         max_publish_rate: mqtt.max_publish_rate,
+        max_connect_rate: mqtt.max_connect_rate,
         connect_timeout: Duration::from_secs(mqtt.connect_timeout),
         anonymous: mqtt.anonymous.clone(),
     }

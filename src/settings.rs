@@ -57,6 +57,9 @@ pub struct MqttSettings {
     /// Most publishes per second per connection; faster connections are disconnected
     /// (`ROOST_MQTT__MAX_PUBLISH_RATE`). Unset: no limit.
     pub max_publish_rate: Option<u32>,
+    /// Most CONNECTs per second the broker accepts; more are refused (`ROOST_MQTT__MAX_CONNECT_RATE`).
+    /// Unset: no limit.
+    pub max_connect_rate: Option<u32>,
     /// Seconds a new socket has to send CONNECT.
     pub connect_timeout: u64,
     /// Listeners (`tcp`, `ws`, `tls`, `wss`) that accept connections without credentials
@@ -118,6 +121,7 @@ impl Default for Settings {
                 max_connections: 100_000,
                 max_subscriptions: 100,
                 max_publish_rate: None,
+                max_connect_rate: None,
                 connect_timeout: 10,
                 anonymous: Vec::new(),
                 rules: Vec::new(),
@@ -189,6 +193,10 @@ impl Settings {
         if self.mqtt.max_publish_rate == Some(0) {
             let reason = "must be at least 1 (unset: no limit)".into();
             return invalid("mqtt.max_publish_rate", "ROOST_MQTT__MAX_PUBLISH_RATE", reason);
+        }
+        if self.mqtt.max_connect_rate == Some(0) {
+            let reason = "must be at least 1 (unset: no limit)".into();
+            return invalid("mqtt.max_connect_rate", "ROOST_MQTT__MAX_CONNECT_RATE", reason);
         }
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "ROOST_MQTT__MAX_CONNECTIONS", "must be at least 1".into());

@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     /// Most publishes per second one connection may send (burst: one second's worth); a
     /// connection that sends faster is disconnected. `None`: no limit.
     pub max_publish_rate: Option<u32>,
+    /// Most CONNECTs per second the edge accepts (burst: one second's worth); more are refused
+    /// with CONNACK 0x03 (MQTT 5: 0x9F). `None`: no limit.
+    pub max_connect_rate: Option<u32>,
     /// How long a new socket may take to send CONNECT.
     pub connect_timeout: Duration,
     /// Listeners (`tcp`, `ws`, `tls`, `wss`) where a CONNECT without credentials is accepted.

@@ -35,6 +35,7 @@ enum Refusal {
     NotAuthorized,
     Busy,
     Unavailable,
+    RateExceeded,
 }
 
 impl Refusal {
@@ -45,7 +46,10 @@ impl Refusal {
             (Refusal::ClientId, _) => ConnectReturnCode::ClientIdentifierNotValid,
             (Refusal::BadCredentials, _) => ConnectReturnCode::BadUserNamePassword,
             (Refusal::NotAuthorized, _) => ConnectReturnCode::NotAuthorized,
-            (Refusal::Busy | Refusal::Unavailable, Version::V311) => ConnectReturnCode::ServiceUnavailable,
+            (Refusal::Busy | Refusal::Unavailable | Refusal::RateExceeded, Version::V311) => {
+                ConnectReturnCode::ServiceUnavailable
+            }
+            (Refusal::RateExceeded, Version::V5) => ConnectReturnCode::ConnectionRateExceeded,
             (Refusal::Busy, Version::V5) => ConnectReturnCode::ServerBusy,
             (Refusal::Unavailable, Version::V5) => ConnectReturnCode::ServerUnavailable,
         }
@@ -108,6 +112,10 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
         Ok(Err(reason)) => return debug!(reason, "connection refused before CONNECT"),
         Err(_) => return debug!("no CONNECT within the connect timeout"),
     };
+    if !edge.admit_connect() {
+        metrics::counter!("roost_mqtt_connect_rate_limited_total").increment(1);
+        return send_refusal(&mut transport, version, Refusal::RateExceeded, "connect rate").await;
+    }
     let anonymous_allowed = edge.config.anonymous.iter().any(|name| name == protocol.name());
     let (user, token_expiry) = match authenticate(&edge, login, anonymous_allowed) {
         Ok(identity) => identity,

@@ -10,6 +10,7 @@ mod connection;
 mod links;
 mod listener;
 mod presence;
+mod rate;
 mod registry;
 mod relay;
 mod route_tag;

@@ -3,6 +3,7 @@
 use crate::config::BrokerConfig;
 use crate::links::{Links, ServerLink};
 use crate::presence::Presence;
+use crate::rate::TokenBucket;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
 use crate::transport::{Protocol, Transport};
@@ -11,7 +12,7 @@ use roost_auth::{Policy, TokenService};
 use roost_history::IngestHandle;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -56,6 +57,8 @@ pub(crate) struct Edge {
     pub(crate) sequencer: Sequencer,
     connections: Arc<AtomicUsize>,
     last_message_id: AtomicU64,
+    /// CONNECTs the edge may still accept now (`None`: no limit).
+    connect_budget: Option<Mutex<TokenBucket>>,
 }
 
 /// One of at most `max_connections` connection slots; released on drop.
@@ -77,6 +80,7 @@ impl Edge {
         tls: Option<TlsAcceptor>,
     ) -> Self {
         Self {
+            connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
             config,
             tokens: deps.tokens,
             policy: deps.policy,
@@ -90,6 +94,11 @@ impl Edge {
             connections: Arc::default(),
             last_message_id: AtomicU64::new(0),
         }
+    }
+
+    /// Takes one CONNECT from the edge's budget; false when the connect rate is exceeded.
+    pub(crate) fn admit_connect(&self) -> bool {
+        self.connect_budget.as_ref().is_none_or(|budget| budget.lock().expect("connect budget lock").take())
     }
 
     /// A number no other publish through this edge carries.

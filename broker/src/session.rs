@@ -6,6 +6,7 @@ use crate::codec::{self, Frame, Version};
 use crate::connection::{router_disconnect, Will, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
 use crate::links::send_batch;
 use crate::listener::Edge;
+use crate::rate::TokenBucket;
 use crate::registry::Claim;
 use crate::route_tag::RouteTag;
 use crate::stamp::{self, Accepted, Invalid};
@@ -140,33 +141,6 @@ struct PendingSubscribe {
     awaiting: usize,
     /// Presence filters whose retained state the edge replays after the SUBACK.
     presence_replays: Vec<String>,
-}
-
-/// A token bucket: `rate` tokens per second, holding at most one second's worth.
-struct TokenBucket {
-    rate: u32,
-    tokens: f64,
-    refilled: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: u32) -> Self {
-        Self { rate, tokens: f64::from(rate), refilled: Instant::now() }
-    }
-
-    /// Takes one token; false when none is left.
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let rate = f64::from(self.rate);
-        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * rate).min(rate);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
 }
 
 /// Who a session belongs to and what it agreed at CONNECT.

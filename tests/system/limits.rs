@@ -1,4 +1,4 @@
-//! Limits: a connection ends when its token expires; subscriptions and publish rate are capped.
+//! Limits: a connection ends when its token expires; subscriptions, publish and connect rates are capped.
 
 use crate::harness::{payload, spawn_system, spawn_with, Agent, PATIENCE};
 use serde_json::json;
@@ -59,4 +59,21 @@ async fn a_connection_publishing_faster_than_the_limit_is_disconnected_and_other
         calm += usize::from(payload(&message)["body"].as_str().unwrap().starts_with("calm"));
     }
     assert_eq!(calm, 5);
+}
+
+#[tokio::test]
+async fn connects_beyond_the_connect_rate_are_refused_with_a_reason() {
+    let system = spawn_with(&[("ROOST_MQTT__MAX_CONNECT_RATE", "1")]).await;
+    let token = system.token("alice", 60);
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let (agent, rc) = Agent::connect(&system, "alice", &token, json!({"protocol": 5})).await;
+        codes.push(rc);
+        agent.kill().await;
+    }
+    assert_eq!(codes[0], 0, "{codes:?}");
+    assert!(codes.contains(&0x9F), "a burst past one CONNECT per second is refused: {codes:?}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, rc) = Agent::connect(&system, "alice", &token, json!({})).await;
+    assert_eq!(rc, 0, "the budget refills");
 }
