@@ -6,7 +6,8 @@ use std::time::Duration;
 
 /// rumqttd bug (a): a v5 PUBLISH with properties delivered to a 3.1.1 subscriber hit
 /// `unreachable!()` and poisoned the listener. Here 3.1.1 subscribers on TCP and WebSocket get
-/// the message without properties, a v5 subscriber gets them, and new connections still work.
+/// the message without properties, a v5 subscriber on WebSocket gets them, and new connections
+/// still work.
 #[tokio::test]
 async fn v5_properties_never_reach_311_subscribers_and_harm_nobody() {
     let system = spawn_system().await;
@@ -15,7 +16,9 @@ async fn v5_properties_never_reach_311_subscribers_and_harm_nobody() {
     let mut carol_ws =
         Agent::online(&system, "carol", json!({"transport": "websockets", "port": system.ws_port})).await;
     assert_eq!(carol_ws.subscribe(&[("rooms/lobby/messages", 1)]).await, vec![1]);
-    let mut dave_v5 = Agent::online(&system, "dave", json!({"protocol": 5})).await;
+    // MQTT 5 over WebSocket too (rumqttd bug (e) refused it)
+    let v5_over_ws = json!({"protocol": 5, "transport": "websockets", "port": system.ws_port});
+    let mut dave_v5 = Agent::online(&system, "dave", v5_over_ws).await;
     assert_eq!(dave_v5.subscribe(&[("rooms/lobby/messages", 1)]).await, vec![1]);
 
     let mut alice = Agent::online(&system, "alice", json!({"protocol": 5})).await;
