@@ -22,8 +22,9 @@ use roost_protocol::{now_millis, to_payload, InboxNotice, Topic};
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     valid_filter, Disconnect, DisconnectProperties, DisconnectReasonCode, Filter, Packet, PingResp, PubAck,
-    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, Publish, PublishProperties, QoS, RetainForwardRule,
-    SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason, Unsubscribe,
+    PubAckReason, PubComp, PubCompReason, PubRec, PubRecReason, PubRel, Publish, PublishProperties, QoS,
+    RetainForwardRule, SubAck, Subscribe, SubscribeProperties, SubscribeReasonCode, UnsubAck, UnsubAckReason,
+    Unsubscribe,
 };
 use rumqttd::{Forward, Notification};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -622,9 +623,7 @@ impl Session {
                 Some(Notification::Forward(forward)) => self.deliver(forward),
                 Some(Notification::DeviceAck(ack)) => match Packet::from(ack) {
                     Packet::SubAck(suback, _) => self.on_router_suback(suback.pkid),
-                    Packet::PubRel(release, _) if self.router_acks.router_released(release.pkid, &mut self.out) => {
-                        self.write(Packet::PubRel(release, None))
-                    }
+                    Packet::PubRel(release, _) => self.on_router_release(release),
                     _ => {}
                 },
                 Some(Notification::Unschedule) => parked = true,
@@ -654,7 +653,9 @@ impl Session {
         let internal_ids = properties.as_mut().map(|p| std::mem::take(&mut p.subscription_identifiers));
         let subscription = match internal_ids.as_ref().and_then(|ids| ids.first()) {
             Some(id) => self.subscriptions.by_internal_id(*id),
-            None => std::str::from_utf8(&publish.topic).ok().and_then(|topic| self.subscriptions.matching(topic)),
+            None => {
+                std::str::from_utf8(&publish.topic).ok().and_then(|topic| self.subscriptions.all_matching(topic).next())
+            }
         };
         let subscription = subscription.cloned();
         let Some(subscription) = subscription else {
@@ -760,6 +761,13 @@ impl Session {
             let Some(frame) = self.held.pop_front() else { break };
             self.wbuf.extend_from_slice(&frame);
             self.client_in_flight += 1;
+        }
+    }
+
+    /// The router released a QoS 2 forward: the client completes it, unless the edge does.
+    fn on_router_release(&mut self, release: PubRel) {
+        if self.router_acks.router_released(release.pkid, &mut self.out) {
+            self.write(Packet::PubRel(release, None));
         }
     }
 

@@ -66,13 +66,8 @@ impl Subscriptions {
         self.by_filter.get(self.by_internal_id.get(&internal_id)?)
     }
 
-    /// A subscription whose filter matches `topic`: for forwards the router sent before it
-    /// knew a resumed session's identifiers again.
-    pub(crate) fn matching(&self, topic: &str) -> Option<&Subscription> {
-        self.by_filter.iter().find(|(filter, _)| rumqttd::protocol::matches(topic, filter)).map(|(_, s)| s)
-    }
-
-    /// Every subscription whose filter matches `topic`.
+    /// Every subscription whose filter matches `topic` (the first also serves forwards the
+    /// router sent a resumed session before it knew the session's identifiers again).
     pub(crate) fn all_matching<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Subscription> + 'a {
         self.by_filter.iter().filter(move |(filter, _)| rumqttd::protocol::matches(topic, filter)).map(|(_, s)| s)
     }
