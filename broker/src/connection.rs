@@ -91,10 +91,7 @@ impl Will {
             subscription_identifiers: Vec::new(),
             content_type: p.content_type,
         });
-        let expires_at = publish_properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval)
-            .map(|seconds| now_millis() + i64::from(seconds) * 1000);
+        let expires_at = RouteTag::deadline(&publish_properties);
         RouteTag { qos: will.qos as u8, retain: will.retain, origin: None, expires_at, message: None }
             .attach(&mut publish_properties);
         server.publish_with(Publish::new(will.topic, will.message, will.retain), publish_properties);

@@ -26,6 +26,13 @@ pub(crate) struct RouteTag {
 }
 
 impl RouteTag {
+    /// When a publish with `properties` expires (its message expiry interval from now), in
+    /// milliseconds since the epoch.
+    pub(crate) fn deadline(properties: &Option<PublishProperties>) -> Option<i64> {
+        let seconds = properties.as_ref()?.message_expiry_interval?;
+        Some(roost_protocol::now_millis() + i64::from(seconds) * 1000)
+    }
+
     /// Adds the tag to `properties`.
     pub(crate) fn attach(self, properties: &mut Option<PublishProperties>) {
         let mut value = format!("q{}", self.qos);

@@ -464,10 +464,7 @@ impl Session {
             return Err(Exit::Protocol(format!("invalid topic name '{raw_topic}'")));
         }
         let raw_topic = raw_topic.to_owned();
-        let expires_at = properties
-            .as_ref()
-            .and_then(|p| p.message_expiry_interval)
-            .map(|seconds| now_millis() + i64::from(seconds) * 1000);
+        let expires_at = RouteTag::deadline(&properties);
         if publish.payload.len() > self.edge.config.max_payload {
             let message = format!("payloads are limited to {} bytes", self.edge.config.max_payload);
             return Ok(self.refuse(&raw_topic, Invalid { code: "payload_too_large", message }));
