@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,9 @@ pub(crate) enum Exit {
     ReceiveMaximum,
     #[error("topic alias out of range")]
     TopicAlias,
+    /// The router dropped messages of a QoS 1 or 2 subscription before this client read them.
+    #[error("subscriber fell behind: {0} messages dropped")]
+    SlowSubscriber(u64),
 }
 
 impl Exit {
@@ -86,6 +89,7 @@ impl Exit {
             Exit::RateLimited(_) => (Code::MessageRateTooHigh, "publish rate too high"),
             Exit::ReceiveMaximum => (Code::ReceiveMaximumExceeded, "receive maximum exceeded"),
             Exit::TopicAlias => (Code::TopicAliasInvalid, "topic alias invalid"),
+            Exit::SlowSubscriber(_) => (Code::QuotaExceeded, "too slow: messages were dropped"),
         })
     }
 
@@ -594,6 +598,7 @@ impl Session {
             let router_subscribe =
                 router_subscribe(subscribe.pkid, &path, self.subscriptions.grant(&path, subscription));
             if renew_in_router {
+                self.subscriptions.reread(&path);
                 let unsubscribe = Unsubscribe { pkid: subscribe.pkid, filters: vec![path.clone()] };
                 self.out.push(Packet::Unsubscribe(unsubscribe, None));
             }
@@ -617,7 +622,7 @@ impl Session {
         let mut parked = false;
         loop {
             match next.take() {
-                Some(Notification::Forward(forward)) => self.deliver(forward),
+                Some(Notification::Forward(forward)) => self.deliver(forward)?,
                 Some(Notification::DeviceAck(ack)) => match Packet::from(ack) {
                     Packet::SubAck(suback, _) => self.on_router_suback(suback.pkid),
                     Packet::PubRel(release, _) => self.on_router_release(release),
@@ -644,8 +649,10 @@ impl Session {
     /// the subscription's QoS, without the client's own publishes on no-local filters, expired
     /// messages or unwanted retained ones. Membership is checked on every delivery. Forwards the
     /// client does not get at the router's QoS are acknowledged to the router in its place.
-    fn deliver(&mut self, forward: Forward) {
-        let Forward { mut publish, mut properties, .. } = forward;
+    /// Messages the router dropped before this subscriber read them are counted; for a QoS 1 or
+    /// 2 subscription they end the connection, a gap its client hears of.
+    fn deliver(&mut self, forward: Forward) -> Result<(), Exit> {
+        let Forward { cursor, mut publish, mut properties, .. } = forward;
         let tag = RouteTag::take(&mut properties);
         let internal_ids = properties.as_mut().map(|p| std::mem::take(&mut p.subscription_identifiers));
         let subscription = match internal_ids.as_ref().and_then(|ids| ids.first()) {
@@ -661,8 +668,23 @@ impl Session {
             if router_qos > 0 {
                 self.router_acks.forwarded(pkid, router_qos, None, &mut self.out);
             }
-            return;
+            return Ok(());
         };
+        if let (Some((_, offset)), Some(&id)) = (cursor, internal_ids.as_ref().and_then(|ids| ids.first())) {
+            let skipped = self.subscriptions.skipped_before(id, offset);
+            if skipped > 0 {
+                metrics::counter!("roost_mqtt_messages_skipped_total").increment(skipped);
+                warn!(
+                    user = self.user(),
+                    skipped,
+                    qos = subscription.qos,
+                    "the router dropped messages of a slow subscriber"
+                );
+                if subscription.qos > 0 {
+                    return Err(Exit::SlowSubscriber(skipped));
+                }
+            }
+        }
         let router_qos = subscription.router_qos;
         // overlapping filters: one delivery, at the highest QoS granted, with every identifier
         let (mut granted_qos, mut client_ids) = (subscription.qos, Vec::from_iter(subscription.client_id));
@@ -730,6 +752,7 @@ impl Session {
         if router_qos > 0 {
             self.router_acks.forwarded(pkid, router_qos, client_qos, &mut self.out);
         }
+        Ok(())
     }
 
     /// Replaces the topic of a delivery by an alias when the client accepts them (MQTT 5): the

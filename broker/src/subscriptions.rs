@@ -26,6 +26,9 @@ pub(crate) struct Subscriptions {
     by_filter: HashMap<String, Subscription>,
     by_internal_id: HashMap<usize, String>,
     last_internal_id: usize,
+    /// Per internal identifier: the offset in the router's log of that filter the next forward
+    /// should come from.
+    next_offsets: HashMap<usize, u64>,
 }
 
 impl Subscriptions {
@@ -55,9 +58,32 @@ impl Subscriptions {
         match self.by_filter.remove(filter) {
             Some(removed) => {
                 self.by_internal_id.remove(&removed.internal_id);
+                self.next_offsets.remove(&removed.internal_id);
                 true
             }
             None => false,
+        }
+    }
+
+    /// The router reads `filter` afresh (it was subscribed there again): its offsets restart.
+    pub(crate) fn reread(&mut self, filter: &str) {
+        if let Some(held) = self.by_filter.get(filter) {
+            self.next_offsets.remove(&held.internal_id);
+        }
+    }
+
+    /// Follows the router's read position in the log of the filter tagged `internal_id`; returns
+    /// how many messages before `offset` the session never got. rumqttd's logs are bounded and
+    /// drop what a slow subscriber has not read yet: its read cursor then jumps (brief bug g).
+    /// Shared subscriptions read a cursor shared by the group and never count.
+    pub(crate) fn skipped_before(&mut self, internal_id: usize, offset: u64) -> u64 {
+        match self.by_internal_id.get(&internal_id) {
+            Some(filter) if !filter.starts_with("$share/") => {}
+            _ => return 0,
+        }
+        match self.next_offsets.insert(internal_id, offset + 1) {
+            Some(expected) => offset.saturating_sub(expected),
+            None => 0,
         }
     }
 
@@ -112,5 +138,22 @@ mod tests {
         assert!(subs.remove("a/+"));
         assert!(subs.by_internal_id(first).is_none());
         assert_eq!(subs.len(), 1);
+    }
+
+    #[test]
+    fn a_jump_in_the_router_log_counts_the_messages_skipped() {
+        let mut subs = Subscriptions::default();
+        let room = subs.grant("rooms/a/messages", subscription(1)).internal_id;
+        let shared = subs.grant("$share/g/jobs", subscription(1)).internal_id;
+        assert_eq!(subs.skipped_before(room, 40), 0, "the first forward sets the position");
+        assert_eq!(subs.skipped_before(room, 41), 0);
+        assert_eq!(subs.skipped_before(room, 39), 0, "a resumed session rereads unacknowledged ones");
+        assert_eq!(subs.skipped_before(room, 40), 0);
+        assert_eq!(subs.skipped_before(room, 251), 210);
+        assert_eq!(subs.skipped_before(shared, 1), 0);
+        assert_eq!(subs.skipped_before(shared, 9), 0, "the group shares one cursor");
+        subs.reread("rooms/a/messages");
+        assert_eq!(subs.skipped_before(room, 500), 0, "a filter subscribed afresh starts over");
+        assert_eq!(subs.skipped_before(9999, 1), 0, "a filter no longer held");
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::harness::{payload, spawn_system, spawn_with, Agent, PATIENCE};
 use serde_json::json;
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
@@ -76,4 +77,49 @@ async fn connects_beyond_the_connect_rate_are_refused_with_a_reason() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, rc) = Agent::connect(&system, "alice", &token, json!({})).await;
     assert_eq!(rc, 0, "the budget refills");
+}
+
+/// rumqttd keeps 10 MiB per filter and drops what a subscriber has not read by then (brief bug g).
+#[tokio::test]
+async fn a_subscriber_too_slow_for_the_router_is_disconnected_or_counted_never_silently_short() {
+    let system = spawn_system().await;
+    system.room("lobby", false, "alice", &["bob", "carol"]).await;
+    let mut bob = Agent::online(&system, "bob", json!({"protocol": 5})).await;
+    assert_eq!(bob.subscribe(&[("rooms/lobby/messages", 1)]).await, vec![1]);
+    let mut carol = Agent::online(&system, "carol", json!({})).await;
+    assert_eq!(carol.subscribe(&[("rooms/lobby/messages", 0)]).await, vec![0]);
+    for reader in [&mut bob, &mut carol] {
+        reader.send(json!({"cmd": "freeze"})).await;
+        reader.expect("frozen").await;
+    }
+
+    // 600 messages of 40 kB: 24 MB through the room while bob and carol read nothing
+    let mut alice = Agent::online(&system, "alice", json!({})).await;
+    let filler = "x".repeat(40_000);
+    for n in 0..600 {
+        alice.publish("rooms/lobby/messages", &format!(r#"{{"body":"{n} {filler}"}}"#), 1).await;
+    }
+    for _ in 0..600 {
+        assert_eq!(alice.expect("published").await["rc"], 0);
+    }
+    for reader in [&mut bob, &mut carol] {
+        reader.send(json!({"cmd": "thaw"})).await;
+    }
+
+    let told = bob.expect("disconnected").await;
+    assert_eq!(told["rc"], 0x97, "the QoS 1 subscriber learns it lost messages: {told}");
+    let (_, metrics) = system.call("GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap_or_default();
+    let skipped: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("roost_mqtt_messages_skipped_total "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no skipped counter in {metrics}"));
+    assert!(skipped > 0.0, "{skipped}");
+
+    // carol, at QoS 0, stays connected and gets what comes next
+    while carol.message_on("rooms/lobby/messages", Duration::from_secs(2)).await.is_some() {}
+    alice.publish("rooms/lobby/messages", r#"{"body":"after"}"#, 1).await;
+    let after = carol.message_on("rooms/lobby/messages", PATIENCE).await.expect("carol still subscribed");
+    assert_eq!(payload(&after)["body"], Value::from("after"));
 }

@@ -121,6 +121,8 @@ def main():
             # stop the network thread: the socket stays open but nothing is read or sent
             client.loop_stop()
             emit(event="frozen")
+        elif kind == "thaw":
+            client.loop_start()
         elif kind == "exit":
             # vanish without DISCONNECT: the OS closes the socket
             os._exit(0)
