@@ -5,6 +5,7 @@ mod acl;
 mod auth;
 mod chat;
 mod durability;
+mod examples;
 mod harness;
 mod limits;
 mod mqtt5;

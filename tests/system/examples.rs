@@ -1,0 +1,109 @@
+//! The client examples of `mobile-sdk-examples/` (Python, C, Rust, Node) in one scenario against
+//! a live Roost, watched by a mosquitto_sub observer.
+
+use crate::harness::{next_on, spawn_system, Output, System, PATIENCE};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("mobile-sdk-examples")
+}
+
+/// `command` with the connection settings every example reads, as `user`.
+fn example(system: &System, user: &str, program: &str) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env("ROOST_USER", user)
+        .env("ROOST_TOKEN", system.token(user, 600))
+        .env("ROOST_MQTT_HOST", "127.0.0.1")
+        .env("ROOST_MQTT_PORT", system.mqtt_port.to_string())
+        .env("ROOST_MQTT_URL", format!("mqtt://127.0.0.1:{}", system.mqtt_port))
+        .env("ROOST_HTTP", &system.http)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Starts `command` and waits for the `ready` line it prints once subscribed.
+async fn start_ready(mut command: Command, what: &str) -> (Child, Output) {
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("{what} starts: {e}"));
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let ready = tokio::time::timeout(PATIENCE * 4, lines.next_line()).await;
+    assert!(matches!(ready, Ok(Ok(Some(ref line))) if line == "ready"), "{what} never became ready: {ready:?}");
+    (child, lines)
+}
+
+/// Runs a build step of an example; panics with its output when it fails.
+async fn build(command: &mut Command, what: &str) {
+    let output = command.output().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(output.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test]
+async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
+    let node_modules = examples().join("node/node_modules");
+    assert!(node_modules.is_dir(), "run `npm ci --prefix mobile-sdk-examples/node` first (.ci/run does)");
+    let built = tempfile::tempdir().unwrap();
+    build(
+        Command::new("make").arg("-C").arg(examples().join("c-bot")).arg(format!("OUT={}", built.path().display())),
+        "building c-bot (apt-get install libpaho-mqtt-dev)",
+    )
+    .await;
+    // a target dir of its own: the one `cargo test` runs from stays locked while tests run
+    let rust_target = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/examples");
+    build(
+        Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "roost-rust-bot"])
+            .env("CARGO_TARGET_DIR", &rust_target),
+        "building rust-bot",
+    )
+    .await;
+
+    let system = spawn_system().await;
+    system.room("lab", false, "helper", &["sensor-1", "averager", "carol", "observer"]).await;
+    let mut observer = system.mosquitto_sub("observer", &["rooms/lab/messages"]).await;
+
+    let mut python = example(&system, "helper", "python3");
+    python.arg(examples().join("python-bot/bot.py")).args(["--room", "lab"]);
+    let (python, _) = start_ready(python, "python-bot").await;
+    let mut rust = example(&system, "averager", rust_target.join("debug/roost-rust-bot").to_str().unwrap());
+    rust.args(["--room", "lab", "--every", "3", "--once"]);
+    let (mut rust, mut rust_out) = start_ready(rust, "rust-bot").await;
+
+    let sensor = example(&system, "sensor-1", built.path().join("sensor").to_str().unwrap())
+        .args(["--room", "lab", "--count", "3", "--every", "0.2"])
+        .output()
+        .await
+        .expect("sensor runs");
+    assert!(sensor.status.success(), "sensor: {}", String::from_utf8_lossy(&sensor.stdout));
+    let report = tokio::time::timeout(PATIENCE, rust_out.next_line()).await.expect("rust-bot reports in time");
+    let report = report.unwrap().expect("a report line");
+    assert!(report.starts_with("average ") && report.ends_with(" C over 3 readings"), "{report}");
+    assert!(tokio::time::timeout(PATIENCE, rust.wait()).await.expect("rust-bot exits after --once").unwrap().success());
+
+    let node = example(&system, "carol", "node")
+        .arg(examples().join("node/chat.mjs"))
+        .args(["--room", "lab", "--send", "!ping", "--until", "pong @carol", "--timeout", "20"])
+        .output()
+        .await
+        .expect("node runs");
+    let printed = String::from_utf8_lossy(&node.stdout);
+    assert!(node.status.success(), "node: {printed}{}", String::from_utf8_lossy(&node.stderr));
+    assert!(printed.contains("helper: pong @carol"), "{printed}");
+
+    // the observer saw the whole conversation, each sender's messages in order
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        let message = next_on(&mut observer, "rooms/lab/messages").await;
+        seen.push(format!("{}: {}", message["from"].as_str().unwrap(), message["body"].as_str().unwrap()));
+    }
+    let readings: Vec<&String> = seen.iter().filter(|m| m.starts_with("sensor-1: temperature ")).collect();
+    assert_eq!(readings.len(), 3, "{seen:?}");
+    assert!(seen.contains(&format!("averager: {report}")), "{seen:?}");
+    let ping = seen.iter().position(|m| m == "carol: !ping").expect("carol's ping");
+    let pong = seen.iter().position(|m| m == "helper: pong @carol").expect("the bot's pong");
+    assert!(ping < pong, "{seen:?}");
+    drop(python);
+}
