@@ -630,6 +630,8 @@ impl Session {
     async fn on_notifications(&mut self, rx: &mut LinkRx, first: Option<Notification>) -> Result<(), Exit> {
         let mut next = first;
         let mut parked = false;
+        // a deadline already past: take only what is queued
+        let queued_only = std::time::Instant::now();
         loop {
             match next.take() {
                 Some(Notification::Forward(forward)) => self.deliver(forward)?,
@@ -642,7 +644,7 @@ impl Session {
                 Some(Notification::Disconnect(..)) => return Err(Exit::RouterGone),
                 Some(_) | None => {}
             }
-            match rx.recv_deadline(std::time::Instant::now()) {
+            match rx.recv_deadline(queued_only) {
                 Ok(Some(notification)) => next = Some(notification),
                 _ => break,
             }
@@ -714,8 +716,9 @@ impl Session {
                 }
             }
         }
-        let now = now_millis();
         let expires_at = tag.and_then(|t| t.expires_at);
+        // the clock is read only for messages that expire
+        let now = if expires_at.is_some() { now_millis() } else { 0 };
         let snapshot = publish.retain;
         let wanted = std::str::from_utf8(&publish.topic).is_ok_and(|t| self.edge.policy.may_receive(self.user(), t))
             && expires_at.is_none_or(|at| at > now)

@@ -20,55 +20,65 @@ pub(crate) struct Subscription {
     pub(crate) internal_id: usize,
 }
 
-/// The subscriptions of one session, kept across connections while the session lives.
+/// A granted subscription with its filter and the router's read position in its log.
+#[derive(Debug)]
+struct Held {
+    filter: String,
+    subscription: Subscription,
+    /// The offset in the router's log of the filter the next forward should come from.
+    next_offset: Option<u64>,
+}
+
+/// The subscriptions of one session, kept across connections while the session lives. Indexed
+/// by internal identifier: every forward is looked up by it.
 #[derive(Debug, Default)]
 pub(crate) struct Subscriptions {
-    by_filter: HashMap<String, Subscription>,
-    by_internal_id: HashMap<usize, String>,
+    by_internal_id: HashMap<usize, Held>,
+    internal_ids: HashMap<String, usize>,
     last_internal_id: usize,
-    /// Per internal identifier: the offset in the router's log of that filter the next forward
-    /// should come from.
-    next_offsets: HashMap<usize, u64>,
 }
 
 impl Subscriptions {
     pub(crate) fn len(&self) -> usize {
-        self.by_filter.len()
+        self.by_internal_id.len()
     }
 
     pub(crate) fn get(&self, filter: &str) -> Option<&Subscription> {
-        self.by_filter.get(filter)
+        self.by_internal_id(*self.internal_ids.get(filter)?)
     }
 
     /// Grants `filter`, keeping the internal identifier of a filter already held. The caller
     /// fills in everything but `internal_id`.
     pub(crate) fn grant(&mut self, filter: &str, mut subscription: Subscription) -> &Subscription {
-        subscription.internal_id = match self.by_filter.get(filter) {
-            Some(held) => held.internal_id,
+        let internal_id = match self.internal_ids.get(filter) {
+            Some(&held) => held,
             None => {
                 self.last_internal_id += 1;
-                self.by_internal_id.insert(self.last_internal_id, filter.to_owned());
+                self.internal_ids.insert(filter.to_owned(), self.last_internal_id);
                 self.last_internal_id
             }
         };
-        self.by_filter.entry(filter.to_owned()).insert_entry(subscription).into_mut()
+        subscription.internal_id = internal_id;
+        let held = self.by_internal_id.entry(internal_id).or_insert_with(|| Held {
+            filter: filter.to_owned(),
+            subscription: subscription.clone(),
+            next_offset: None,
+        });
+        held.subscription = subscription;
+        &held.subscription
     }
 
     pub(crate) fn remove(&mut self, filter: &str) -> bool {
-        match self.by_filter.remove(filter) {
-            Some(removed) => {
-                self.by_internal_id.remove(&removed.internal_id);
-                self.next_offsets.remove(&removed.internal_id);
-                true
-            }
+        match self.internal_ids.remove(filter) {
+            Some(internal_id) => self.by_internal_id.remove(&internal_id).is_some(),
             None => false,
         }
     }
 
     /// The router reads `filter` afresh (it was subscribed there again): its offsets restart.
     pub(crate) fn reread(&mut self, filter: &str) {
-        if let Some(held) = self.by_filter.get(filter) {
-            self.next_offsets.remove(&held.internal_id);
+        if let Some(held) = self.internal_ids.get(filter).and_then(|id| self.by_internal_id.get_mut(id)) {
+            held.next_offset = None;
         }
     }
 
@@ -77,37 +87,35 @@ impl Subscriptions {
     /// drop what a slow subscriber has not read yet: its read cursor then jumps (brief bug g).
     /// Shared subscriptions read a cursor shared by the group and never count.
     pub(crate) fn skipped_before(&mut self, internal_id: usize, offset: u64) -> u64 {
-        match self.by_internal_id.get(&internal_id) {
-            Some(filter) if !filter.starts_with("$share/") => {}
-            _ => return 0,
-        }
-        match self.next_offsets.insert(internal_id, offset + 1) {
-            Some(expected) => offset.saturating_sub(expected),
-            None => 0,
+        match self.by_internal_id.get_mut(&internal_id) {
+            Some(held) if !held.filter.starts_with("$share/") => {
+                held.next_offset.replace(offset + 1).map_or(0, |expected| offset.saturating_sub(expected))
+            }
+            _ => 0,
         }
     }
 
     /// The subscription a forward tagged with `internal_id` matched.
     pub(crate) fn by_internal_id(&self, internal_id: usize) -> Option<&Subscription> {
-        self.by_filter.get(self.by_internal_id.get(&internal_id)?)
+        self.by_internal_id.get(&internal_id).map(|held| &held.subscription)
     }
 
     /// Every subscription whose filter matches `topic` (the first also serves forwards the
     /// router sent a resumed session before it knew the session's identifiers again).
     pub(crate) fn all_matching<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = &'a Subscription> + 'a {
-        self.by_filter.iter().filter(move |(filter, _)| rumqttd::protocol::matches(topic, filter)).map(|(_, s)| s)
+        self.iter().filter(move |(filter, _)| rumqttd::protocol::matches(topic, filter)).map(|(_, s)| s)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &Subscription)> {
-        self.by_filter.iter()
+        self.by_internal_id.values().map(|held| (&held.filter, &held.subscription))
     }
 
     pub(crate) fn any_no_local(&self) -> bool {
-        self.by_filter.values().any(|s| s.no_local)
+        self.by_internal_id.values().any(|held| held.subscription.no_local)
     }
 
     pub(crate) fn filters_starting_with(&self, prefix: &str) -> Vec<String> {
-        self.by_filter.keys().filter(|f| f.starts_with(prefix)).cloned().collect()
+        self.internal_ids.keys().filter(|f| f.starts_with(prefix)).cloned().collect()
     }
 }
 
