@@ -1,0 +1,137 @@
+// A Roost room screen's state for iOS, with CocoaMQTT (MQTT 5 client, CocoaMQTT5) and
+// URLSession for the HTTP API. Same behaviour as the tested python-bot and the Kotlin example:
+// username = user, password = access token, stamped envelopes, gap recovery by `seq` from history
+// after every (re)connect, token refresh on DISCONNECT 0xA0 (PROTOCOL.md, sections 2 and 8).
+import CocoaMQTT
+import Foundation
+
+struct Message: Codable {
+    let seq: Int64
+    let from: String
+    let body: String
+    let ts: Int64
+}
+
+private struct Page: Codable { let messages: [Message] }
+private struct TokenPair: Codable { let access_token: String; let refresh_token: String }
+
+/// Access and refresh tokens from POST /v1/auth/login.
+final class Tokens {
+    private(set) var access: String
+    private var refresh: String
+    private let baseURL: URL
+
+    init(baseURL: URL, access: String, refresh: String) {
+        self.baseURL = baseURL
+        self.access = access
+        self.refresh = refresh
+    }
+
+    /// POST /v1/auth/refresh: refresh tokens rotate, so both are replaced.
+    func renew() async throws {
+        var request = URLRequest(url: baseURL.appendingPathComponent("v1/auth/refresh"))
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = try JSONEncoder().encode(["refresh_token": refresh])
+        let (data, _) = try await URLSession.shared.data(for: request)
+        let pair = try JSONDecoder().decode(TokenPair.self, from: data)
+        access = pair.access_token
+        refresh = pair.refresh_token
+    }
+}
+
+@MainActor
+final class RoomModel: ObservableObject, CocoaMQTT5Delegate {
+    @Published private(set) var messages: [Message] = []
+    private var shown: [Int64: Message] = [:]
+    private let room: String
+    private let tokens: Tokens
+    private let baseURL: URL
+    private let mqtt: CocoaMQTT5
+
+    init(user: String, room: String, tokens: Tokens, baseURL: URL, host: String, port: UInt16, deviceId: String) {
+        self.room = room
+        self.tokens = tokens
+        self.baseURL = baseURL
+        // one stable client id per device: it names the device in presence
+        mqtt = CocoaMQTT5(clientID: deviceId, host: host, port: port)
+        mqtt.username = user
+        mqtt.password = tokens.access
+        mqtt.cleanSession = false
+        let properties = MqttConnectProperties()
+        properties.sessionExpiryInterval = 3600
+        mqtt.connectProperties = properties
+        mqtt.autoReconnect = true
+        mqtt.delegate = self
+    }
+
+    private var topic: String { "rooms/\(room)/messages" }
+
+    func start() { _ = mqtt.connect() }
+
+    func send(_ body: String) {
+        // the client's id makes a re-send after a reconnect idempotent
+        let payload = try! JSONSerialization.data(withJSONObject: ["id": UUID().uuidString, "body": body])
+        mqtt.publish(CocoaMQTT5Message(topic: topic, payload: [UInt8](payload), qos: .qos1),
+                     DUP: false, retained: false, properties: MqttPublishProperties())
+    }
+
+    /// GET /v1/rooms/{room}/messages?after=<highest seq shown>, page by page, oldest first.
+    private func recoverGap() async {
+        while true {
+            let after = shown.keys.max() ?? 0
+            var components = URLComponents(url: baseURL.appendingPathComponent("v1/rooms/\(room)/messages"),
+                                           resolvingAgainstBaseURL: false)!
+            components.queryItems = [URLQueryItem(name: "after", value: String(after)),
+                                     URLQueryItem(name: "limit", value: "500")]
+            var request = URLRequest(url: components.url!)
+            request.setValue("Bearer \(tokens.access)", forHTTPHeaderField: "Authorization")
+            guard let (data, _) = try? await URLSession.shared.data(for: request),
+                  let page = try? JSONDecoder().decode(Page.self, from: data) else { return }
+            page.messages.forEach(show)
+            if page.messages.count < 500 { return }
+        }
+    }
+
+    /// Live and recovered messages merge by `seq`: each is shown once, in order.
+    private func show(_ message: Message) {
+        shown[message.seq] = message
+        messages = shown.values.sorted { $0.seq < $1.seq }
+    }
+
+    // MARK: CocoaMQTT5Delegate
+
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didConnectAck ack: CocoaMQTTCONNACKReasonCode, connAckData: MqttDecodeConnAck?) {
+        Task { @MainActor in
+            guard ack == .success else { return }
+            mqtt5.subscribe([MqttSubscription(topic: topic, qos: .qos1)])
+        }
+    }
+
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didSubscribeTopics success: NSDictionary, failed: [String], subAckData: MqttDecodeSubAck?) {
+        Task { @MainActor in await recoverGap() }
+    }
+
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didReceiveMessage message: CocoaMQTT5Message, id: UInt16, publishData: MqttDecodePublish?) {
+        guard let envelope = try? JSONDecoder().decode(Message.self, from: Data(message.payload)) else { return }
+        Task { @MainActor in show(envelope) }
+    }
+
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didReceiveDisconnectReasonCode reasonCode: CocoaMQTTDISCONNECTReasonCode) {
+        // 0xA0: the access token expired; the next automatic reconnect presents a fresh one
+        guard reasonCode == .maximumConnectTime else { return }
+        Task { @MainActor in
+            try? await tokens.renew()
+            mqtt5.password = tokens.access
+        }
+    }
+
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didPublishMessage message: CocoaMQTT5Message, id: UInt16) {}
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didPublishAck id: UInt16, pubAckData: MqttDecodePubAck?) {}
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didPublishRec id: UInt16, pubRecData: MqttDecodePubRec?) {}
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didUnsubscribeTopics topics: [String], unsubAckData: MqttDecodeUnsubAck?) {}
+    nonisolated func mqtt5(_ mqtt5: CocoaMQTT5, didReceiveAuthReasonCode reasonCode: CocoaMQTTAUTHReasonCode) {}
+    nonisolated func mqtt5DidPing(_ mqtt5: CocoaMQTT5) {}
+    nonisolated func mqtt5DidReceivePong(_ mqtt5: CocoaMQTT5) {}
+    nonisolated func mqtt5DidDisconnect(_ mqtt5: CocoaMQTT5, withError err: Error?) {}
+}
