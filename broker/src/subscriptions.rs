@@ -1,6 +1,7 @@
 //! A session's subscriptions as the edge keeps them: the MQTT 5 options rumqttd does not apply,
 //! and the internal subscription identifier that tells which filter a forward matched.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 /// One granted subscription.
@@ -59,13 +60,16 @@ impl Subscriptions {
             }
         };
         subscription.internal_id = internal_id;
-        let held = self.by_internal_id.entry(internal_id).or_insert_with(|| Held {
-            filter: filter.to_owned(),
-            subscription: subscription.clone(),
-            next_offset: None,
-        });
-        held.subscription = subscription;
-        &held.subscription
+        match self.by_internal_id.entry(internal_id) {
+            Entry::Occupied(held) => {
+                let held = held.into_mut();
+                held.subscription = subscription;
+                &held.subscription
+            }
+            Entry::Vacant(slot) => {
+                &slot.insert(Held { filter: filter.to_owned(), subscription, next_offset: None }).subscription
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, filter: &str) -> bool {
