@@ -656,9 +656,11 @@ impl Session {
     fn deliver(&mut self, forward: Forward) -> Result<(), Exit> {
         let Forward { cursor, mut publish, mut properties, .. } = forward;
         let tag = RouteTag::take(&mut properties);
-        let internal_ids = properties.as_mut().map(|p| std::mem::take(&mut p.subscription_identifiers));
-        let subscription = match internal_ids.as_ref().and_then(|ids| ids.first()) {
-            Some(id) => self.subscriptions.by_internal_id(*id),
+        // the router's identifiers are the edge's internal ones: taken off before the client sees them
+        let internal_id =
+            properties.as_mut().and_then(|p| std::mem::take(&mut p.subscription_identifiers).first().copied());
+        let subscription = match internal_id {
+            Some(id) => self.subscriptions.by_internal_id(id),
             None => {
                 std::str::from_utf8(&publish.topic).ok().and_then(|topic| self.subscriptions.all_matching(topic).next())
             }
@@ -672,7 +674,7 @@ impl Session {
             }
             return Ok(());
         };
-        if let (Some((_, offset)), Some(&id)) = (cursor, internal_ids.as_ref().and_then(|ids| ids.first())) {
+        if let (Some((_, offset)), Some(id)) = (cursor, internal_id) {
             let skipped = self.subscriptions.skipped_before(id, offset);
             if skipped > 0 {
                 metrics::counter!("roost_mqtt_messages_skipped_total").increment(skipped);

@@ -93,7 +93,7 @@ async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
     assert!(node.status.success(), "node: {printed}{}", String::from_utf8_lossy(&node.stderr));
     assert!(printed.contains("helper: pong @carol"), "{printed}");
 
-    // the observer saw the whole conversation, each sender's messages in order
+    // the observer saw the whole conversation, carol's ping before the bot's pong
     let mut seen = Vec::new();
     while seen.len() < 6 {
         let message = next_on(&mut observer, "rooms/lab/messages").await;
