@@ -316,6 +316,7 @@ impl Session {
 
     /// Handles every complete packet in the read buffer.
     async fn on_bytes(&mut self) -> Result<(), Exit> {
+        let mut published = false;
         loop {
             let frame =
                 codec::next_frame(&mut self.rbuf, self.edge.config.max_packet, self.identity.version).map_err(|e| {
@@ -325,8 +326,17 @@ impl Session {
                     }
                 })?;
             match frame {
+                None if published => {
+                    // Sockets that became readable together wake their connections together, and
+                    // tokio polls the last one woken first. Publishes wait one turn, so that a
+                    // SUBSCRIBE that arrived just before them on another connection reaches the
+                    // router first, as it would on a broker reading its sockets in order.
+                    tokio::task::yield_now().await;
+                    return Ok(());
+                }
                 None => return Ok(()),
                 Some(Frame::Publish { publish, properties, qos, pkid }) => {
+                    published = true;
                     self.on_publish(publish, properties, qos, pkid).await?
                 }
                 Some(Frame::Other(packet)) => self.on_packet(packet)?,
