@@ -275,6 +275,7 @@ fn broker_config(settings: &Settings) -> BrokerConfig {
         tls_cert: mqtt.tls_cert.clone(),
         tls_key: mqtt.tls_key.clone(),
         keepalive_max: Duration::from_secs(mqtt.keepalive_max),
+        session_expiry_max: Duration::from_secs(mqtt.session_expiry_max),
         max_payload: mqtt.max_payload,
         max_packet: mqtt.max_packet,
         max_connections: mqtt.max_connections,

@@ -47,6 +47,9 @@ pub struct MqttSettings {
     pub tls_key: Option<PathBuf>,
     /// Longest keepalive a client may ask for, seconds (`ROOST_MQTT__KEEPALIVE_MAX`).
     pub keepalive_max: u64,
+    /// Longest a session outlives its connection, seconds (`ROOST_MQTT__SESSION_EXPIRY_MAX`):
+    /// MQTT 5 expiries are clamped to it, 3.1.1 persistent sessions end after it.
+    pub session_expiry_max: u64,
     /// Largest application payload, bytes.
     pub max_payload: usize,
     /// Largest MQTT packet, bytes.
@@ -116,6 +119,7 @@ impl Default for Settings {
                 tls_cert: None,
                 tls_key: None,
                 keepalive_max: 300,
+                session_expiry_max: 7 * 24 * 3600,
                 max_payload: 64 * 1024,
                 max_packet: 256 * 1024,
                 max_connections: 100_000,

@@ -20,6 +20,9 @@ pub struct BrokerConfig {
     pub tls_key: Option<PathBuf>,
     /// The longest keepalive a client may ask for; longer (or 0) is clamped to it.
     pub keepalive_max: Duration,
+    /// The longest a session outlives its connection: longer MQTT 5 expiries are clamped to
+    /// it, and 3.1.1 persistent sessions end after it.
+    pub session_expiry_max: Duration,
     /// Largest accepted application payload, in bytes.
     pub max_payload: usize,
     /// Largest accepted MQTT packet, in bytes.

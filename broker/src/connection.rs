@@ -138,23 +138,23 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
     let Some(_slot) = edge.occupy_slot() else {
         return send_refusal(&mut transport, version, Refusal::Busy, "max connections").await;
     };
-    // Link ids carry the user, so equal client ids of different users never collide.
-    let link_id = format!("{user}:{client_id}");
-    let claim = edge.registry.claim(&link_id).await;
-    let session_expiry = session_expiry(version, &connect, properties.as_ref());
-    let stored = edge.registry.take(&link_id);
-    let resumed = !connect.clean_session && matches!(stored, Stored::Live(_));
-    edge.registry.settle_will(&link_id, resumed);
-    let router_may_hold_state = !matches!(stored, Stored::None) && !resumed;
-    let subscriptions = match stored {
-        Stored::Live(subscriptions) if resumed => subscriptions,
-        _ => Default::default(),
+    // Session ids carry the user, so equal client ids of different users never collide.
+    let claim = edge.registry.claim(&format!("{user}:{client_id}")).await;
+    let session_expiry = session_expiry(version, &connect, properties.as_ref(), edge.config.session_expiry_max);
+    let stored = edge.registry.take(&claim.session_id);
+    let resumed = !connect.clean_session && matches!(stored, Stored::Live(..));
+    edge.registry.settle_will(&claim.session_id, resumed);
+    let (subscriptions, router_id, router_may_hold_state) = match stored {
+        Stored::Live(subscriptions, router_id) if resumed => (subscriptions, router_id, false),
+        Stored::Live(_, router_id) | Stored::Expired(router_id) => (Default::default(), router_id, true),
+        Stored::None(router_id) => (Default::default(), router_id, false),
     };
-    let persistent = session_expiry != Some(Duration::ZERO);
-    let (tx, rx, _) = match open_link(&edge, &link_id, resumed, persistent, router_may_hold_state).await {
+    let persistent = !session_expiry.is_zero();
+    let (tx, rx, _) = match open_link(&edge, &router_id, resumed, persistent, router_may_hold_state).await {
         Ok(link) => link,
         Err(e) => {
             warn!(%user, %client_id, error = %e, "router refused the link");
+            edge.registry.give_back(router_id);
             return send_refusal(&mut transport, version, Refusal::Unavailable, "router").await;
         }
     };
@@ -163,7 +163,10 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
         requested => Duration::from_secs(requested.into()).min(edge.config.keepalive_max),
     };
     let connack_properties = (version == Version::V5).then(|| ConnAckProperties {
-        session_expiry_interval: None,
+        // a client asking for longer than the server keeps sessions is told how long it got
+        session_expiry_interval: (properties.as_ref().and_then(|p| p.session_expiry_interval)
+            > Some(edge.config.session_expiry_max.as_secs().try_into().unwrap_or(u32::MAX)))
+        .then(|| u32::try_from(session_expiry.as_secs()).unwrap_or(u32::MAX)),
         receive_max: Some(RECEIVE_MAXIMUM),
         max_qos: None,
         retain_available: Some(1),
@@ -188,7 +191,11 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
     if transport.write_all(&wbuf).await.is_err() {
         let mut tx = tx;
         let _ = send_batch(&mut tx, [router_disconnect()]).await;
-        return;
+        return if persistent || resumed {
+            edge.registry.save(&claim.session_id, subscriptions, router_id, session_expiry)
+        } else {
+            edge.registry.give_back(router_id)
+        };
     }
     wbuf.clear();
     if user != ANONYMOUS {
@@ -211,7 +218,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
     };
     let mut session = Session::new(edge, identity, transport, tx, rbuf, subscriptions);
     let exit = session.run(rx, &claim, keepalive, token_deadline).await;
-    let told = session.teardown(exit, &claim, &link_id, will, persistent || resumed).await;
+    let told = session.teardown(exit, &claim, router_id, will, persistent || resumed).await;
     drop(claim);
     if let Some(transport) = told {
         linger(transport).await;
@@ -304,33 +311,39 @@ fn authorize_will(
     Err(())
 }
 
-/// How long the session outlives its connection: 3.1.1 persistent sessions for ever (`None`),
-/// MQTT 5 as the client asks (0 by default: it ends with the connection).
-fn session_expiry(version: Version, connect: &Connect, properties: Option<&ConnectProperties>) -> Option<Duration> {
-    match version {
-        Version::V311 if connect.clean_session => Some(Duration::ZERO),
-        Version::V311 => None,
+/// How long the session outlives its connection: MQTT 5 as the client asks (0 by default: it
+/// ends with the connection), 3.1.1 persistent sessions as long as `max` allows, like MQTT 5
+/// sessions that ask for longer.
+fn session_expiry(
+    version: Version,
+    connect: &Connect,
+    properties: Option<&ConnectProperties>,
+    max: Duration,
+) -> Duration {
+    let asked = match version {
+        Version::V311 if connect.clean_session => Duration::ZERO,
+        Version::V311 => Duration::MAX,
         Version::V5 => match properties.and_then(|p| p.session_expiry_interval).unwrap_or(0) {
-            u32::MAX => None,
-            seconds => Some(Duration::from_secs(seconds.into())),
+            u32::MAX => Duration::MAX,
+            seconds => Duration::from_secs(seconds.into()),
         },
-    }
+    };
+    asked.min(max)
 }
 
 /// Builds the router link of a session: resumed, fresh and kept, or fresh and clean. State the
 /// router may still hold for an expired session is cleared first.
 async fn open_link(
     edge: &Edge,
-    link_id: &str,
+    router_id: &str,
     resumed: bool,
     persistent: bool,
     router_may_hold_state: bool,
 ) -> Result<crate::links::Link, String> {
     if router_may_hold_state && persistent {
-        let (mut tx, _, _) = edge.links.build(link_id.to_owned(), true).await?;
-        send_batch(&mut tx, [router_disconnect()]).await.map_err(|e| e.to_string())?;
+        edge.links.clear(router_id).await?;
     }
-    edge.links.build(link_id.to_owned(), !(resumed || persistent)).await
+    edge.links.build(router_id.to_owned(), !(resumed || persistent)).await
 }
 
 async fn send_refusal(transport: &mut Transport, version: Version, refusal: Refusal, why: &str) {

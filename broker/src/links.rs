@@ -35,7 +35,7 @@ pub(crate) struct Links {
     factory: Arc<Factory>,
 }
 
-/// The link id the server's own link uses; client link ids always contain `:`.
+/// The link id the server's own link uses; sessions' link ids start with `link:`.
 const SERVER_LINK_ID: &str = "roost-server";
 
 impl Links {
@@ -54,6 +54,12 @@ impl Links {
     pub(crate) async fn build(&self, id: String, clean: bool) -> Result<Link, String> {
         let factory = self.factory.clone();
         tokio::task::spawn_blocking(move || factory(&id, clean)).await.unwrap_or_else(|e| Err(e.to_string()))
+    }
+
+    /// Clears the session state the router keeps for `id`: a clean link in its place, ended.
+    pub(crate) async fn clear(&self, id: &str) -> Result<(), String> {
+        let (mut tx, _, _) = self.build(id.to_owned(), true).await?;
+        send_batch(&mut tx, [crate::connection::router_disconnect()]).await.map_err(|e| e.to_string())
     }
 
     /// Opens the server link and the task that feeds it.

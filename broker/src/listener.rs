@@ -42,6 +42,9 @@ async fn accept_loop(listener: TcpListener, protocol: Protocol, accepted: mpsc::
 /// How long shutdown waits for connections to publish their offline status.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often saved sessions past their expiry are let go.
+const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
+
 /// Everything a connection needs.
 pub(crate) struct Edge {
     pub(crate) config: BrokerConfig,
@@ -113,6 +116,14 @@ impl Edge {
         (previous < self.config.max_connections).then_some(slot)
     }
 
+    /// Clears what the router keeps of an expired session and recycles its link id.
+    async fn release_router_session(self: Arc<Self>, router_id: String) {
+        match self.links.clear(&router_id).await {
+            Ok(()) => self.registry.give_back(router_id),
+            Err(e) => warn!(router_id, error = %e, "router kept an expired session"),
+        }
+    }
+
     /// Accepts on every listener until `shutdown`, then stops every connection.
     pub(crate) async fn run(
         self: Arc<Self>,
@@ -125,10 +136,16 @@ impl Edge {
             acceptors.spawn(accept_loop(listener, protocol, accepted_tx.clone()));
         }
         let mut connections = JoinSet::new();
+        let mut expiry_sweep = tokio::time::interval(EXPIRY_SWEEP);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
+                _ = expiry_sweep.tick() => {
+                    for router_id in self.registry.expire() {
+                        connections.spawn(self.clone().release_router_session(router_id));
+                    }
+                }
                 Some((stream, protocol)) = accepted.recv() => {
                     let edge = self.clone();
                     connections.spawn(async move {

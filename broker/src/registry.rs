@@ -1,9 +1,13 @@
-//! Sessions by link id: which connection holds each one (takeover stops the holder and waits
-//! for its teardown), the state of sessions that outlive their connection, and the wills
-//! waiting out their delay.
+//! Sessions by session id (`user:client id`): which connection holds each one (takeover stops
+//! the holder and waits for its teardown), the state of sessions that outlive their connection
+//! until they expire, the wills waiting out their delay, and the router link ids sessions use.
+//!
+//! rumqttd keeps a record of every link id it ever saw (its graveyard) and frees none, so link
+//! ids are not derived from client ids: they are recycled, and the router holds at most one
+//! record per session that was alive or saved at the same time.
 
 use crate::subscriptions::Subscriptions;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,17 +23,44 @@ struct Entry {
 /// A session kept after its connection ended, until `expires_at`.
 struct Saved {
     subscriptions: Subscriptions,
+    router_id: String,
     expires_at: Option<Instant>,
 }
 
-/// What the registry knows of a session a connection asks for.
+/// What the registry knows of a session a connection asks for, with the router link id the
+/// connection is to use.
 pub(crate) enum Stored {
-    /// No session: the router holds no state for the link id either.
-    None,
-    /// A live session to resume.
-    Live(Subscriptions),
-    /// A session that expired: the router may still hold its state.
-    Expired,
+    /// No session: a link id the router holds no session state for.
+    None(String),
+    /// A live session to resume on its link id.
+    Live(Subscriptions, String),
+    /// A session that expired: the router may still hold its state under the link id.
+    Expired(String),
+}
+
+/// Saved sessions by session id, and the same sessions by expiry, soonest first.
+#[derive(Default)]
+struct SavedSessions {
+    by_id: HashMap<String, Saved>,
+    expiries: BTreeSet<(Instant, String)>,
+}
+
+impl SavedSessions {
+    fn remove(&mut self, session_id: &str) -> Option<Saved> {
+        let saved = self.by_id.remove(session_id)?;
+        if let Some(at) = saved.expires_at {
+            self.expiries.remove(&(at, session_id.to_owned()));
+        }
+        metrics::gauge!("roost_mqtt_saved_sessions").set(self.by_id.len() as f64);
+        Some(saved)
+    }
+}
+
+/// Router link ids: handed out, given back, handed out again.
+#[derive(Default)]
+struct RouterIds {
+    free: Vec<String>,
+    issued: usize,
 }
 
 /// What becomes of a will waiting out its delay.
@@ -43,7 +74,8 @@ pub(crate) enum WillFate {
 #[derive(Default)]
 pub(crate) struct Registry {
     live: Mutex<HashMap<String, Entry>>,
-    saved: Mutex<HashMap<String, Saved>>,
+    saved: Mutex<SavedSessions>,
+    router_ids: Mutex<RouterIds>,
     wills: Mutex<HashMap<String, oneshot::Sender<WillFate>>>,
     generations: AtomicU64,
     shutting_down: AtomicBool,
@@ -53,25 +85,25 @@ pub(crate) struct Registry {
 /// successor, so drop it only after the connection's teardown.
 pub(crate) struct Claim {
     registry: Arc<Registry>,
-    link_id: String,
+    pub(crate) session_id: String,
     pub(crate) generation: u64,
     pub(crate) kicked: Arc<Notify>,
     _ended: oneshot::Sender<()>,
 }
 
 impl Registry {
-    /// Claims `link_id`, stopping and awaiting the connection that held it.
-    pub(crate) async fn claim(self: &Arc<Self>, link_id: &str) -> Claim {
+    /// Claims `session_id`, stopping and awaiting the connection that held it.
+    pub(crate) async fn claim(self: &Arc<Self>, session_id: &str) -> Claim {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let kicked = Arc::new(Notify::new());
         let (ended_tx, ended_rx) = oneshot::channel();
         let entry = Entry { generation, kick: kicked.clone(), ended: ended_rx };
-        let previous = self.live.lock().expect("registry lock").insert(link_id.to_owned(), entry);
+        let previous = self.live.lock().expect("registry lock").insert(session_id.to_owned(), entry);
         if let Some(previous) = previous {
             previous.kick.notify_one();
             let _ = previous.ended.await;
         }
-        Claim { registry: self.clone(), link_id: link_id.to_owned(), generation, kicked, _ended: ended_tx }
+        Claim { registry: self.clone(), session_id: session_id.to_owned(), generation, kicked, _ended: ended_tx }
     }
 
     /// Stops every connection (shutdown).
@@ -86,48 +118,78 @@ impl Registry {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Keeps a session whose connection ended for `expiry` (`None`: for ever).
-    pub(crate) fn save(&self, link_id: &str, subscriptions: Subscriptions, expiry: Option<Duration>) {
-        let saved = Saved { subscriptions, expires_at: expiry.map(|expiry| Instant::now() + expiry) };
-        self.saved.lock().expect("registry lock").insert(link_id.to_owned(), saved);
+    /// Keeps a session whose connection ended for `expiry`, with its router link id.
+    pub(crate) fn save(&self, session_id: &str, subscriptions: Subscriptions, router_id: String, expiry: Duration) {
+        let expires_at = Instant::now().checked_add(expiry);
+        let mut saved = self.saved.lock().expect("registry lock");
+        if let Some(at) = expires_at {
+            saved.expiries.insert((at, session_id.to_owned()));
+        }
+        saved.by_id.insert(session_id.to_owned(), Saved { subscriptions, router_id, expires_at });
+        metrics::gauge!("roost_mqtt_saved_sessions").set(saved.by_id.len() as f64);
     }
 
-    /// Takes the session saved for `link_id`.
-    pub(crate) fn take(&self, link_id: &str) -> Stored {
-        match self.saved.lock().expect("registry lock").remove(link_id) {
-            None => Stored::None,
-            Some(saved) if saved.expires_at.is_some_and(|at| at <= Instant::now()) => Stored::Expired,
-            Some(saved) => Stored::Live(saved.subscriptions),
+    /// Takes the session saved for `session_id`, or a fresh router link id.
+    pub(crate) fn take(&self, session_id: &str) -> Stored {
+        let saved = self.saved.lock().expect("registry lock").remove(session_id);
+        match saved {
+            None => Stored::None(self.lend_router_id()),
+            Some(saved) if saved.expires_at.is_some_and(|at| at <= Instant::now()) => Stored::Expired(saved.router_id),
+            Some(saved) => Stored::Live(saved.subscriptions, saved.router_id),
         }
+    }
+
+    /// Forgets the saved sessions that have expired and returns their router link ids, whose
+    /// router state the caller clears before giving them back.
+    pub(crate) fn expire(&self) -> Vec<String> {
+        let mut saved = self.saved.lock().expect("registry lock");
+        let later = saved.expiries.split_off(&(Instant::now(), String::new()));
+        let due = std::mem::replace(&mut saved.expiries, later);
+        due.into_iter().filter_map(|(_, session_id)| saved.remove(&session_id)).map(|s| s.router_id).collect()
+    }
+
+    /// A router link id the router holds no session state for.
+    fn lend_router_id(&self) -> String {
+        let mut ids = self.router_ids.lock().expect("registry lock");
+        ids.free.pop().unwrap_or_else(|| {
+            ids.issued += 1;
+            metrics::gauge!("roost_mqtt_router_link_ids").set(ids.issued as f64);
+            format!("link:{}", ids.issued)
+        })
+    }
+
+    /// Gives back a router link id whose link has ended without session state in the router.
+    pub(crate) fn give_back(&self, router_id: String) {
+        self.router_ids.lock().expect("registry lock").free.push(router_id);
     }
 
     /// Holds a delayed will; it is published by `publish` after `delay` unless [`Registry::settle_will`]
     /// decides otherwise first.
     pub(crate) fn defer_will(
         self: &Arc<Self>,
-        link_id: &str,
+        session_id: &str,
         delay: Duration,
         publish: impl FnOnce() + Send + 'static,
     ) {
         let (fate_tx, fate) = oneshot::channel();
-        self.wills.lock().expect("registry lock").insert(link_id.to_owned(), fate_tx);
+        self.wills.lock().expect("registry lock").insert(session_id.to_owned(), fate_tx);
         let registry = self.clone();
-        let link_id = link_id.to_owned();
+        let session_id = session_id.to_owned();
         tokio::spawn(async move {
             let fate = tokio::time::timeout(delay, fate).await;
             if !matches!(fate, Ok(Ok(WillFate::Cancel))) {
                 publish();
             }
             if fate.is_err() {
-                registry.wills.lock().expect("registry lock").remove(&link_id);
+                registry.wills.lock().expect("registry lock").remove(&session_id);
             }
         });
     }
 
-    /// A new connection took `link_id`: a will still waiting fires now, unless the session
+    /// A new connection took `session_id`: a will still waiting fires now, unless the session
     /// was resumed.
-    pub(crate) fn settle_will(&self, link_id: &str, resumed: bool) {
-        if let Some(fate) = self.wills.lock().expect("registry lock").remove(link_id) {
+    pub(crate) fn settle_will(&self, session_id: &str, resumed: bool) {
+        if let Some(fate) = self.wills.lock().expect("registry lock").remove(session_id) {
             let _ = fate.send(if resumed { WillFate::Cancel } else { WillFate::PublishNow });
         }
     }
@@ -136,8 +198,8 @@ impl Registry {
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut live = self.registry.live.lock().expect("registry lock");
-        if live.get(&self.link_id).is_some_and(|e| e.generation == self.generation) {
-            live.remove(&self.link_id);
+        if live.get(&self.session_id).is_some_and(|e| e.generation == self.generation) {
+            live.remove(&self.session_id);
         }
     }
 }

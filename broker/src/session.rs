@@ -161,8 +161,8 @@ pub(crate) struct Identity {
     pub(crate) client_receive_max: usize,
     /// The most topic aliases the client accepts from the server (MQTT 5; 0: none).
     pub(crate) client_topic_alias_max: u16,
-    /// How long the session outlives the connection (`None`: for ever).
-    pub(crate) session_expiry: Option<Duration>,
+    /// How long the session outlives the connection.
+    pub(crate) session_expiry: Duration,
 }
 
 /// The state of an established session.
@@ -377,7 +377,8 @@ impl Session {
             Packet::PingReq(_) => self.write(Packet::PingResp(PingResp)),
             Packet::Disconnect(disconnect, properties) => {
                 if let Some(seconds) = properties.and_then(|p| p.session_expiry_interval) {
-                    self.identity.session_expiry = (seconds != u32::MAX).then(|| Duration::from_secs(seconds.into()));
+                    self.identity.session_expiry =
+                        Duration::from_secs(seconds.into()).min(self.edge.config.session_expiry_max);
                 }
                 let with_will = disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
                 return Err(Exit::Disconnected { with_will });
@@ -678,6 +679,7 @@ impl Session {
         let subscription = subscription.cloned();
         let Some(subscription) = subscription else {
             // a forward for a filter the session no longer holds
+            metrics::counter!("roost_mqtt_unheld_forwards_total").increment(1);
             let (router_qos, pkid) = codec::outgoing_qos_pkid(&publish);
             if router_qos > 0 {
                 self.router_acks.forwarded(pkid, router_qos, None, &mut self.out);
@@ -849,7 +851,7 @@ impl Session {
         mut self,
         exit: Exit,
         claim: &Claim,
-        link_id: &str,
+        router_id: String,
         will: Option<Will>,
         kept: bool,
     ) -> Option<Transport> {
@@ -858,20 +860,23 @@ impl Session {
             self.edge.presence.disconnected(user, client_id, claim.generation);
         }
         if let Some(will) = will.filter(|_| exit.publishes_will()) {
-            let delay = will.delay().min(session_expiry.unwrap_or(Duration::MAX));
+            let delay = will.delay().min(session_expiry);
             if delay.is_zero() {
                 will.publish(&self.edge.server);
             } else {
                 let server = self.edge.server.clone();
-                self.edge.registry.defer_will(link_id, delay, move || will.publish(&server));
+                self.edge.registry.defer_will(&claim.session_id, delay, move || will.publish(&server));
             }
-        }
-        if kept {
-            self.edge.registry.save(link_id, std::mem::take(&mut self.subscriptions), session_expiry);
         }
         if !matches!(exit, Exit::RouterGone) {
             self.out.push(router_disconnect());
             let _ = send_batch(&mut self.tx, self.out.drain(..)).await;
+        }
+        if kept {
+            let subscriptions = std::mem::take(&mut self.subscriptions);
+            self.edge.registry.save(&claim.session_id, subscriptions, router_id, session_expiry);
+        } else {
+            self.edge.registry.give_back(router_id);
         }
         let told = match (version, exit.reason()) {
             (Version::V5, Some((reason_code, why))) => {

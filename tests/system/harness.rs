@@ -231,6 +231,14 @@ impl System {
         (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
     }
 
+    /// The value of the metric `name` (no labels) on `/metrics`; `None` until it is first
+    /// recorded (a counter that never counted).
+    pub(crate) async fn metric(&self, name: &str) -> Option<f64> {
+        let (_, metrics) = self.call("GET", "/metrics", None, None).await;
+        let metrics = metrics.as_str().unwrap_or_default().to_owned();
+        metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Registers `user` and returns its access token.
     pub(crate) async fn register(&self, user: &str) -> String {
         let credentials = json!({"username": user, "password": "correct horse"});

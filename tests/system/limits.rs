@@ -1,9 +1,11 @@
 //! Limits: a connection ends when its token expires; subscriptions, publish and connect rates are capped.
 
-use crate::harness::{payload, spawn_system, spawn_with, Agent, PATIENCE};
+use crate::harness::{payload, spawn_system, spawn_with, Agent, System, PATIENCE};
 use serde_json::json;
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, Instant};
+use tokio::process::Command;
 
 #[tokio::test]
 async fn a_connection_ends_when_its_token_expires_and_a_fresh_token_reconnects() {
@@ -108,13 +110,7 @@ async fn a_subscriber_too_slow_for_the_router_is_disconnected_or_counted_never_s
 
     let told = bob.expect("disconnected").await;
     assert_eq!(told["rc"], 0x97, "the QoS 1 subscriber learns it lost messages: {told}");
-    let (_, metrics) = system.call("GET", "/metrics", None, None).await;
-    let metrics = metrics.as_str().unwrap_or_default();
-    let skipped: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("roost_mqtt_messages_skipped_total "))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no skipped counter in {metrics}"));
+    let skipped = system.metric("roost_mqtt_messages_skipped_total").await.expect("skipped messages counted");
     assert!(skipped > 0.0, "{skipped}");
 
     // carol, at QoS 0, stays connected and gets what comes next
@@ -122,4 +118,69 @@ async fn a_subscriber_too_slow_for_the_router_is_disconnected_or_counted_never_s
     alice.publish("rooms/lobby/messages", r#"{"body":"after"}"#, 1).await;
     let after = carol.message_on("rooms/lobby/messages", PATIENCE).await.expect("carol still subscribed");
     assert_eq!(payload(&after)["body"], Value::from("after"));
+}
+
+/// Runs `count` 3.1.1 clients of `user` one after another, each with a client id of its own,
+/// subscribing to `topics` (tests/system/py/churn.py).
+async fn churn(system: &System, user: &str, count: usize, persistent: bool, topics: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/system/py/churn.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &system.mqtt_port.to_string(), user, &system.token(user, 600), &count.to_string()])
+        .arg(if persistent { "persistent" } else { "clean" })
+        .args(topics)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("done {count}"), "{output:?}");
+}
+
+/// How many link ids the edge has handed to the router.
+async fn link_ids(system: &System) -> f64 {
+    system.metric("roost_mqtt_router_link_ids").await.expect("link ids recorded")
+}
+
+/// rumqttd bug (f): the router keeps a record of every client id it ever saw, and the edge kept
+/// persistent sessions until their client id came back.
+#[tokio::test]
+async fn ended_and_expired_sessions_give_back_what_they_held() {
+    let system = spawn_with(&[("ROOST_MQTT__SESSION_EXPIRY_MAX", "5")]).await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+
+    // a thousand page loads, each with a client id of its own, cost the router a few link ids
+    churn(&system, "bob", 1000, false, &[]).await;
+    assert!(link_ids(&system).await <= 10.0);
+
+    // persistent sessions are kept until they expire
+    let phone = json!({"client_id": "bob-phone", "clean": false});
+    let mut bob = Agent::online(&system, "bob", phone.clone()).await;
+    assert_eq!(bob.subscribe(&[("users/bob/inbox", 1)]).await, vec![1]);
+    bob.send(json!({"cmd": "disconnect"})).await;
+    bob.expect("disconnected").await;
+    let bob = Agent::online(&system, "bob", phone.clone()).await;
+    assert_eq!(bob.connack()["session_present"], true, "resumed within the expiry");
+    bob.kill().await;
+    churn(&system, "bob", 200, true, &["rooms/lobby/messages"]).await;
+    assert!(system.metric("roost_mqtt_saved_sessions").await >= Some(200.0));
+    let issued = link_ids(&system).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(system.metric("roost_mqtt_saved_sessions").await, Some(0.0));
+
+    // a recycled link id carries nothing of its expired session: the router forwards carol
+    // nothing of the room the session before her subscribed to
+    let mut carol = Agent::online(&system, "carol", json!({"client_id": "carol-phone", "clean": false})).await;
+    system
+        .mosquitto_pub("alice", &system.token("alice", 60), "rooms/lobby/messages", r#"{"body":"members only"}"#, 1)
+        .await;
+    assert!(carol.message_on_any(Duration::from_secs(2)).await.is_none(), "a recycled link id leaked a subscription");
+    assert_eq!(system.metric("roost_mqtt_unheld_forwards_total").await, None, "the router forwarded nothing");
+    let bob = Agent::online(&system, "bob", phone).await;
+    assert_eq!(bob.connack()["session_present"], false, "3.1.1 persistent sessions end after session_expiry_max");
+    churn(&system, "carol", 200, true, &[]).await;
+    assert!(link_ids(&system).await <= issued + 2.0);
+
+    // an MQTT 5 client asking for longer is told what it got
+    let long = json!({"protocol": 5, "client_id": "bob-tablet", "clean": false, "properties": {"SessionExpiryInterval": 3600}});
+    let tablet = Agent::online(&system, "bob", long).await;
+    assert_eq!(tablet.connack()["properties"]["SessionExpiryInterval"], 5);
 }

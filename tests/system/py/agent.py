@@ -34,7 +34,7 @@ def described(properties):
     out = {}
     for name in ("UserProperty", "SubscriptionIdentifier", "MessageExpiryInterval", "ResponseTopic",
                  "ContentType", "AssignedClientIdentifier", "ServerKeepAlive", "ReceiveMaximum",
-                 "TopicAliasMaximum", "TopicAlias"):
+                 "TopicAliasMaximum", "TopicAlias", "SessionExpiryInterval"):
         if hasattr(properties, name):
             out[name] = getattr(properties, name)
     return out
@@ -49,8 +49,9 @@ def with_properties(packet_type, fields):
     return properties
 
 
-def on_connect(_client, _userdata, _flags, reason_code, properties):
-    emit(event="connack", rc=reason_code.value, properties=described(properties))
+def on_connect(_client, _userdata, flags, reason_code, properties):
+    emit(event="connack", rc=reason_code.value, session_present=flags.session_present,
+         properties=described(properties))
 
 
 def on_subscribe(_client, _userdata, mid, reason_codes, _properties):
