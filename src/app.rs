@@ -6,7 +6,8 @@ use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, OperatorRules, Policy, TokenService};
 use roost_broker::{Broker, BrokerConfig, BrokerDeps};
 use roost_history::{
-    ApiConfig, AppState, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store,
+    ApiConfig, AppState, ClientConfig, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy,
+    SqliteStore, Store,
 };
 use secrecy::SecretString;
 use std::future::{Future, IntoFuture};
@@ -180,6 +181,7 @@ impl App {
                 let config = ApiConfig {
                     access_ttl_secs: settings.auth.access_ttl,
                     refresh_ttl_secs: settings.auth.refresh_ttl,
+                    client: client_config(&settings, broker.as_ref().map(|part| &part.broker)),
                 };
                 let policy = RetentionPolicy {
                     max_age: settings.retention.max_age.map(Duration::from_secs),
@@ -262,6 +264,21 @@ impl App {
             }
         }
         info!("stopped");
+    }
+}
+
+/// The WebSocket ports browsers connect to: the bound ones in one process, the configured ones
+/// when split.
+fn client_config(settings: &Settings, broker: Option<&Broker>) -> ClientConfig {
+    let port = |address: &str| address.rsplit_once(':').and_then(|(_, port)| port.parse().ok());
+    match broker {
+        Some(broker) => ClientConfig {
+            ws_port: Some(broker.ws_addr().port()),
+            wss_port: broker.wss_addr().map(|address| address.port()),
+        },
+        None => {
+            ClientConfig { ws_port: port(&settings.mqtt.ws), wss_port: settings.mqtt.wss.as_deref().and_then(port) }
+        }
     }
 }
 

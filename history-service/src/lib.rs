@@ -6,7 +6,7 @@ pub mod relay;
 pub mod retention;
 pub mod store;
 
-pub use http::{ApiConfig, AppState, PresenceSource};
+pub use http::{ApiConfig, AppState, ClientConfig, PresenceSource};
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use relay::{Directive, OutboxRelay, Relay};
 pub use retention::RetentionPolicy;

@@ -2,7 +2,7 @@
 
 use crate::harness::{next_on, payload, silent_on, spawn_system, spawn_with, Agent, PATIENCE};
 use serde_json::json;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn members_receive_the_stamped_envelope_and_history_returns_it() {
@@ -77,6 +77,32 @@ async fn typing_and_receipts_are_stamped() {
     system.mosquitto_pub("alice", &token, "rooms/lobby/receipts", r#"{"read_seq":3}"#, 1).await;
     let receipt = next_on(&mut bob, "rooms/lobby/receipts").await;
     assert_eq!((receipt["from"].as_str(), receipt["read_seq"].as_i64()), (Some("alice"), Some(3)));
+}
+
+#[tokio::test]
+async fn unread_counts_others_messages_after_the_last_receipt() {
+    let system = spawn_system().await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+    let (alice, bob) = (system.token("alice", 60), system.token("bob", 60));
+    for (user, token, body) in
+        [("bob", &bob, "one"), ("bob", &bob, "two"), ("bob", &bob, "three"), ("alice", &alice, "mine")]
+    {
+        let (code, _) =
+            system.mosquitto_pub(user, token, "rooms/lobby/messages", &format!(r#"{{"body":"{body}"}}"#), 1).await;
+        assert_eq!(code, 0);
+    }
+    let unread = || async { system.call("GET", "/v1/rooms/lobby/unread", Some(&alice), None).await };
+    assert_eq!(unread().await, (200, json!({"last_read": null, "unread": 3, "capped": false})));
+
+    system.mosquitto_pub("alice", &alice, "rooms/lobby/receipts", r#"{"read_seq":2}"#, 1).await;
+    let deadline = Instant::now() + PATIENCE;
+    while unread().await.1["last_read"] != 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(unread().await, (200, json!({"last_read": 2, "unread": 1, "capped": false})), "seq 3 is bob's, 4 hers");
+    system.register("carol").await;
+    let carol = system.token("carol", 60);
+    assert_eq!(system.call("GET", "/v1/rooms/lobby/unread", Some(&carol), None).await.0, 403, "members only");
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 
 mod acl;
 mod auth;
+mod browser;
 mod chat;
 mod durability;
 mod examples;

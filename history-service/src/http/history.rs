@@ -1,4 +1,4 @@
-//! History pages and presence, for members of the rooms concerned.
+//! History pages, unread counts and presence, for members of the rooms concerned.
 
 use super::auth::AuthUser;
 use super::error::{ApiQuery, ErrorBody};
@@ -14,6 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/rooms/{id}/messages", get(messages))
+        .route("/v1/rooms/{id}/unread", get(unread))
         .route("/v1/rooms/{id}/presence", get(room_presence))
         .route("/v1/users/{name}/presence", get(user_presence))
 }
@@ -34,6 +35,20 @@ pub(crate) struct PageQuery {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct MessagePage {
     messages: Vec<Envelope>,
+}
+
+/// Most messages an unread count looks at; beyond it the count is `capped`.
+const UNREAD_COUNTED: u32 = 100;
+
+/// What a member has not read yet in a room: messages of others after its last receipt.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Unread {
+    /// The `read_seq` of the member's last receipt (`null`: none yet).
+    last_read: Option<i64>,
+    /// Messages of others after `last_read`, counting at most 100.
+    unread: usize,
+    /// True when there are more than `unread` (show "100+").
+    capped: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -67,6 +82,22 @@ pub(crate) async fn messages(
         (None, None) => Page::Latest { limit },
     };
     Ok(Json(MessagePage { messages: state.store.messages(&id, page).await? }))
+}
+
+#[utoipa::path(get, path = "/v1/rooms/{id}/unread", security(("bearer" = [])), responses(
+    (status = 200, body = Unread), (status = 404, body = ErrorBody)))]
+pub(crate) async fn unread(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<Unread>, ApiError> {
+    state.room_of_member(&id, &user).await?;
+    let last_read = state.store.last_read(&id, &user).await?;
+    let page = Page::After { after: last_read.unwrap_or(0), before: None, limit: UNREAD_COUNTED };
+    let after = state.store.messages(&id, page).await?;
+    let capped = after.len() == UNREAD_COUNTED as usize;
+    let unread = after.iter().filter(|message| message.from != user).count();
+    Ok(Json(Unread { last_read, unread, capped }))
 }
 
 impl AppState {

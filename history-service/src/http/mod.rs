@@ -1,12 +1,15 @@
-//! The HTTP API (axum): auth, rooms, history, presence, health, metrics and OpenAPI.
+//! The HTTP API (axum): auth, rooms, history, presence, health, metrics and OpenAPI, and the
+//! browser chat page.
 
 mod auth;
 mod error;
 mod history;
 mod ops;
 mod rooms;
+mod web;
 
 pub use error::ApiError;
+pub use web::ClientConfig;
 
 use crate::relay::Relay;
 use crate::store::Store;
@@ -21,11 +24,12 @@ pub trait PresenceSource: Send + Sync + 'static {
     fn presence(&self, user: &str) -> Option<PresenceAggregate>;
 }
 
-/// Token lifetimes the API hands out.
+/// Token lifetimes the API hands out, and where browsers reach the broker.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub access_ttl_secs: u64,
     pub refresh_ttl_secs: u64,
+    pub client: ClientConfig,
 }
 
 /// Shared state of every handler.
@@ -48,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rooms::routes())
         .merge(history::routes())
         .merge(ops::routes())
+        .merge(web::routes())
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")

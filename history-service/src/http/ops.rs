@@ -66,7 +66,7 @@ impl Modify for BearerAuth {
         super::rooms::leave, super::rooms::add_member, super::rooms::remove_member, super::rooms::delete_room,
         super::rooms::open_dm,
         super::history::messages, super::history::user_presence, super::history::room_presence,
-        healthz, prometheus,
+        super::history::unread, super::web::client_config, healthz, prometheus,
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),

@@ -1,0 +1,558 @@
+// Roost's browser chat page: accounts and rooms over the HTTP API, everything live over MQTT 5
+// on WebSocket (MQTT.js). The wire contract it follows is PROTOCOL.md at the repository's root.
+import mqtt from "./mqtt.esm.js";
+
+const $ = (id) => document.getElementById(id);
+const SESSION_KEY = "roost.session";
+const ROOM_KEY = "roost.room";
+const PAGE = 50;
+const TYPING_RENEW_MS = 3000;
+const TYPING_IDLE_MS = 4000;
+const TYPING_SHOWN_MS = 6000;
+
+const state = {
+  session: JSON.parse(localStorage.getItem(SESSION_KEY) || "null"),
+  rooms: new Map(),
+  presence: new Map(),
+  current: null,
+  client: null,
+  connectedOnce: false,
+  refreshTimer: null,
+};
+
+// ---- HTTP -------------------------------------------------------------------------------
+
+class ApiError extends Error {}
+
+async function api(method, path, body, retried = false) {
+  const headers = { "content-type": "application/json" };
+  if (state.session) headers.authorization = `Bearer ${state.session.access}`;
+  const response = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
+  if (response.status === 401 && state.session && !retried) {
+    await refreshTokens();
+    return api(method, path, body, true);
+  }
+  const text = await response.text();
+  const json = text ? JSON.parse(text) : null;
+  if (!response.ok) throw new ApiError(json?.error?.message || `${method} ${path}: ${response.status}`);
+  return json;
+}
+
+function keepSession(user, tokens) {
+  state.session = {
+    user,
+    access: tokens.access_token,
+    refresh: tokens.refresh_token,
+    expiresAt: Date.now() + tokens.expires_in * 1000,
+  };
+  localStorage.setItem(SESSION_KEY, JSON.stringify(state.session));
+  scheduleRefresh();
+}
+
+/** Trades the refresh token for new tokens; the live connection uses them from its next CONNECT. */
+async function refreshTokens() {
+  const response = await fetch("/v1/auth/refresh", {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ refresh_token: state.session.refresh }),
+  });
+  if (!response.ok) {
+    signOut();
+    throw new ApiError("your session ended: sign in again");
+  }
+  keepSession(state.session.user, await response.json());
+  if (state.client) state.client.options.password = state.session.access;
+}
+
+function scheduleRefresh() {
+  clearTimeout(state.refreshTimer);
+  const due = Math.max(5000, state.session.expiresAt - Date.now() - 60000);
+  state.refreshTimer = setTimeout(() => refreshTokens().catch(showSidebarError), due);
+}
+
+// ---- signing in -----------------------------------------------------------------------------
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const action = event.submitter?.value || "login";
+  const credentials = { username: form.username.value.trim(), password: form.password.value };
+  $("signin-error").textContent = "";
+  try {
+    if (action === "register") await api("POST", "/v1/auth/register", credentials);
+    keepSession(credentials.username, await api("POST", "/v1/auth/login", credentials));
+    await start();
+  } catch (error) {
+    $("signin-error").textContent = error.message;
+  }
+});
+
+$("signout").addEventListener("click", signOut);
+
+function signOut() {
+  localStorage.removeItem(SESSION_KEY);
+  localStorage.removeItem(ROOM_KEY);
+  state.client?.end(true);
+  location.reload();
+}
+
+// ---- rooms ------------------------------------------------------------------------------------
+
+function roomTopics(id) {
+  return [`rooms/${id}/messages`, `rooms/${id}/typing`, `rooms/${id}/receipts`, `rooms/${id}/events`];
+}
+
+/** Adds a room the user is a member of: its members, unread count, and live topics. */
+async function addRoom(id) {
+  const detail = await api("GET", `/v1/rooms/${id}`);
+  const unread = await api("GET", `/v1/rooms/${id}/unread`);
+  const existing = state.rooms.get(id);
+  const room = existing || { id, messages: new Map(), loaded: false, hasOlder: true, typing: new Map() };
+  Object.assign(room, {
+    direct: detail.direct,
+    owner: detail.owner,
+    members: detail.members,
+    unread: unread.unread,
+    capped: unread.capped,
+  });
+  state.rooms.set(id, room);
+  if (!existing) state.client?.subscribe(roomTopics(id), { qos: 1 });
+  renderRooms();
+  return room;
+}
+
+function dropRoom(id, why) {
+  state.rooms.delete(id);
+  state.client?.unsubscribe(roomTopics(id));
+  if (state.current === id) {
+    state.current = null;
+    localStorage.removeItem(ROOM_KEY);
+    renderRoom();
+  }
+  renderRooms();
+  if (why) showSidebarError(why);
+}
+
+function roomLabel(room) {
+  if (!room.direct) return `# ${room.id}`;
+  const other = room.members.find((member) => member !== state.session.user) || state.session.user;
+  return `@ ${other}`;
+}
+
+$("room-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const name = form.room.value.trim();
+  try {
+    if (event.submitter?.value === "create") await api("POST", "/v1/rooms", { name });
+    else await api("POST", `/v1/rooms/${name}/join`);
+    await addRoom(name);
+    form.reset();
+    openRoom(name);
+  } catch (error) {
+    showSidebarError(error.message);
+  }
+});
+
+$("dm-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  try {
+    const room = await api("POST", "/v1/dms", { user: form.user.value.trim() });
+    await addRoom(room.id);
+    form.reset();
+    openRoom(room.id);
+  } catch (error) {
+    showSidebarError(error.message);
+  }
+});
+
+$("leave").addEventListener("click", async () => {
+  const id = state.current;
+  try {
+    await api("POST", `/v1/rooms/${id}/leave`);
+    dropRoom(id);
+  } catch (error) {
+    showSidebarError(error.message);
+  }
+});
+
+$("back").addEventListener("click", () => {
+  state.current = null;
+  localStorage.removeItem(ROOM_KEY);
+  renderRoom();
+  renderRooms();
+});
+
+// ---- messages ---------------------------------------------------------------------------------
+
+async function openRoom(id) {
+  const room = state.rooms.get(id);
+  if (!room) return;
+  state.current = id;
+  localStorage.setItem(ROOM_KEY, id);
+  if (!room.loaded) {
+    const page = await api("GET", `/v1/rooms/${id}/messages?limit=${PAGE}`);
+    page.messages.forEach((message) => room.messages.set(message.seq, message));
+    room.hasOlder = page.messages.length === PAGE;
+    room.loaded = true;
+  }
+  const members = await api("GET", `/v1/rooms/${id}/presence`);
+  members.members.forEach(({ user, ...presence }) => state.presence.set(user, presence));
+  markRead(room);
+  renderRooms();
+  renderRoom();
+  $("message-input").focus();
+}
+
+async function loadOlder() {
+  const room = state.rooms.get(state.current);
+  if (!room || !room.hasOlder) return;
+  const oldest = Math.min(...room.messages.keys());
+  const page = await api("GET", `/v1/rooms/${room.id}/messages?before=${oldest}&limit=${PAGE}`);
+  page.messages.forEach((message) => room.messages.set(message.seq, message));
+  room.hasOlder = page.messages.length === PAGE;
+  const list = $("messages");
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  renderMessages(room);
+  list.scrollTop = list.scrollHeight - fromBottom;
+}
+
+$("older").addEventListener("click", () => loadOlder().catch(showSidebarError));
+$("messages").addEventListener("scroll", (event) => {
+  if (event.target.scrollTop === 0) loadOlder().catch(showSidebarError);
+});
+
+/** After a reconnect: whatever the rooms got while the connection was down, by `seq`. */
+async function recoverGaps() {
+  for (const room of state.rooms.values()) {
+    if (!room.loaded || room.messages.size === 0) {
+      const unread = await api("GET", `/v1/rooms/${room.id}/unread`);
+      Object.assign(room, { unread: unread.unread, capped: unread.capped });
+      continue;
+    }
+    let after = Math.max(...room.messages.keys());
+    for (;;) {
+      const page = await api("GET", `/v1/rooms/${room.id}/messages?after=${after}&limit=500`);
+      page.messages.forEach((message) => receiveMessage(room, message));
+      if (page.messages.length < 500) break;
+      after = page.messages[page.messages.length - 1].seq;
+    }
+  }
+  renderRooms();
+}
+
+function receiveMessage(room, message) {
+  if (room.messages.has(message.seq)) return;
+  room.messages.set(message.seq, message);
+  if (room.id === state.current && document.visibilityState === "visible") {
+    const list = $("messages");
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    renderMessages(room);
+    if (atBottom || message.from === state.session.user) list.scrollTop = list.scrollHeight;
+    markRead(room);
+  } else if (message.from !== state.session.user) {
+    room.unread += 1;
+  }
+  room.typing.delete(message.from);
+  renderTyping();
+  renderRooms();
+}
+
+function markRead(room) {
+  room.unread = 0;
+  room.capped = false;
+  if (room.messages.size === 0) return;
+  const newest = Math.max(...room.messages.keys());
+  if (newest > (room.readSent || 0)) {
+    room.readSent = newest;
+    publish(`rooms/${room.id}/receipts`, { read_seq: newest }, 1);
+  }
+}
+
+document.addEventListener("visibilitychange", () => {
+  const room = state.rooms.get(state.current);
+  if (room && document.visibilityState === "visible") {
+    renderMessages(room);
+    markRead(room);
+    renderRooms();
+  }
+});
+
+$("composer").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const input = $("message-input");
+  const body = input.value.trim();
+  if (!body || !state.current) return;
+  // the id makes a resend after a reconnect idempotent: the server stores the message once
+  publish(`rooms/${state.current}/messages`, { id: crypto.randomUUID(), body }, 1);
+  input.value = "";
+  stopTyping();
+});
+
+// ---- typing -----------------------------------------------------------------------------------
+
+const typing = { room: null, sentAt: 0, idle: null };
+
+$("message-input").addEventListener("input", () => {
+  if (!state.current) return;
+  if (typing.room !== state.current || Date.now() - typing.sentAt > TYPING_RENEW_MS) {
+    typing.room = state.current;
+    typing.sentAt = Date.now();
+    publish(`rooms/${state.current}/typing`, { typing: true }, 0);
+  }
+  clearTimeout(typing.idle);
+  typing.idle = setTimeout(stopTyping, TYPING_IDLE_MS);
+});
+
+function stopTyping() {
+  clearTimeout(typing.idle);
+  if (typing.room) publish(`rooms/${typing.room}/typing`, { typing: false }, 0);
+  typing.room = null;
+}
+
+function receiveTyping(room, { from, typing: isTyping }) {
+  if (from === state.session.user) return;
+  clearTimeout(room.typing.get(from));
+  if (isTyping) {
+    room.typing.set(
+      from,
+      setTimeout(() => {
+        room.typing.delete(from);
+        renderTyping();
+      }, TYPING_SHOWN_MS),
+    );
+  } else {
+    room.typing.delete(from);
+  }
+  renderTyping();
+}
+
+// ---- MQTT -------------------------------------------------------------------------------------
+
+function publish(topic, payload, qos) {
+  state.client?.publish(topic, JSON.stringify(payload), { qos });
+}
+
+async function connect() {
+  const config = await api("GET", "/v1/client-config");
+  const secure = location.protocol === "https:" && config.wss_port;
+  const url = `${secure ? "wss" : "ws"}://${location.hostname}:${secure ? config.wss_port : config.ws_port}/mqtt`;
+  const user = state.session.user;
+  const clientId = `web-${crypto.randomUUID().slice(0, 8)}`;
+  const client = mqtt.connect(url, {
+    protocolVersion: 5,
+    clientId,
+    username: user,
+    password: state.session.access,
+    clean: true,
+    keepalive: 30,
+    reconnectPeriod: 2000,
+    will: { topic: `presence/${user}/${clientId}`, payload: '{"status":"offline"}', qos: 1, retain: true },
+  });
+  state.client = client;
+  client.on("connect", () => {
+    const topics = [`users/${user}/inbox`, "presence/+", ...[...state.rooms.keys()].flatMap(roomTopics)];
+    client.subscribe(topics, { qos: 1 });
+    setConnection("online");
+    if (state.connectedOnce) recoverGaps().catch(showSidebarError);
+    state.connectedOnce = true;
+  });
+  client.on("reconnect", () => setConnection("reconnecting…"));
+  client.on("offline", () => setConnection("offline"));
+  client.on("disconnect", (packet) => {
+    // 0xA0: the token this connection authenticated with expired
+    if (packet.reasonCode === 0xa0) refreshTokens().catch(showSidebarError);
+  });
+  client.on("error", (error) => {
+    if (error.code === 0x86 || error.code === 0x87) refreshTokens().catch(showSidebarError);
+  });
+  client.on("message", (topic, payload) => {
+    let message;
+    try {
+      message = JSON.parse(new TextDecoder().decode(payload));
+    } catch {
+      return;
+    }
+    route(topic.split("/"), message);
+  });
+}
+
+function route(levels, message) {
+  const [kind, name, leaf] = levels;
+  if (kind === "presence" && levels.length === 2) {
+    state.presence.set(name, message);
+    renderMembers();
+    renderRooms();
+  } else if (kind === "users" && leaf === "inbox") {
+    receiveNotice(message);
+  } else if (kind === "rooms") {
+    const room = state.rooms.get(name);
+    if (!room) return;
+    if (leaf === "messages") receiveMessage(room, message);
+    else if (leaf === "typing") receiveTyping(room, message);
+    else if (leaf === "events") receiveEvent(room, message);
+  }
+}
+
+function receiveNotice(notice) {
+  if (notice.type === "added_to_room" || notice.type === "new_dm") {
+    addRoom(notice.room).catch(showSidebarError);
+  } else if (notice.type === "rejected") {
+    showSidebarError(`not sent: ${notice.message}`);
+  }
+}
+
+function receiveEvent(room, event) {
+  const me = state.session.user;
+  if (event.type === "deleted") return dropRoom(room.id, `${roomLabel(room)} was deleted`);
+  if ((event.type === "removed" || event.type === "left") && event.user === me) {
+    return dropRoom(room.id, event.type === "removed" ? `you were removed from ${roomLabel(room)}` : null);
+  }
+  if (event.type === "joined" && !room.members.includes(event.user)) {
+    room.members.push(event.user);
+    // presence changes reach only users sharing a room: this one's current status is news here
+    api("GET", `/v1/users/${event.user}/presence`)
+      .then((presence) => {
+        state.presence.set(event.user, presence);
+        renderMembers();
+      })
+      .catch(showSidebarError);
+  }
+  if (event.type === "left" || event.type === "removed") room.members = room.members.filter((m) => m !== event.user);
+  renderMembers();
+}
+
+// ---- rendering --------------------------------------------------------------------------------
+
+function element(tag, { dataset = {}, ...props } = {}, ...children) {
+  const node = Object.assign(document.createElement(tag), props);
+  Object.assign(node.dataset, dataset);
+  node.append(...children);
+  return node;
+}
+
+function setConnection(text) {
+  const status = $("connection");
+  status.textContent = text;
+  status.classList.toggle("online", text === "online");
+  document.body.dataset.connection = text;
+}
+
+function showSidebarError(error) {
+  $("sidebar-error").textContent = error?.message || error || "";
+}
+
+function presenceDot(user) {
+  const online = state.presence.get(user)?.status === "online";
+  return element("span", { className: online ? "dot online" : "dot", title: online ? "online" : "offline" });
+}
+
+function lastSeen(user) {
+  const presence = state.presence.get(user);
+  if (presence?.status === "online") return "online";
+  if (!presence?.last_seen) return "offline";
+  return `last seen ${new Date(presence.last_seen).toLocaleString([], { dateStyle: "short", timeStyle: "short" })}`;
+}
+
+function renderRooms() {
+  const list = $("rooms");
+  list.replaceChildren(
+    ...[...state.rooms.values()]
+      .sort((a, b) => a.id.localeCompare(b.id))
+      .map((room) => {
+        const label = element("span", {}, roomLabel(room));
+        if (room.direct) {
+          const other = room.members.find((member) => member !== state.session.user);
+          if (other) label.prepend(presenceDot(other));
+        }
+        const count = room.capped ? `${room.unread}+` : `${room.unread}`;
+        const button = element("button", { type: "button" }, label);
+        if (room.unread > 0) {
+          button.append(element("span", { className: "badge", ariaLabel: `${count} unread` }, count));
+        }
+        button.setAttribute("aria-current", room.id === state.current ? "true" : "false");
+        button.addEventListener("click", () => openRoom(room.id).catch(showSidebarError));
+        return element("li", { dataset: { room: room.id } }, button);
+      }),
+  );
+  $("chat").classList.toggle("in-room", Boolean(state.current));
+}
+
+function renderRoom() {
+  const room = state.rooms.get(state.current);
+  $("room-title").textContent = room ? roomLabel(room) : "Pick a room";
+  $("composer").hidden = !room;
+  $("leave").hidden = !room || room.direct;
+  $("chat").classList.toggle("in-room", Boolean(room));
+  renderMembers();
+  renderTyping();
+  if (room) {
+    renderMessages(room);
+    $("messages").scrollTop = $("messages").scrollHeight;
+  } else {
+    $("message-list").replaceChildren();
+    $("older").hidden = true;
+  }
+}
+
+function renderMembers() {
+  const room = state.rooms.get(state.current);
+  $("members").replaceChildren(
+    ...(room?.members || []).map((user) =>
+      element("li", { dataset: { user } }, presenceDot(user), `${user} · `, element("span", { className: "seen" }, lastSeen(user))),
+    ),
+  );
+}
+
+function renderMessages(room) {
+  const me = state.session.user;
+  const time = (ts) => new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  $("older").hidden = !room.hasOlder;
+  $("message-list").replaceChildren(
+    ...[...room.messages.values()]
+      .sort((a, b) => a.seq - b.seq)
+      .map((message) =>
+        element(
+          "li",
+          { className: message.from === me ? "mine" : "", dataset: { seq: message.seq } },
+          element("span", { className: "from" }, message.from),
+          element("time", { dateTime: new Date(message.ts).toISOString() }, time(message.ts)),
+          element("div", { className: "body" }, message.body),
+        ),
+      ),
+  );
+}
+
+function renderTyping() {
+  const room = state.rooms.get(state.current);
+  const who = room ? [...room.typing.keys()] : [];
+  $("typing").textContent =
+    who.length === 0 ? "" : who.length === 1 ? `${who[0]} is typing…` : `${who.join(", ")} are typing…`;
+}
+
+// ---- start --------------------------------------------------------------------------------
+
+async function start() {
+  $("signin").hidden = true;
+  $("chat").hidden = false;
+  $("me-name").textContent = state.session.user;
+  if (state.session.expiresAt - Date.now() < 60000) await refreshTokens();
+  scheduleRefresh();
+  const { rooms } = await api("GET", "/v1/rooms");
+  await Promise.all(rooms.map((room) => addRoom(room.id)));
+  await connect();
+  const remembered = localStorage.getItem(ROOM_KEY);
+  if (remembered && state.rooms.has(remembered)) await openRoom(remembered);
+}
+
+if (state.session) {
+  start().catch((error) => {
+    localStorage.removeItem(SESSION_KEY);
+    $("chat").hidden = true;
+    $("signin").hidden = false;
+    $("signin-error").textContent = error.message;
+  });
+} else {
+  $("signin").hidden = false;
+}
