@@ -157,6 +157,9 @@ impl App {
         // split, the broker follows the outbox from here: read before the view it updates
         let outbox_start = if role == Role::Broker { Some(store.outbox_head().await?) } else { None };
         let membership = Arc::new(MembershipView::from_pairs(store.memberships().await?));
+        for bot in store.bots().await? {
+            membership.enroll_bot(&bot.name, &bot.token_id);
+        }
 
         let broker = match role {
             Role::History => None,

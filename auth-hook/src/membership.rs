@@ -1,4 +1,5 @@
-//! The in-memory view of room membership that every ACL check reads: no I/O on the hot path.
+//! The in-memory view of room membership that every ACL check reads, and the live token ids of
+//! bots: no I/O on the hot path.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
@@ -7,8 +8,18 @@ use tokio::sync::broadcast;
 /// A change to the view, broadcast so connections can revoke subscriptions at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipChange {
-    Added { room: String, user: String },
-    Removed { room: String, user: String },
+    Added {
+        room: String,
+        user: String,
+    },
+    Removed {
+        room: String,
+        user: String,
+    },
+    /// The bot `user`'s token was revoked: its connections end.
+    BotRevoked {
+        user: String,
+    },
 }
 
 #[derive(Default)]
@@ -20,12 +31,14 @@ struct Rooms {
 /// Who is in which room, kept in memory; the store is the source it is loaded from.
 pub struct MembershipView {
     rooms: RwLock<Rooms>,
+    /// Bot name -> the id its live token carries.
+    bots: RwLock<HashMap<String, String>>,
     changes: broadcast::Sender<MembershipChange>,
 }
 
 impl Default for MembershipView {
     fn default() -> Self {
-        Self { rooms: RwLock::default(), changes: broadcast::channel(1024).0 }
+        Self { rooms: RwLock::default(), bots: RwLock::default(), changes: broadcast::channel(1024).0 }
     }
 }
 
@@ -74,6 +87,24 @@ impl MembershipView {
         for user in members {
             self.remove(room, &user);
         }
+    }
+
+    /// Makes `token_id` the bot `name`'s live token.
+    pub fn enroll_bot(&self, name: &str, token_id: &str) {
+        self.bots.write().expect("membership lock").insert(name.to_owned(), token_id.to_owned());
+    }
+
+    /// Revokes the bot `name`'s token; its connections are told to end.
+    pub fn revoke_bot(&self, name: &str) {
+        if self.bots.write().expect("membership lock").remove(name).is_some() {
+            let _ = self.changes.send(MembershipChange::BotRevoked { user: name.to_owned() });
+        }
+    }
+
+    /// False for a bot token (`bot_token`: the id it carries) that is not `user`'s live one
+    /// (revoked); true for users' tokens.
+    pub fn admits(&self, user: &str, bot_token: Option<&str>) -> bool {
+        bot_token.is_none_or(|id| self.bots.read().expect("membership lock").get(user).map(String::as_str) == Some(id))
     }
 
     pub fn is_member(&self, room: &str, user: &str) -> bool {

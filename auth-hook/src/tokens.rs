@@ -35,8 +35,18 @@ impl TokenService {
 
     /// An access token for `user`, valid for `ttl_secs` seconds from now.
     pub fn issue(&self, user: &str, ttl_secs: u64) -> String {
+        self.sign(user, ttl_secs, None)
+    }
+
+    /// A token for the bot `name`, carrying `token_id`: it works while the bot's live token
+    /// id is `token_id` (see [`crate::MembershipView::admits`]).
+    pub fn issue_bot(&self, name: &str, token_id: &str, ttl_secs: u64) -> String {
+        self.sign(name, ttl_secs, Some(token_id.to_owned()))
+    }
+
+    fn sign(&self, user: &str, ttl_secs: u64, bot: Option<String>) -> String {
         let iat = roost_protocol::now_millis() / 1000;
-        let claims = Claims { sub: user.to_owned(), iat, exp: iat.saturating_add(ttl_secs as i64) };
+        let claims = Claims { sub: user.to_owned(), iat, exp: iat.saturating_add(ttl_secs as i64), bot };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 signing cannot fail")
     }
 

@@ -10,7 +10,7 @@ use crate::session::{Identity, Session};
 use crate::transport::{Protocol, Transport};
 use bytes::BytesMut;
 use roost_auth::{TokenError, ANONYMOUS};
-use roost_protocol::{names, now_millis, Topic};
+use roost_protocol::{names, now_millis, Claims, Topic};
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode,
     LastWill, LastWillProperties, Login, Packet, Publish, PublishProperties,
@@ -114,7 +114,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
         return send_refusal(&mut transport, version, Refusal::RateExceeded, "connect rate").await;
     }
     let anonymous_allowed = edge.config.anonymous.iter().any(|name| name == protocol.name());
-    let (user, token_expiry) = match authenticate(&edge, login, anonymous_allowed) {
+    let (user, claims) = match authenticate(&edge, login, anonymous_allowed) {
         Ok(identity) => identity,
         Err(refusal) => return send_refusal(&mut transport, version, refusal, "authentication").await,
     };
@@ -204,8 +204,9 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
     metrics::counter!("roost_mqtt_connections_total").increment(1);
     info!(%user, %client_id, ?version, "connected");
     let client_max_packet = properties.as_ref().and_then(|p| p.max_packet_size).map(|size| size as usize);
-    let token_deadline = token_expiry
-        .map(|expiry| Instant::now() + Duration::from_millis(u64::try_from(expiry * 1000 - now_millis()).unwrap_or(0)));
+    let token_deadline = claims.as_ref().map(|claims| {
+        Instant::now() + Duration::from_millis(u64::try_from(claims.exp * 1000 - now_millis()).unwrap_or(0))
+    });
     let identity = Identity {
         version,
         user,
@@ -215,6 +216,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
         client_receive_max: properties.as_ref().and_then(|p| p.receive_maximum).map_or(usize::MAX, usize::from),
         client_topic_alias_max: properties.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
         session_expiry,
+        bot_token: claims.and_then(|claims| claims.bot),
     };
     let mut session = Session::new(edge, identity, transport, tx, rbuf, subscriptions);
     let exit = session.run(rx, &claim, keepalive, token_deadline).await;
@@ -271,9 +273,13 @@ async fn read_connect(
     }
 }
 
-/// The user the credentials prove, with its token's expiry (seconds since the epoch), or the
-/// refusal. Without credentials, on a listener that allows it: [`ANONYMOUS`], no expiry.
-fn authenticate(edge: &Edge, login: Option<Login>, anonymous_allowed: bool) -> Result<(String, Option<i64>), Refusal> {
+/// The user the credentials prove, with its token's claims, or the refusal. Without
+/// credentials, on a listener that allows it: [`ANONYMOUS`], no token.
+fn authenticate(
+    edge: &Edge,
+    login: Option<Login>,
+    anonymous_allowed: bool,
+) -> Result<(String, Option<Claims>), Refusal> {
     let login = match login {
         Some(login) => login,
         None if anonymous_allowed => return Ok((ANONYMOUS.to_owned(), None)),
@@ -283,7 +289,11 @@ fn authenticate(edge: &Edge, login: Option<Login>, anonymous_allowed: bool) -> R
         return Err(Refusal::BadCredentials);
     }
     match edge.tokens.verify_for(&login.username, &login.password) {
-        Ok(claims) => Ok((login.username, Some(claims.exp))),
+        Ok(claims) if !edge.policy.membership().admits(&claims.sub, claims.bot.as_deref()) => {
+            debug!(user = login.username, "revoked bot token");
+            Err(Refusal::BadCredentials)
+        }
+        Ok(claims) => Ok((login.username, Some(claims))),
         Err(TokenError::WrongUser) => Err(Refusal::NotAuthorized),
         Err(e) => {
             debug!(user = login.username, error = %e, "token refused");

@@ -70,6 +70,9 @@ pub(crate) enum Exit {
     /// The router dropped messages of a QoS 1 or 2 subscription before this client read them.
     #[error("subscriber fell behind: {0} messages dropped")]
     SlowSubscriber(u64),
+    /// The bot's token was revoked.
+    #[error("bot token revoked")]
+    Revoked,
 }
 
 impl Exit {
@@ -90,6 +93,7 @@ impl Exit {
             Exit::ReceiveMaximum => (Code::ReceiveMaximumExceeded, "receive maximum exceeded"),
             Exit::TopicAlias => (Code::TopicAliasInvalid, "topic alias invalid"),
             Exit::SlowSubscriber(_) => (Code::QuotaExceeded, "too slow: messages were dropped"),
+            Exit::Revoked => (Code::NotAuthorized, "token revoked"),
         })
     }
 
@@ -163,6 +167,8 @@ pub(crate) struct Identity {
     pub(crate) client_topic_alias_max: u16,
     /// How long the session outlives the connection.
     pub(crate) session_expiry: Duration,
+    /// The id a bot's token carries (`None`: a user's token).
+    pub(crate) bot_token: Option<String>,
 }
 
 /// The state of an established session.
@@ -278,10 +284,7 @@ impl Session {
                     self.on_ack(ack, send);
                     Ok(())
                 }
-                change = self.changes.recv() => {
-                    self.on_membership(change);
-                    Ok(())
-                }
+                change = self.changes.recv() => self.on_membership(change),
                 _ = &mut deadline => {
                     if last_read.elapsed() >= grace {
                         Err(Exit::KeepAlive)
@@ -826,12 +829,16 @@ impl Session {
     }
 
     /// A member removed from a room loses its subscriptions to the room at once.
-    fn on_membership(&mut self, change: Result<MembershipChange, broadcast::error::RecvError>) {
+    fn on_membership(&mut self, change: Result<MembershipChange, broadcast::error::RecvError>) -> Result<(), Exit> {
+        // a bot's connection ends with its token, whichever change it missed
+        if !self.edge.policy.membership().admits(&self.identity.user, self.identity.bot_token.as_deref()) {
+            return Err(Exit::Revoked);
+        }
         let Ok(MembershipChange::Removed { room, user }) = change else {
-            return;
+            return Ok(());
         };
         if user != self.identity.user {
-            return;
+            return Ok(());
         }
         let revoked = self.subscriptions.filters_starting_with(&format!("rooms/{room}/"));
         for filter in &revoked {
@@ -841,6 +848,7 @@ impl Session {
             debug!(user, room, "subscriptions revoked");
             self.out.push(Packet::Unsubscribe(Unsubscribe { pkid: 0, filters: revoked }, None));
         }
+        Ok(())
     }
 
     /// Ends the connection: marks the device offline, fires or defers the will, keeps the

@@ -25,6 +25,10 @@ pub enum Directive {
     Dismiss { room: String, user: String },
     /// `room` is gone with all its members.
     CloseRoom { room: String },
+    /// The bot `bot` signs in with tokens carrying `token_id`.
+    EnrollBot { bot: String, token_id: String },
+    /// The bot `bot`'s token is revoked: its connections end, its CONNECTs are refused.
+    RevokeBot { bot: String },
     /// A server message (room event, inbox notice); `payload` is its JSON text.
     Publish { topic: String, payload: String },
 }
@@ -42,6 +46,8 @@ impl Directive {
             Self::Admit { room, user } => view.add(room, user),
             Self::Dismiss { room, user } => view.remove(room, user),
             Self::CloseRoom { room } => view.remove_room(room),
+            Self::EnrollBot { bot, token_id } => view.enroll_bot(bot, token_id),
+            Self::RevokeBot { bot } => view.revoke_bot(bot),
             Self::Publish { .. } => {}
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
-use roost_history::{Directive, MongoStore, Page, Retention, Room, SqliteStore, Store, StoreError};
+use roost_history::{Bot, Directive, MongoStore, Page, Retention, Room, SqliteStore, Store, StoreError};
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use std::sync::Arc;
 
@@ -75,6 +75,27 @@ async fn users(backend: impl Backend) {
     assert!(store.user_exists("alice").await.unwrap());
     assert!(!store.user_exists("nobody").await.unwrap());
     store.ping().await.unwrap();
+}
+
+async fn bots_are_kept_until_deleted(mut backend: impl Backend) {
+    let store = backend.open().await;
+    let bot = |name: &str, token_id: &str| Bot {
+        name: name.into(),
+        owner: "alice".into(),
+        token_id: token_id.into(),
+        created_at: 7,
+    };
+    store.create_bot(&bot("sensor", "t1")).await.unwrap();
+    assert!(matches!(store.create_bot(&bot("sensor", "t2")).await, Err(StoreError::Conflict)));
+    store.create_bot(&bot("helper", "t3")).await.unwrap();
+    backend.restart().await;
+    let store = backend.open().await;
+    let mut bots = store.bots().await.unwrap();
+    bots.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(bots, [bot("helper", "t3"), bot("sensor", "t1")]);
+    assert_eq!(store.delete_bot("sensor").await.unwrap(), Some(bot("sensor", "t1")));
+    assert_eq!(store.delete_bot("sensor").await.unwrap(), None);
+    assert_eq!(store.bots().await.unwrap(), [bot("helper", "t3")]);
 }
 
 async fn presence_survives_and_resets(backend: impl Backend) {
@@ -254,6 +275,7 @@ macro_rules! contract {
                 };
             }
             run!(users);
+            run!(bots_are_kept_until_deleted);
             run!(writes_survive_a_server_restart);
             run!(presence_survives_and_resets);
             run!(the_outbox_keeps_order);

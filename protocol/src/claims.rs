@@ -10,4 +10,7 @@ pub struct Claims {
     pub iat: i64,
     /// Expiry, seconds since the epoch.
     pub exp: i64,
+    /// A bot's token: its id, valid while the bot's live token has it (revocation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<String>,
 }

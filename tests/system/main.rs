@@ -3,6 +3,7 @@
 
 mod acl;
 mod auth;
+mod bots;
 mod browser;
 mod chat;
 mod durability;

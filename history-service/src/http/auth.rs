@@ -9,7 +9,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use roost_auth::passwords;
 use roost_auth::tokens::{hex, random_secret};
-use roost_protocol::{now_millis, Name};
+use roost_protocol::{now_millis, Claims, Name};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
@@ -55,17 +55,41 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
-        let claims = state.tokens.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
-        Ok(Self(claims.sub))
+        Ok(Self(bearer_claims(parts, state)?.sub))
     }
+}
+
+/// A user who is not a bot: only people create and join rooms, open DMs and create bots, so a
+/// bot stays in the rooms it was made for.
+pub(crate) struct Person(pub(crate) String);
+
+impl FromRequestParts<AppState> for Person {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let claims = bearer_claims(parts, state)?;
+        match claims.bot {
+            None => Ok(Self(claims.sub)),
+            Some(_) => Err(ApiError::forbidden("bots cannot do this")),
+        }
+    }
+}
+
+/// The verified claims of the request's bearer token; a revoked bot token is refused.
+fn bearer_claims(parts: &Parts, state: &AppState) -> Result<Claims, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
+    let claims = state.tokens.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !state.membership.admits(&claims.sub, claims.bot.as_deref()) {
+        return Err(ApiError::unauthorized("token revoked"));
+    }
+    Ok(claims)
 }
 
 const MIN_PASSWORD: usize = 8;

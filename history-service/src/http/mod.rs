@@ -2,6 +2,7 @@
 //! browser chat page.
 
 mod auth;
+mod bots;
 mod error;
 mod history;
 mod ops;
@@ -49,6 +50,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(auth::routes())
+        .merge(bots::routes())
         .merge(rooms::routes())
         .merge(history::routes())
         .merge(ops::routes())

@@ -1,6 +1,6 @@
 //! Rooms: create, list, join, leave, owner-managed members, delete, direct messages.
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, Person};
 use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
 use crate::relay::Directive;
@@ -100,7 +100,7 @@ impl AppState {
     }
 
     /// Adds `user` to `room` in the store and the live view, and tells the room.
-    async fn admit(&self, room: &str, user: &str) -> Result<bool, ApiError> {
+    pub(super) async fn admit(&self, room: &str, user: &str) -> Result<bool, ApiError> {
         let added = self.store.add_member(room, user).await?;
         self.grant(room, user).await?;
         if added {
@@ -110,7 +110,7 @@ impl AppState {
     }
 
     /// Removes `user` from `room` in the store and the live view (revoking its subscriptions).
-    async fn dismiss(&self, room: &str, user: &str) -> Result<bool, ApiError> {
+    pub(super) async fn dismiss(&self, room: &str, user: &str) -> Result<bool, ApiError> {
         let removed = self.store.remove_member(room, user).await?;
         self.relay.relay(Directive::Dismiss { room: room.into(), user: user.into() }).await?;
         Ok(removed)
@@ -121,7 +121,7 @@ impl AppState {
     (status = 201, body = RoomDetail), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_room(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    Person(user): Person,
     ApiJson(body): ApiJson<NewRoom>,
 ) -> Result<(StatusCode, Json<RoomDetail>), ApiError> {
     let room = Room {
@@ -161,7 +161,7 @@ pub(crate) async fn get_room(
     (status = 200, body = RoomDetail), (status = 404, body = ErrorBody)))]
 pub(crate) async fn join(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    Person(user): Person,
     Path(id): Path<String>,
 ) -> Result<Json<RoomDetail>, ApiError> {
     let room = state.visible_room(&id, &user).await?;
@@ -255,7 +255,7 @@ fn dm_room_id(a: &str, b: &str) -> String {
     (status = 201, body = RoomDetail), (status = 200, body = RoomDetail), (status = 404, body = ErrorBody)))]
 pub(crate) async fn open_dm(
     State(state): State<AppState>,
-    AuthUser(user): AuthUser,
+    Person(user): Person,
     ApiJson(body): ApiJson<UserRef>,
 ) -> Result<(StatusCode, Json<RoomDetail>), ApiError> {
     let peer = body.user.as_str();

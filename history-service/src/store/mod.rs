@@ -62,6 +62,17 @@ pub struct Room {
     pub created_at: i64,
 }
 
+/// A bot account: a user that signs in only with the token its owner got for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bot {
+    pub name: String,
+    /// The user who created it.
+    pub owner: String,
+    /// The id its live token carries; a token with another id is refused.
+    pub token_id: String,
+    pub created_at: i64,
+}
+
 /// Which slice of a room's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -107,6 +118,13 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;
     /// Every `(room, user)` membership, to load the in-memory view at start-up.
     async fn memberships(&self) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Keeps a bot; `Conflict` when one of that name exists.
+    async fn create_bot(&self, bot: &Bot) -> Result<(), StoreError>;
+    /// Every bot, to load the live token ids at start-up.
+    async fn bots(&self) -> Result<Vec<Bot>, StoreError>;
+    /// Deletes the bot `name` and returns it, if it existed.
+    async fn delete_bot(&self, name: &str) -> Result<Option<Bot>, StoreError>;
 
     /// Reserves `count` sequence numbers for `room` and returns the first. Reservations are
     /// durable before they return, so numbers never repeat, even across crashes.

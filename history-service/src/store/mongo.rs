@@ -1,7 +1,7 @@
 //! The production store: MongoDB through the official driver. Portable to any mongod: no
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
-use super::{Page, Retention, Room, Store, StoreError};
+use super::{Bot, Page, Retention, Room, Store, StoreError};
 use crate::relay::Directive;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
@@ -38,6 +38,21 @@ struct RoomDoc {
     owner: String,
     direct: bool,
     created_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BotDoc {
+    #[serde(rename = "_id")]
+    name: String,
+    owner: String,
+    token_id: String,
+    created_at: i64,
+}
+
+impl From<BotDoc> for Bot {
+    fn from(doc: BotDoc) -> Self {
+        Bot { name: doc.name, owner: doc.owner, token_id: doc.token_id, created_at: doc.created_at }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -161,6 +176,9 @@ impl MongoStore {
     }
     fn rooms(&self) -> Collection<RoomDoc> {
         self.db.collection("rooms")
+    }
+    fn bots(&self) -> Collection<BotDoc> {
+        self.db.collection("bots")
     }
     fn members(&self) -> Collection<MemberDoc> {
         self.db.collection("members")
@@ -286,6 +304,29 @@ impl Store for MongoStore {
             pairs.push((member.room, member.user));
         }
         Ok(pairs)
+    }
+
+    async fn create_bot(&self, bot: &Bot) -> Result<(), StoreError> {
+        let doc = BotDoc {
+            name: bot.name.clone(),
+            owner: bot.owner.clone(),
+            token_id: bot.token_id.clone(),
+            created_at: bot.created_at,
+        };
+        self.bots().insert_one(doc).await.map(drop).map_err(conflict_or_unavailable)
+    }
+
+    async fn bots(&self) -> Result<Vec<Bot>, StoreError> {
+        let mut bots = Vec::new();
+        let mut cursor = self.bots().find(doc! {}).await.map_err(unavailable)?;
+        while cursor.advance().await.map_err(unavailable)? {
+            bots.push(cursor.deserialize_current().map_err(unavailable)?.into());
+        }
+        Ok(bots)
+    }
+
+    async fn delete_bot(&self, name: &str) -> Result<Option<Bot>, StoreError> {
+        Ok(self.bots().find_one_and_delete(doc! {"_id": name}).await.map_err(unavailable)?.map(Bot::from))
     }
 
     async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError> {

@@ -1,6 +1,6 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
-use super::{Page, Retention, Room, Store, StoreError};
+use super::{Bot, Page, Retention, Room, Store, StoreError};
 use crate::relay::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS members (
     PRIMARY KEY (room, user)
 );
 CREATE INDEX IF NOT EXISTS members_by_user ON members (user);
+CREATE TABLE IF NOT EXISTS bots (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    token_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS room_seq (
     room TEXT PRIMARY KEY,
     next INTEGER NOT NULL
@@ -269,6 +275,40 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn create_bot(&self, bot: &Bot) -> Result<(), StoreError> {
+        let bot = bot.clone();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO bots (name, owner, token_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![bot.name, bot.owner, bot.token_id, bot.created_at],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn bots(&self) -> Result<Vec<Bot>, StoreError> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT name, owner, token_id, created_at FROM bots")?;
+            let bots = stmt.query_map([], bot_from_row)?.collect();
+            bots
+        })
+        .await
+    }
+
+    async fn delete_bot(&self, name: &str) -> Result<Option<Bot>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                "DELETE FROM bots WHERE name = ?1 RETURNING name, owner, token_id, created_at",
+                [name],
+                bot_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
     async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError> {
         let room = room.to_owned();
         self.with(move |c| {
@@ -455,4 +495,8 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
+}
+
+fn bot_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Bot> {
+    Ok(Bot { name: row.get(0)?, owner: row.get(1)?, token_id: row.get(2)?, created_at: row.get(3)? })
 }
