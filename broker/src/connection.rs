@@ -163,10 +163,12 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
         requested => Duration::from_secs(requested.into()).min(edge.config.keepalive_max),
     };
     let connack_properties = (version == Version::V5).then(|| ConnAckProperties {
-        // a client asking for longer than the server keeps sessions is told how long it got
-        session_expiry_interval: (properties.as_ref().and_then(|p| p.session_expiry_interval)
-            > Some(edge.config.session_expiry_max.as_secs().try_into().unwrap_or(u32::MAX)))
-        .then(|| u32::try_from(session_expiry.as_secs()).unwrap_or(u32::MAX)),
+        // a client that asked for longer than the server keeps sessions is told what it got
+        session_expiry_interval: properties
+            .as_ref()
+            .and_then(|p| p.session_expiry_interval)
+            .filter(|&asked| Duration::from_secs(asked.into()) > session_expiry)
+            .map(|_| u32::try_from(session_expiry.as_secs()).unwrap_or(u32::MAX)),
         receive_max: Some(RECEIVE_MAXIMUM),
         max_qos: None,
         retain_available: Some(1),
@@ -191,11 +193,8 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
     if transport.write_all(&wbuf).await.is_err() {
         let mut tx = tx;
         let _ = send_batch(&mut tx, [router_disconnect()]).await;
-        return if persistent || resumed {
-            edge.registry.save(&claim.session_id, subscriptions, router_id, session_expiry)
-        } else {
-            edge.registry.give_back(router_id)
-        };
+        let kept = (persistent || resumed).then_some((subscriptions, session_expiry));
+        return edge.registry.release(&claim.session_id, router_id, kept);
     }
     wbuf.clear();
     if user != ANONYMOUS {

@@ -118,8 +118,16 @@ impl Registry {
         self.shutting_down.load(Ordering::Relaxed)
     }
 
-    /// Keeps a session whose connection ended for `expiry`, with its router link id.
-    pub(crate) fn save(&self, session_id: &str, subscriptions: Subscriptions, router_id: String, expiry: Duration) {
+    /// Ends a session's connection: a session `kept` (its subscriptions, its expiry) is saved
+    /// with its router link id; otherwise the link id, its link ended clean, goes back.
+    pub(crate) fn release(&self, session_id: &str, router_id: String, kept: Option<(Subscriptions, Duration)>) {
+        match kept {
+            Some((subscriptions, expiry)) => self.save(session_id, subscriptions, router_id, expiry),
+            None => self.give_back(router_id),
+        }
+    }
+
+    fn save(&self, session_id: &str, subscriptions: Subscriptions, router_id: String, expiry: Duration) {
         let expires_at = Instant::now().checked_add(expiry);
         let mut saved = self.saved.lock().expect("registry lock");
         if let Some(at) = expires_at {

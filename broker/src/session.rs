@@ -880,12 +880,8 @@ impl Session {
             self.out.push(router_disconnect());
             let _ = send_batch(&mut self.tx, self.out.drain(..)).await;
         }
-        if kept {
-            let subscriptions = std::mem::take(&mut self.subscriptions);
-            self.edge.registry.save(&claim.session_id, subscriptions, router_id, session_expiry);
-        } else {
-            self.edge.registry.give_back(router_id);
-        }
+        let kept = kept.then(|| (std::mem::take(&mut self.subscriptions), session_expiry));
+        self.edge.registry.release(&claim.session_id, router_id, kept);
         let told = match (version, exit.reason()) {
             (Version::V5, Some((reason_code, why))) => {
                 // short reason strings only: rumqttd's writer drops the reason code of a

@@ -105,20 +105,20 @@ function roomTopics(id) {
 /** Adds a room the user is a member of: its members, unread count, and live topics. */
 async function addRoom(id) {
   const detail = await api("GET", `/v1/rooms/${id}`);
-  const unread = await api("GET", `/v1/rooms/${id}/unread`);
   const existing = state.rooms.get(id);
   const room = existing || { id, messages: new Map(), loaded: false, hasOlder: true, typing: new Map() };
-  Object.assign(room, {
-    direct: detail.direct,
-    owner: detail.owner,
-    members: detail.members,
-    unread: unread.unread,
-    capped: unread.capped,
-  });
+  Object.assign(room, { direct: detail.direct, owner: detail.owner, members: detail.members });
+  await fetchUnread(room);
   state.rooms.set(id, room);
   if (!existing) state.client?.subscribe(roomTopics(id), { qos: 1 });
   renderRooms();
   return room;
+}
+
+/** The room's unread count from the server (others' messages after the last receipt). */
+async function fetchUnread(room) {
+  const { unread, capped } = await api("GET", `/v1/rooms/${room.id}/unread`);
+  Object.assign(room, { unread, capped });
 }
 
 function dropRoom(id, why) {
@@ -227,8 +227,7 @@ $("messages").addEventListener("scroll", (event) => {
 async function recoverGaps() {
   for (const room of state.rooms.values()) {
     if (!room.loaded || room.messages.size === 0) {
-      const unread = await api("GET", `/v1/rooms/${room.id}/unread`);
-      Object.assign(room, { unread: unread.unread, capped: unread.capped });
+      await fetchUnread(room);
       continue;
     }
     let after = Math.max(...room.messages.keys());
