@@ -5,6 +5,7 @@ use roost_protocol::{
     now_millis, to_payload, ClientMessage, DeviceStatus, Envelope, ReceiptIn, ReceiptStamped, Topic, TypingIn,
     TypingStamped,
 };
+use serde_json::{Map, Value};
 
 /// Why a payload was refused; `code` is stable, the message is for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub(crate) enum Accepted {
 }
 
 const MAX_ID: usize = 64;
+/// Nesting allowed in a message's `attachments` and `data` (MongoDB refuses documents past 100).
+const MAX_DEPTH: usize = 32;
 
 /// Parses and checks `payload` for `topic`, a topic the sender may publish on.
 pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, Invalid> {
@@ -51,6 +54,9 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
             if message.reply_to.is_some_and(|seq| seq < 1) {
                 return Err(Invalid::new("invalid_reply_to", "reply_to is the seq of an earlier message"));
             }
+            for fields in message.attachments.iter().flatten().chain(&message.data) {
+                storable(fields, 1)?;
+            }
             Ok(Accepted::Message(message))
         }
         Topic::Typing(_) => parse(payload).map(Accepted::Typing),
@@ -68,6 +74,32 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
     }
 }
 
+/// Checks JSON passed through to the stores for what every store keeps as sent: BSON has no
+/// unsigned integers and no NUL in keys, and MongoDB caps nesting. Refused here, such a message
+/// would stay unstorable and hold up the ingest behind it.
+fn storable(fields: &Map<String, Value>, depth: usize) -> Result<(), Invalid> {
+    fields.iter().try_for_each(|(key, value)| {
+        if key.contains('\0') {
+            return Err(Invalid::new("unstorable_value", "keys cannot contain NUL"));
+        }
+        storable_value(value, depth + 1)
+    })
+}
+
+fn storable_value(value: &Value, depth: usize) -> Result<(), Invalid> {
+    match value {
+        Value::Object(_) | Value::Array(_) if depth > MAX_DEPTH => {
+            Err(Invalid::new("unstorable_value", format!("attachments and data nest at most {MAX_DEPTH} levels")))
+        }
+        Value::Number(n) if !n.is_i64() && !n.is_f64() => {
+            Err(Invalid::new("unstorable_value", format!("{n} is beyond a signed 64-bit integer")))
+        }
+        Value::Object(fields) => storable(fields, depth),
+        Value::Array(items) => items.iter().try_for_each(|item| storable_value(item, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
 /// A stamped message envelope.
 pub(crate) fn envelope(room: &str, from: &str, seq: i64, message: ClientMessage) -> Envelope {
     Envelope {
@@ -81,6 +113,7 @@ pub(crate) fn envelope(room: &str, from: &str, seq: i64, message: ClientMessage)
         body: message.body,
         attachments: message.attachments,
         reply_to: message.reply_to,
+        data: message.data,
     }
 }
 
@@ -108,6 +141,23 @@ mod tests {
         assert_eq!(validate(&topic, br#"{"body":"  "}"#).unwrap_err().code, "empty_message");
         assert_eq!(validate(&topic, br#"{"body":"x","id":"a/b"}"#).unwrap_err().code, "invalid_id");
         assert_eq!(validate(&topic, br#"{"body":7}"#).unwrap_err().code, "invalid_payload");
+    }
+
+    #[test]
+    fn passed_through_json_must_be_storable_everywhere() {
+        let topic = Topic::Messages("lobby");
+        let code = |payload: String| validate(&topic, payload.as_bytes()).err().map(|e| e.code);
+        let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(code(r#"{"body":"21.4 C","data":{"celsius":21.4,"n":-9223372036854775808}}"#.into()), None);
+        assert_eq!(code(r#"{"body":"x","data":{"n":18446744073709551615}}"#.into()), Some("unstorable_value"));
+        assert_eq!(
+            code(r#"{"body":"x","attachments":[{"a":[{"n":9223372036854775808}]}]}"#.into()),
+            Some("unstorable_value")
+        );
+        assert_eq!(code(r#"{"body":"x","data":{"a\u0000b":1}}"#.into()), Some("unstorable_value"));
+        assert_eq!(code(format!(r#"{{"body":"x","data":{{"d":{}}}}}"#, nested(31))), None);
+        assert_eq!(code(format!(r#"{{"body":"x","data":{{"d":{}}}}}"#, nested(32))), Some("unstorable_value"));
+        assert_eq!(code(r#"{"body":"x","data":[1]}"#.into()), Some("invalid_payload"), "data is an object");
     }
 
     #[test]

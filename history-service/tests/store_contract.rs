@@ -59,6 +59,7 @@ fn envelope(room: &str, seq: i64) -> Envelope {
         body: format!("hello {seq}"),
         attachments: None,
         reply_to: None,
+        data: None,
     }
 }
 
@@ -216,6 +217,8 @@ async fn history_pages(backend: impl Backend) {
     let attachment = serde_json::json!({"url": "https://example.test/a.png", "size": 1234, "meta": {"w": 2}});
     rich.attachments = Some(vec![attachment.as_object().unwrap().clone()]);
     rich.reply_to = Some(3);
+    let reading = serde_json::json!({"celsius": 21.4, "count": -9_223_372_036_854_775_808i64, "$unit": "C", "a.b": [1, {"c": null}]});
+    rich.data = Some(reading.as_object().unwrap().clone());
     store.write_batch(&[rich.clone()], &[]).await.unwrap();
     assert_eq!(store.messages("lobby", Page::Latest { limit: 1 }).await.unwrap(), vec![rich]);
 

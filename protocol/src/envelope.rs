@@ -13,6 +13,9 @@ pub struct ClientMessage {
     #[serde(default)]
     pub attachments: Option<Vec<Map<String, Value>>>,
     pub reply_to: Option<i64>,
+    /// Machine-readable content beside the body, e.g. a sensor reading.
+    #[serde(default)]
+    pub data: Option<Map<String, Value>>,
 }
 
 /// A stamped chat message: what every subscriber receives and history stores.
@@ -32,6 +35,10 @@ pub struct Envelope {
     pub attachments: Option<Vec<Map<String, Value>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<i64>,
+    /// The sender's machine-readable content (a JSON object), passed through as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Map<String, Value>>,
 }
 
 /// `{"typing":bool}` as a client sends it on `rooms/{room}/typing`.

@@ -24,10 +24,17 @@ async fn a_bot_posts_in_its_rooms_only_and_revoking_it_disconnects_it() {
     let v5 = json!({"protocol": 5});
     let (mut bot, rc) = Agent::connect(&system, "sensor-1", &token, v5.clone()).await;
     assert_eq!(rc, 0);
-    bot.publish("rooms/lab/messages", r#"{"body":"21.5 C"}"#, 1).await;
+    bot.publish("rooms/lab/messages", r#"{"body":"21.5 C","data":{"celsius":21.5,"probe":{"id":7}}}"#, 1).await;
     assert_eq!(bot.expect("published").await["rc"], 0);
     let reading = next_on(&mut watcher, "rooms/lab/messages").await;
     assert_eq!((reading["from"].as_str(), reading["body"].as_str()), (Some("sensor-1"), Some("21.5 C")));
+    assert_eq!(reading["data"], json!({"celsius": 21.5, "probe": {"id": 7}}));
+    // data every store can keep as sent, or a refusal (0x99) before it is delivered or stored
+    bot.publish("rooms/lab/messages", r#"{"body":"overflow","data":{"count":18446744073709551615}}"#, 1).await;
+    assert_eq!(bot.expect("published").await["rc"], 0x99);
+    let (_, history) = system.call("GET", "/v1/rooms/lab/messages", Some(&alice), None).await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(1), "{history}");
+    assert_eq!(history["messages"][0]["data"], reading["data"]);
 
     // and nothing else: no other room, no joining, no login with a password
     assert_eq!(bot.subscribe(&[("rooms/lounge/messages", 1)]).await, vec![0x87]);

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS messages (
     body TEXT NOT NULL,
     attachments TEXT,
     reply_to INTEGER,
+    data TEXT,
     PRIMARY KEY (room, seq)
 );
 -- a client's retry of a message (same id) after a reconnect is stored once
@@ -95,6 +96,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_missing_columns(&conn).map_err(unavailable)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -114,6 +116,24 @@ impl SqliteStore {
     }
 }
 
+/// Columns added after their table was first released, as `(table, column, type)`.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("messages", "data", "TEXT")];
+
+/// Brings a database made by an earlier release up to [`SCHEMA`].
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, kind) in ADDED_COLUMNS {
+        let present: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
+            |row| row.get(0),
+        )?;
+        if !present {
+            conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -131,8 +151,16 @@ fn room_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Room> {
     Ok(Room { id: row.get(0)?, private: row.get(1)?, owner: row.get(2)?, direct: row.get(3)?, created_at: row.get(4)? })
 }
 
+/// A JSON column's text; values that no longer parse read as absent.
+fn from_json_text<T: serde::de::DeserializeOwned>(text: Option<String>) -> Option<T> {
+    text.and_then(|text| serde_json::from_str(&text).ok())
+}
+
+fn json_text<T: serde::Serialize>(value: &Option<T>) -> Option<String> {
+    value.as_ref().map(|value| serde_json::to_string(value).expect("JSON values serialize"))
+}
+
 fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
-    let attachments: Option<String> = row.get(6)?;
     Ok(Envelope {
         room: row.get(0)?,
         seq: row.get(1)?,
@@ -140,13 +168,14 @@ fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
         from: row.get(3)?,
         ts: row.get(4)?,
         body: row.get(5)?,
-        attachments: attachments.and_then(|a| serde_json::from_str(&a).ok()),
+        attachments: from_json_text(row.get(6)?),
         reply_to: row.get(7)?,
+        data: from_json_text(row.get(8)?),
     })
 }
 
 const ROOM_COLUMNS: &str = "id, private, owner, direct, created_at";
-const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to";
+const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to, data";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -329,11 +358,11 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                 ))?;
                 for m in &messages {
-                    let attachments = m.attachments.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string());
-                    insert.execute(params![m.room, m.seq, m.id, m.from, m.ts, m.body, attachments, m.reply_to])?;
+                    let (attachments, data) = (json_text(&m.attachments), json_text(&m.data));
+                    insert.execute(params![m.room, m.seq, m.id, m.from, m.ts, m.body, attachments, m.reply_to, data])?;
                 }
                 let mut read = tx.prepare_cached(
                     "INSERT INTO receipts (room, user, read_seq, ts) VALUES (?1, ?2, ?3, ?4)
@@ -499,4 +528,47 @@ impl Store for SqliteStore {
 
 fn bot_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Bot> {
     Ok(Bot { name: row.get(0)?, owner: row.get(1)?, token_id: row.get(2)?, created_at: row.get(3)? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_database_from_before_message_data_gains_the_column_and_keeps_its_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roost.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE messages (room TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+                    sender TEXT NOT NULL, ts INTEGER NOT NULL, body TEXT NOT NULL, attachments TEXT,
+                    reply_to INTEGER, PRIMARY KEY (room, seq));
+                 INSERT INTO messages VALUES ('lobby', 1, 'm1', 'alice', 5, 'from before', NULL, NULL);",
+            )
+            .unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        let reading = serde_json::json!({"celsius": 21.4});
+        let newer = Envelope {
+            id: "m2".into(),
+            room: "lobby".into(),
+            seq: 2,
+            from: "sensor".into(),
+            ts: 6,
+            body: "21.4 C".into(),
+            attachments: None,
+            reply_to: None,
+            data: reading.as_object().cloned(),
+        };
+        store.write_batch(std::slice::from_ref(&newer), &[]).await.unwrap();
+        let stored = store.messages("lobby", Page::Latest { limit: 5 }).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|m| (m.body.as_str(), m.data.is_some())).collect::<Vec<_>>(),
+            [("21.4 C", true), ("from before", false)]
+        );
+        assert_eq!(stored[0], newer);
+        drop(store);
+        SqliteStore::open(&path).expect("opening an up-to-date database again changes nothing");
+    }
 }

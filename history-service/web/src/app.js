@@ -518,6 +518,7 @@ function renderMessages(room) {
           element("span", { className: "from" }, message.from),
           element("time", { dateTime: new Date(message.ts).toISOString() }, time(message.ts)),
           element("div", { className: "body" }, message.body),
+          ...(message.data ? [element("code", { className: "data" }, JSON.stringify(message.data))] : []),
         ),
       ),
   );
