@@ -1,9 +1,12 @@
 // Two users in two browser contexts use the chat page at ROOST_HTTP: register, meet in a room,
 // chat both ways, see typing, presence and unread counts change, open a DM, reload and find
-// the history. Screenshots go to SCREENSHOTS; the page's first-load timings are printed as
-// one "timing {...}" line. Driven by tests/system/browser.rs; exits non-zero on any failure.
+// the history; one loses his connection for a while and misses nothing; a bot (MQTT.js from
+// Node) fills a room and the page scrolls back to its first message. Screenshots go to
+// SCREENSHOTS; the page's first-load timings are printed as one "timing {...}" line. Driven by
+// tests/system/browser.rs; exits non-zero on any failure.
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import mqtt from "mqtt";
 import { chromium } from "playwright-core";
 
 const base = process.env.ROOST_HTTP;
@@ -24,6 +27,8 @@ try {
 async function scenario() {
   const aliceContext = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   const bobContext = await browser.newContext({ viewport: { width: 900, height: 700 } });
+  const bobLink = relay();
+  await bobContext.routeWebSocket(/\/mqtt$/, bobLink.route);
   const alice = await aliceContext.newPage();
 
   // first load: navigation timings, then sign-up to a live MQTT connection
@@ -97,13 +102,73 @@ async function scenario() {
   await alice.reload();
   await alice.getByRole("heading", { name: "# lounge" }).waitFor(patience);
   await alice.locator("body[data-connection=online]").waitFor(patience);
-  const history = await alice.locator("#message-list li .body").allTextContents();
-  if (JSON.stringify(history) !== JSON.stringify(["hello bob", "hi alice", "are you there?"])) {
-    throw new Error(`history after reload: ${JSON.stringify(history)}`);
-  }
+  const lounge = ["hello bob", "hi alice", "are you there?"];
+  await seeHistory(alice, lounge);
   await shot(alice, "06-alice-after-reload");
+
+  // bob's connection is cut (a train tunnel): alice sees him go offline and writes; what he
+  // writes meanwhile waits; back online he recovers the gap by seq and his message goes out once
+  await bob.locator('#rooms li[data-room="lounge"] button').click();
+  await bob.getByRole("heading", { name: "# lounge" }).waitFor(patience);
+  await bobLink.cut();
+  await bob.locator("body:not([data-connection=online])").waitFor(patience);
+  await alice.locator('#members li[data-user="bob"] .dot:not(.online)').waitFor(patience);
+  for (const n of [1, 2, 3]) await send(alice, `missed ${n}`);
+  await seeMessage(alice, "alice", "missed 3");
+  await send(bob, "written in the tunnel");
+  await shot(bob, "07-bob-cut-off");
+  bobLink.restore();
+  await bob.locator("body[data-connection=online]").waitFor(patience);
+  lounge.push("missed 1", "missed 2", "missed 3", "written in the tunnel");
+  await seeHistory(bob, lounge);
+  await seeHistory(alice, lounge);
+  await alice.locator('#members li[data-user="bob"] .dot.online').waitFor(patience);
+  await shot(bob, "08-bob-reconnected");
+
+  // scroll-back: a bot of alice's posts 120 readings with data; after a reload the page holds
+  // the newest 50 and pages back to the first, by button and by scrolling to the top
+  await roomForm(alice, "meters", "create");
+  await alice.getByRole("heading", { name: "# meters" }).waitFor(patience);
+  const bot = await alice.evaluate(async () => {
+    const { access } = JSON.parse(localStorage.getItem("roost.session"));
+    const response = await fetch("/v1/bots", {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${access}` },
+      body: JSON.stringify({ name: "meter", rooms: ["meters"] }),
+    });
+    return response.json();
+  });
+  const { ws_port } = await (await fetch(`${base}/v1/client-config`)).json();
+  const meter = await mqtt.connectAsync(`ws://${new URL(base).hostname}:${ws_port}/mqtt`, {
+    protocolVersion: 5,
+    clientId: "meter-1",
+    username: "meter",
+    password: bot.token,
+    reconnectPeriod: 0,
+  });
+  const readings = Array.from({ length: 120 }, (_, i) => `reading ${i + 1}`);
+  for (const [i, body] of readings.entries()) {
+    await meter.publishAsync("rooms/meters/messages", JSON.stringify({ body, data: { n: i + 1 } }), { qos: 1 });
+  }
+  await meter.endAsync();
+  await alice.reload();
+  await alice.getByRole("heading", { name: "# meters" }).waitFor(patience);
+  await seeHistory(alice, readings.slice(70));
+  await alice.locator('#message-list li[data-seq="120"] .data', { hasText: '{"n":120}' }).waitFor(patience);
+  await alice.locator("#messages").evaluate((list) => {
+    list.scrollTop = 0;
+  });
+  await seeHistory(alice, readings.slice(20));
+  // the button sits at the top: reaching it by keyboard scrolls there too, so this page comes
+  // from the focus's scroll or from the key, whichever is first (one load at a time)
+  await alice.locator("#older").focus();
+  await alice.keyboard.press("Enter");
+  await seeHistory(alice, readings);
+  await alice.locator("#older").waitFor({ state: "hidden", ...patience });
+  await shot(alice, "09-scrolled-back-to-the-first-reading");
+
   await alice.setViewportSize({ width: 390, height: 760 });
-  await shot(alice, "07-phone-width");
+  await shot(alice, "10-phone-width");
   console.log("browser scenario passed");
 }
 
@@ -126,6 +191,40 @@ async function send(page, text) {
 
 async function seeMessage(page, from, text) {
   await page.locator("#message-list li", { has: page.locator(".from", { hasText: from }), hasText: text }).waitFor(patience);
+}
+
+/** Waits until the open room shows exactly `bodies`, in order. */
+async function seeHistory(page, bodies) {
+  const deadline = Date.now() + patience.timeout;
+  for (;;) {
+    const shown = await page.locator("#message-list li .body").allTextContents();
+    if (JSON.stringify(shown) === JSON.stringify(bodies)) return;
+    if (Date.now() > deadline) throw new Error(`shown ${JSON.stringify(shown)}, expected ${JSON.stringify(bodies)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** A context's MQTT WebSockets, relayed to the broker until the test cuts them. */
+function relay() {
+  const live = new Set();
+  let blocked = false;
+  return {
+    route(socket) {
+      if (blocked) return socket.close();
+      live.add({ socket, server: socket.connectToServer() });
+    },
+    async cut() {
+      blocked = true;
+      for (const { socket, server } of live) {
+        await server.close().catch(() => {});
+        await socket.close().catch(() => {});
+      }
+      live.clear();
+    },
+    restore() {
+      blocked = false;
+    },
+  };
 }
 
 async function shot(page, name) {

@@ -205,17 +205,23 @@ async function openRoom(id) {
   $("message-input").focus();
 }
 
+/** One page of older messages, keeping the ones in view where they are; one load at a time. */
 async function loadOlder() {
   const room = state.rooms.get(state.current);
-  if (!room || !room.hasOlder) return;
-  const oldest = Math.min(...room.messages.keys());
-  const page = await api("GET", `/v1/rooms/${room.id}/messages?before=${oldest}&limit=${PAGE}`);
-  page.messages.forEach((message) => room.messages.set(message.seq, message));
-  room.hasOlder = page.messages.length === PAGE;
-  const list = $("messages");
-  const fromBottom = list.scrollHeight - list.scrollTop;
-  renderMessages(room);
-  list.scrollTop = list.scrollHeight - fromBottom;
+  if (!room || !room.hasOlder || room.loadingOlder) return;
+  room.loadingOlder = true;
+  try {
+    const oldest = Math.min(...room.messages.keys());
+    const page = await api("GET", `/v1/rooms/${room.id}/messages?before=${oldest}&limit=${PAGE}`);
+    page.messages.forEach((message) => room.messages.set(message.seq, message));
+    room.hasOlder = page.messages.length === PAGE;
+    const list = $("messages");
+    const fromBottom = list.scrollHeight - list.scrollTop;
+    renderMessages(room);
+    list.scrollTop = list.scrollHeight - fromBottom;
+  } finally {
+    room.loadingOlder = false;
+  }
 }
 
 $("older").addEventListener("click", () => loadOlder().catch(showSidebarError));
