@@ -1,10 +1,11 @@
 /* An IoT sensor reporting to a Roost room, with the Eclipse Paho C client (libpaho-mqtt-dev).
  *
  * Publishes a temperature reading as a room message every --every seconds (simulated: a slow
- * wave around 21 C), QoS 1, so each reading is stored once the broker acknowledges it. Stops
- * after --count readings (0: never) or on SIGTERM/SIGINT.
+ * wave around 21 C): a line for people in `body`, the number in `data`. QoS 1, so each reading
+ * is stored once the broker acknowledges it. Stops after --count readings (0: never) or on
+ * SIGTERM/SIGINT.
  *
- *   ROOST_USER=sensor-1 ROOST_TOKEN=<access token> ./sensor --room lab --count 3
+ *   ROOST_USER=sensor-1 ROOST_TOKEN=<bot token> ./sensor --room lab --count 3
  */
 #include <MQTTClient.h>
 #include <math.h>
@@ -65,7 +66,8 @@ int main(int argc, char **argv) {
     for (int n = 1; !stopping && (count == 0 || n <= count); n++) {
         double celsius = 21.0 + 1.5 * sin(n / 10.0);
         char payload[128];
-        int length = snprintf(payload, sizeof payload, "{\"body\":\"temperature %.1f C\"}", celsius);
+        int length = snprintf(payload, sizeof payload,
+                              "{\"body\":\"temperature %.1f C\",\"data\":{\"celsius\":%.1f}}", celsius, celsius);
         MQTTClient_deliveryToken delivery;
         rc = MQTTClient_publish(client, topic, length, payload, 1, 0, &delivery);
         if (rc == MQTTCLIENT_SUCCESS) rc = MQTTClient_waitForCompletion(client, delivery, 10000);

@@ -2,9 +2,10 @@
 
 Commands, as room messages: `!ping` (answers `pong @<sender>`), `!echo <text>`, `!stats`
 (messages seen per sender). With --readings-every N it posts the machine's load average every N
-seconds. After a reconnect it fetches what it missed from history by `seq` (PROTOCOL.md, 8).
+seconds, the number also in the message's `data`. After a reconnect it fetches what it missed
+from history by `seq` (PROTOCOL.md, 8).
 
-    ROOST_USER=helper ROOST_TOKEN=<access token> python3 bot.py --room lab
+    ROOST_USER=helper ROOST_TOKEN=<bot token> python3 bot.py --room lab
 
 Prints `ready` once subscribed.
 """
@@ -41,7 +42,8 @@ class Bot:
         self.client.connect(self.args.host, self.args.port, keepalive=30)
         self.client.loop_start()
         while not self.stop.wait(self.args.readings_every or None):
-            self.say(f"load {os.getloadavg()[0]:.2f}")
+            load = os.getloadavg()[0]
+            self.say(f"load {load:.2f}", data={"load1": load})
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -82,8 +84,9 @@ class Bot:
         elif body == "!stats":
             self.say(", ".join(f"{who}: {count}" for who, count in self.seen.most_common()))
 
-    def say(self, body):
-        self.client.publish(self.topic, json.dumps({"body": body}), qos=1)
+    def say(self, body, data=None):
+        message = {"body": body} if data is None else {"body": body, "data": data}
+        self.client.publish(self.topic, json.dumps(message), qos=1)
 
 
 def main():

@@ -2,6 +2,7 @@
 //! a live Roost, watched by a mosquitto_sub observer.
 
 use crate::harness::{next_on, spawn_system, Output, System, PATIENCE};
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -11,12 +12,12 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("mobile-sdk-examples")
 }
 
-/// `command` with the connection settings every example reads, as `user`.
-fn example(system: &System, user: &str, program: &str) -> Command {
+/// `command` with the connection settings every example reads, as `user` with `token`.
+fn example(system: &System, user: &str, token: &str, program: &str) -> Command {
     let mut command = Command::new(program);
     command
         .env("ROOST_USER", user)
-        .env("ROOST_TOKEN", system.token(user, 600))
+        .env("ROOST_TOKEN", token)
         .env("ROOST_MQTT_HOST", "127.0.0.1")
         .env("ROOST_MQTT_PORT", system.mqtt_port.to_string())
         .env("ROOST_MQTT_URL", format!("mqtt://127.0.0.1:{}", system.mqtt_port))
@@ -24,6 +25,14 @@ fn example(system: &System, user: &str, program: &str) -> Command {
         .stdout(Stdio::piped())
         .kill_on_drop(true);
     command
+}
+
+/// The token of a new bot for room `lab`, made by its owner.
+async fn bot_token(system: &System, owner_token: &str, name: &str) -> String {
+    let bot = json!({"name": name, "rooms": ["lab"]});
+    let (status, made) = system.call("POST", "/v1/bots", Some(owner_token), Some(bot)).await;
+    assert_eq!(status, 201, "{made}");
+    made["token"].as_str().expect("a bot token").to_owned()
 }
 
 /// Starts `command` and waits for the `ready` line it prints once subscribed.
@@ -62,17 +71,24 @@ async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
     .await;
 
     let system = spawn_system().await;
-    system.room("lab", false, "helper", &["sensor-1", "averager", "carol", "observer"]).await;
+    system.register("lena").await;
+    system.room("lab", false, "lena", &["carol", "observer"]).await;
+    let lena = system.token("lena", 600);
+    let (helper, sensor, averager) = (
+        bot_token(&system, &lena, "helper").await,
+        bot_token(&system, &lena, "sensor-1").await,
+        bot_token(&system, &lena, "averager").await,
+    );
     let mut observer = system.mosquitto_sub("observer", &["rooms/lab/messages"]).await;
 
-    let mut python = example(&system, "helper", "python3");
+    let mut python = example(&system, "helper", &helper, "python3");
     python.arg(examples().join("python-bot/bot.py")).args(["--room", "lab"]);
     let (python, _) = start_ready(python, "python-bot").await;
-    let mut rust = example(&system, "averager", rust_target.join("debug/roost-rust-bot").to_str().unwrap());
+    let mut rust = example(&system, "averager", &averager, rust_target.join("debug/roost-rust-bot").to_str().unwrap());
     rust.args(["--room", "lab", "--every", "3", "--once"]);
     let (mut rust, mut rust_out) = start_ready(rust, "rust-bot").await;
 
-    let sensor = example(&system, "sensor-1", built.path().join("sensor").to_str().unwrap())
+    let sensor = example(&system, "sensor-1", &sensor, built.path().join("sensor").to_str().unwrap())
         .args(["--room", "lab", "--count", "3", "--every", "0.2"])
         .output()
         .await
@@ -83,7 +99,7 @@ async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
     assert!(report.starts_with("average ") && report.ends_with(" C over 3 readings"), "{report}");
     assert!(tokio::time::timeout(PATIENCE, rust.wait()).await.expect("rust-bot exits after --once").unwrap().success());
 
-    let node = example(&system, "carol", "node")
+    let node = example(&system, "carol", &system.token("carol", 600), "node")
         .arg(examples().join("node/chat.mjs"))
         .args(["--room", "lab", "--send", "!ping", "--until", "pong @carol", "--timeout", "20"])
         .output()
@@ -93,17 +109,23 @@ async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
     assert!(node.status.success(), "node: {printed}{}", String::from_utf8_lossy(&node.stderr));
     assert!(printed.contains("helper: pong @carol"), "{printed}");
 
-    // the observer saw the whole conversation, carol's ping before the bot's pong
+    // the observer saw the whole conversation, carol's ping before the bot's pong, and the
+    // average of the readings' data in the averager's
     let mut seen = Vec::new();
     while seen.len() < 6 {
-        let message = next_on(&mut observer, "rooms/lab/messages").await;
-        seen.push(format!("{}: {}", message["from"].as_str().unwrap(), message["body"].as_str().unwrap()));
+        seen.push(next_on(&mut observer, "rooms/lab/messages").await);
     }
-    let readings: Vec<&String> = seen.iter().filter(|m| m.starts_with("sensor-1: temperature ")).collect();
+    let said: Vec<String> =
+        seen.iter().map(|m| format!("{}: {}", m["from"].as_str().unwrap(), m["body"].as_str().unwrap())).collect();
+    let celsius = |m: &Value| m["data"]["celsius"].as_f64();
+    let readings: Vec<f64> = seen.iter().filter(|m| m["from"] == "sensor-1").filter_map(celsius).collect();
     assert_eq!(readings.len(), 3, "{seen:?}");
-    assert!(seen.contains(&format!("averager: {report}")), "{seen:?}");
-    let ping = seen.iter().position(|m| m == "carol: !ping").expect("carol's ping");
-    let pong = seen.iter().position(|m| m == "helper: pong @carol").expect("the bot's pong");
-    assert!(ping < pong, "{seen:?}");
+    let average = seen.iter().find(|m| m["from"] == "averager").expect("the average");
+    assert_eq!(average["body"].as_str(), Some(report.as_str()));
+    assert_eq!(average["data"]["readings"], 3);
+    assert!((celsius(average).unwrap() - readings.iter().sum::<f64>() / 3.0).abs() < 1e-9, "{average}");
+    let ping = said.iter().position(|m| m == "carol: !ping").expect("carol's ping");
+    let pong = said.iter().position(|m| m == "helper: pong @carol").expect("the bot's pong");
+    assert!(ping < pong, "{said:?}");
     drop(python);
 }

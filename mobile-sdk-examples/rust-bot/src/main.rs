@@ -1,7 +1,8 @@
-//! A Roost bot with rumqttc: watches a room for sensor readings (`temperature 21.4 C`) and,
-//! after every `--every` of them, posts their average. `--once` exits after the first report.
+//! A Roost bot with rumqttc: watches a room for sensor readings (messages with
+//! `"data":{"celsius":21.4}`) and, after every `--every` of them, posts their average.
+//! `--once` exits after the first report.
 //!
-//!     ROOST_USER=averager ROOST_TOKEN=<access token> cargo run -p roost-rust-bot -- --room lab --every 3
+//!     ROOST_USER=averager ROOST_TOKEN=<bot token> cargo run -p roost-rust-bot -- --room lab --every 3
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
@@ -36,9 +37,13 @@ fn options() -> Options {
     options
 }
 
-/// The temperature of a reading's body, `temperature 21.4 C`.
-fn celsius(body: &str) -> Option<f64> {
-    body.strip_prefix("temperature ")?.strip_suffix(" C")?.parse().ok()
+/// The average of `readings` as a room message: a line for people, the numbers in `data`.
+fn average_message(readings: &[f64]) -> Value {
+    let average = readings.iter().sum::<f64>() / readings.len() as f64;
+    json!({
+        "body": format!("average {average:.1} C over {} readings", readings.len()),
+        "data": { "celsius": average, "readings": readings.len() },
+    })
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -73,17 +78,19 @@ async fn main() {
             Event::Incoming(Packet::SubAck(_)) => println!("ready"),
             Event::Incoming(Packet::Publish(publish)) => {
                 let Ok(message) = serde_json::from_slice::<Value>(&publish.payload) else { continue };
-                let Some(value) = message["body"].as_str().and_then(celsius) else { continue };
+                // a reading carries its value in `data`; chat messages have none
+                let Some(value) = message["data"]["celsius"].as_f64() else { continue };
                 readings.push(value);
                 if readings.len() < options.every {
                     continue;
                 }
-                let average = readings.iter().sum::<f64>() / readings.len() as f64;
-                let report = format!("average {average:.1} C over {} readings", readings.len());
+                let report = average_message(&readings);
                 readings.clear();
-                let payload = json!({ "body": report }).to_string();
-                client.publish(topic.as_str(), QoS::AtLeastOnce, false, payload).await.expect("client running");
-                println!("{report}");
+                client
+                    .publish(topic.as_str(), QoS::AtLeastOnce, false, report.to_string())
+                    .await
+                    .expect("client running");
+                println!("{}", report["body"].as_str().expect("a body"));
                 if options.once {
                     client.disconnect().await.expect("client running");
                 }
@@ -96,12 +103,14 @@ async fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::celsius;
+    use super::average_message;
+    use serde_json::json;
 
     #[test]
-    fn reads_the_temperature_of_a_reading() {
-        assert_eq!(celsius("temperature 21.4 C"), Some(21.4));
-        assert_eq!(celsius("temperature hot"), None);
-        assert_eq!(celsius("!ping"), None);
+    fn the_average_goes_out_for_people_and_for_machines() {
+        assert_eq!(
+            average_message(&[21.0, 22.0, 23.5]),
+            json!({"body": "average 22.2 C over 3 readings", "data": {"celsius": 22.166666666666668, "readings": 3}})
+        );
     }
 }
