@@ -262,6 +262,10 @@ impl Session {
             }
         };
         tokio::pin!(token_expired);
+        // a revocation between the CONNECT's check and `new` subscribing to changes shows here
+        if let Err(exit) = self.admitted() {
+            return exit;
+        }
         loop {
             let step = tokio::select! {
                 _ = claim.kicked.notified() => {
@@ -828,12 +832,20 @@ impl Session {
         }
     }
 
+    /// `Exit::Revoked` once a bot's token is no longer the live one.
+    fn admitted(&self) -> Result<(), Exit> {
+        let membership = self.edge.policy.membership();
+        if membership.admits(&self.identity.user, self.identity.bot_token.as_deref()) {
+            Ok(())
+        } else {
+            Err(Exit::Revoked)
+        }
+    }
+
     /// A member removed from a room loses its subscriptions to the room at once.
     fn on_membership(&mut self, change: Result<MembershipChange, broadcast::error::RecvError>) -> Result<(), Exit> {
         // a bot's connection ends with its token, whichever change it missed
-        if !self.edge.policy.membership().admits(&self.identity.user, self.identity.bot_token.as_deref()) {
-            return Err(Exit::Revoked);
-        }
+        self.admitted()?;
         let Ok(MembershipChange::Removed { room, user }) = change else {
             return Ok(());
         };

@@ -94,6 +94,8 @@ async fn bots_are_kept_until_deleted(mut backend: impl Backend) {
     let mut bots = store.bots().await.unwrap();
     bots.sort_by(|a, b| a.name.cmp(&b.name));
     assert_eq!(bots, [bot("helper", "t3"), bot("sensor", "t1")]);
+    assert_eq!(store.bot("sensor").await.unwrap(), Some(bot("sensor", "t1")));
+    assert_eq!(store.bot("alice").await.unwrap(), None);
     assert_eq!(store.delete_bot("sensor").await.unwrap(), Some(bot("sensor", "t1")));
     assert_eq!(store.delete_bot("sensor").await.unwrap(), None);
     assert_eq!(store.bots().await.unwrap(), [bot("helper", "t3")]);

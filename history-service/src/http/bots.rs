@@ -87,8 +87,7 @@ pub(crate) async fn revoke_bot(
     Person(owner): Person,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let owned = state.store.bots().await?.into_iter().any(|bot| bot.name == name && bot.owner == owner);
-    if !owned {
+    if state.store.bot(&name).await?.is_none_or(|bot| bot.owner != owner) {
         return Err(ApiError::not_found(format!("you have no bot '{name}'")));
     }
     // revoked first: its connections end before its memberships go

@@ -123,6 +123,8 @@ pub trait Store: Send + Sync + 'static {
     async fn create_bot(&self, bot: &Bot) -> Result<(), StoreError>;
     /// Every bot, to load the live token ids at start-up.
     async fn bots(&self) -> Result<Vec<Bot>, StoreError>;
+    /// The bot `name`, if there is one.
+    async fn bot(&self, name: &str) -> Result<Option<Bot>, StoreError>;
     /// Deletes the bot `name` and returns it, if it existed.
     async fn delete_bot(&self, name: &str) -> Result<Option<Bot>, StoreError>;
 

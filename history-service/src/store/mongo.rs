@@ -325,6 +325,10 @@ impl Store for MongoStore {
         Ok(bots)
     }
 
+    async fn bot(&self, name: &str) -> Result<Option<Bot>, StoreError> {
+        Ok(self.bots().find_one(doc! {"_id": name}).await.map_err(unavailable)?.map(Bot::from))
+    }
+
     async fn delete_bot(&self, name: &str) -> Result<Option<Bot>, StoreError> {
         Ok(self.bots().find_one_and_delete(doc! {"_id": name}).await.map_err(unavailable)?.map(Bot::from))
     }

@@ -175,6 +175,7 @@ fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
 }
 
 const ROOM_COLUMNS: &str = "id, private, owner, direct, created_at";
+const BOT_COLUMNS: &str = "name, owner, token_id, created_at";
 const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to, data";
 
 #[async_trait]
@@ -308,7 +309,7 @@ impl Store for SqliteStore {
         let bot = bot.clone();
         self.with(move |c| {
             c.execute(
-                "INSERT INTO bots (name, owner, token_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                &format!("INSERT INTO bots ({BOT_COLUMNS}) VALUES (?1, ?2, ?3, ?4)"),
                 params![bot.name, bot.owner, bot.token_id, bot.created_at],
             )
             .map(drop)
@@ -318,9 +319,17 @@ impl Store for SqliteStore {
 
     async fn bots(&self) -> Result<Vec<Bot>, StoreError> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT name, owner, token_id, created_at FROM bots")?;
+            let mut stmt = c.prepare(&format!("SELECT {BOT_COLUMNS} FROM bots"))?;
             let bots = stmt.query_map([], bot_from_row)?.collect();
             bots
+        })
+        .await
+    }
+
+    async fn bot(&self, name: &str) -> Result<Option<Bot>, StoreError> {
+        let name = name.to_owned();
+        self.with(move |c| {
+            c.query_row(&format!("SELECT {BOT_COLUMNS} FROM bots WHERE name = ?1"), [name], bot_from_row).optional()
         })
         .await
     }
@@ -328,12 +337,8 @@ impl Store for SqliteStore {
     async fn delete_bot(&self, name: &str) -> Result<Option<Bot>, StoreError> {
         let name = name.to_owned();
         self.with(move |c| {
-            c.query_row(
-                "DELETE FROM bots WHERE name = ?1 RETURNING name, owner, token_id, created_at",
-                [name],
-                bot_from_row,
-            )
-            .optional()
+            c.query_row(&format!("DELETE FROM bots WHERE name = ?1 RETURNING {BOT_COLUMNS}"), [name], bot_from_row)
+                .optional()
         })
         .await
     }
