@@ -2,6 +2,7 @@
 //! bots: no I/O on the hot path.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use tokio::sync::broadcast;
 
@@ -34,11 +35,18 @@ pub struct MembershipView {
     /// Bot name -> the id its live token carries.
     bots: RwLock<HashMap<String, String>>,
     changes: broadcast::Sender<MembershipChange>,
+    /// Moves with every change of `rooms`, so a reader may keep an answer while it stands still.
+    version: AtomicU64,
 }
 
 impl Default for MembershipView {
     fn default() -> Self {
-        Self { rooms: RwLock::default(), bots: RwLock::default(), changes: broadcast::channel(1024).0 }
+        Self {
+            rooms: RwLock::default(),
+            bots: RwLock::default(),
+            changes: broadcast::channel(1024).0,
+            version: AtomicU64::new(0),
+        }
     }
 }
 
@@ -60,18 +68,34 @@ impl MembershipView {
         self.changes.subscribe()
     }
 
+    /// The view's version: answers read at one version hold until it moves. Read it before the
+    /// answer it labels.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     pub fn add(&self, room: &str, user: &str) {
-        let inserted = self.rooms.write().expect("membership lock").insert(room.to_owned(), user.to_owned());
+        let inserted = self.change(|rooms| rooms.insert(room.to_owned(), user.to_owned()));
         if inserted {
             let _ = self.changes.send(MembershipChange::Added { room: room.to_owned(), user: user.to_owned() });
         }
     }
 
     pub fn remove(&self, room: &str, user: &str) {
-        let removed = self.rooms.write().expect("membership lock").remove(room, user);
+        let removed = self.change(|rooms| rooms.remove(room, user));
         if removed {
             let _ = self.changes.send(MembershipChange::Removed { room: room.to_owned(), user: user.to_owned() });
         }
+    }
+
+    /// Applies `edit` under the write lock and moves the version when it changed something.
+    fn change(&self, edit: impl FnOnce(&mut Rooms) -> bool) -> bool {
+        let mut rooms = self.rooms.write().expect("membership lock");
+        let changed = edit(&mut rooms);
+        if changed {
+            self.version.fetch_add(1, Ordering::Release);
+        }
+        changed
     }
 
     /// Drops a room and all its members.
@@ -164,6 +188,19 @@ impl Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_version_moves_with_every_change_and_only_then() {
+        let view = MembershipView::default();
+        let start = view.version();
+        view.add("a", "alice");
+        view.add("a", "alice");
+        assert_eq!(view.version(), start + 1, "a repeated add changes nothing");
+        view.remove("a", "bob");
+        assert_eq!(view.version(), start + 1, "removing a non-member changes nothing");
+        view.remove("a", "alice");
+        assert_eq!(view.version(), start + 2);
+    }
 
     #[test]
     fn tracks_membership_and_shared_rooms() {

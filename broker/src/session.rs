@@ -202,6 +202,15 @@ pub(crate) struct Session {
     /// Publishes this connection may still send now (`None`: no rate limit).
     publish_budget: Option<TokenBucket>,
     changes: broadcast::Receiver<MembershipChange>,
+    /// The ACL's last answer for a delivered topic.
+    last_verdict: Option<Verdict>,
+}
+
+/// May this session's user receive on `topic`, as of membership `version`.
+struct Verdict {
+    version: u64,
+    topic: Vec<u8>,
+    allowed: bool,
 }
 
 impl Session {
@@ -217,6 +226,7 @@ impl Session {
         let out = subscriptions.iter().map(|(path, subscription)| router_subscribe(0, path, subscription)).collect();
         Self {
             changes: edge.policy.membership().changes(),
+            last_verdict: None,
             publish_budget: edge.config.max_publish_rate.map(TokenBucket::new),
             edge,
             identity,
@@ -731,7 +741,7 @@ impl Session {
         // the clock is read only for messages that expire
         let now = if expires_at.is_some() { now_millis() } else { 0 };
         let snapshot = publish.retain;
-        let wanted = std::str::from_utf8(&publish.topic).is_ok_and(|t| self.edge.policy.may_receive(self.user(), t))
+        let wanted = self.may_receive(&publish.topic)
             && expires_at.is_none_or(|at| at > now)
             && !(subscription.no_local && tag.and_then(|t| t.origin) == Some(self.identity.generation))
             && (!snapshot || subscription.send_retained)
@@ -777,6 +787,20 @@ impl Session {
             self.router_acks.forwarded(pkid, router_qos, client_qos, &mut self.out);
         }
         Ok(())
+    }
+
+    /// The ACL's answer for a delivery on `topic`, asked again only when the topic or the
+    /// membership view moved since the last delivery: a fan-out delivers run after run on one topic.
+    fn may_receive(&mut self, topic: &[u8]) -> bool {
+        let version = self.edge.policy.membership().version();
+        if let Some(last) = &self.last_verdict {
+            if last.version == version && last.topic == topic {
+                return last.allowed;
+            }
+        }
+        let allowed = std::str::from_utf8(topic).is_ok_and(|t| self.edge.policy.may_receive(&self.identity.user, t));
+        self.last_verdict = Some(Verdict { version, topic: topic.to_vec(), allowed });
+        allowed
     }
 
     /// Replaces the topic of a delivery by an alias when the client accepts them (MQTT 5): the
