@@ -203,12 +203,13 @@ pub(crate) struct Session {
     publish_budget: Option<TokenBucket>,
     changes: broadcast::Receiver<MembershipChange>,
     /// The ACL's last answer for a delivered topic.
-    last_verdict: Option<Verdict>,
+    last_verdict: Verdict,
 }
 
-/// May this session's user receive on `topic`, as of membership `version`.
+/// May this session's user receive on `topic`, as of membership `version` (`None`: not asked yet).
+#[derive(Default)]
 struct Verdict {
-    version: u64,
+    version: Option<u64>,
     topic: Vec<u8>,
     allowed: bool,
 }
@@ -226,7 +227,7 @@ impl Session {
         let out = subscriptions.iter().map(|(path, subscription)| router_subscribe(0, path, subscription)).collect();
         Self {
             changes: edge.policy.membership().changes(),
-            last_verdict: None,
+            last_verdict: Verdict::default(),
             publish_budget: edge.config.max_publish_rate.map(TokenBucket::new),
             edge,
             identity,
@@ -793,14 +794,15 @@ impl Session {
     /// membership view moved since the last delivery: a fan-out delivers run after run on one topic.
     fn may_receive(&mut self, topic: &[u8]) -> bool {
         let version = self.edge.policy.membership().version();
-        if let Some(last) = &self.last_verdict {
-            if last.version == version && last.topic == topic {
-                return last.allowed;
-            }
+        let last = &mut self.last_verdict;
+        if last.version != Some(version) || last.topic != topic {
+            last.allowed =
+                std::str::from_utf8(topic).is_ok_and(|t| self.edge.policy.may_receive(&self.identity.user, t));
+            last.version = Some(version);
+            last.topic.clear();
+            last.topic.extend_from_slice(topic);
         }
-        let allowed = std::str::from_utf8(topic).is_ok_and(|t| self.edge.policy.may_receive(&self.identity.user, t));
-        self.last_verdict = Some(Verdict { version, topic: topic.to_vec(), allowed });
-        allowed
+        last.allowed
     }
 
     /// Replaces the topic of a delivery by an alias when the client accepts them (MQTT 5): the
