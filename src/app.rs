@@ -2,15 +2,17 @@
 
 use crate::settings::Settings;
 use metrics_exporter_prometheus::PrometheusBuilder;
+use roost_auth::passwords::PasswordPool;
 use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, OperatorRules, Policy, TokenService};
 use roost_broker::{Broker, BrokerConfig, BrokerDeps};
+use roost_history::http::{serve, AuthThrottle, ServerLimits};
 use roost_history::{
     ApiConfig, AppState, ClientConfig, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy,
     SqliteStore, Store,
 };
 use secrecy::SecretString;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +37,8 @@ pub enum AppError {
 
 /// Queued records the ingest may hold before publishers wait.
 const INGEST_QUEUE: usize = 8192;
+/// Password jobs that may wait per hashing thread; more are answered 503 at once.
+const HASH_QUEUE_PER_THREAD: usize = 16;
 /// How long shutdown waits for the ingest to flush.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -93,6 +97,7 @@ struct BrokerPart {
 struct HttpPart {
     listener: TcpListener,
     api: axum::Router,
+    limits: ServerLimits,
     retention: Option<(RetentionPolicy, Arc<dyn Store>)>,
 }
 
@@ -136,6 +141,15 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, AppError> {
     })
 }
 
+/// Every connection and socket holds a file descriptor: the soft limit (often 1,024) goes up
+/// to the hard one, so a crowd of clients meets Roost's own caps first.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(limit, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open files limit"),
+    }
+}
+
 /// Writes a file readable by its owner only.
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
@@ -149,6 +163,7 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 impl App {
     /// Opens the store, loads membership and binds the listeners of `role`.
     pub async fn build(settings: Settings, role: Role) -> Result<Self, AppError> {
+        raise_open_files_limit();
         if role != Role::AllInOne {
             settings.validate_split()?;
         }
@@ -192,11 +207,23 @@ impl App {
                     every: Duration::from_secs(settings.retention.interval),
                 };
                 let retention = policy.limits_history().then(|| (policy, store.clone()));
-                let state = AppState { store, tokens, membership, relay, presence, metrics, config };
+                let auth = &settings.auth;
+                let threads = auth
+                    .hashing_threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
+                let passwords = PasswordPool::new(threads, threads * HASH_QUEUE_PER_THREAD);
+                let throttle = Arc::new(AuthThrottle::new(auth.attempts_per_address, auth.attempts_per_user));
+                let state =
+                    AppState { store, tokens, membership, relay, presence, metrics, config, passwords, throttle };
                 let listener = TcpListener::bind(&settings.http.listen)
                     .await
                     .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
-                Some(HttpPart { listener, api: roost_history::http::router(state), retention })
+                let limits = ServerLimits {
+                    max_connections: settings.http.max_connections,
+                    header_timeout: Duration::from_secs(settings.http.header_timeout),
+                    body_timeout: Duration::from_secs(settings.http.body_timeout),
+                };
+                Some(HttpPart { listener, api: roost_history::http::router(state), limits, retention })
             }
         };
         Ok(Self { broker, http })
@@ -224,40 +251,26 @@ impl App {
             }
         };
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(HttpPart { listener, api, retention }) = self.http {
-            tasks.spawn(axum::serve(listener, api).with_graceful_shutdown(when_stopped()).into_future());
+        if let Some(HttpPart { listener, api, limits, retention }) = self.http {
+            tasks.spawn(serve(listener, api, limits, when_stopped()));
             if let Some((policy, store)) = retention {
                 let prune = policy.run(store, when_stopped());
-                tasks.spawn(async move {
-                    prune.await;
-                    Ok(())
-                });
+                tasks.spawn(prune);
             }
         }
         let mut ingest = None;
         if let Some(BrokerPart { broker, ingest: worker, outbox }) = self.broker {
             if let Some((store, start)) = outbox {
                 let follow = broker.relay().follow_outbox(store, start, when_stopped());
-                tasks.spawn(async move {
-                    follow.await;
-                    Ok(())
-                });
+                tasks.spawn(follow);
             }
             ingest = Some(tokio::spawn(worker.run()));
-            let serve = broker.run_until(when_stopped());
-            tasks.spawn(async move {
-                serve.await;
-                Ok(())
-            });
+            tasks.spawn(broker.run_until(when_stopped()));
         }
         tokio::select! {
             _ = shutdown => {}
-            // a part that ends on its own (an HTTP server that failed) stops the rest
-            Some(ended) = tasks.join_next() => {
-                if let Ok(Err(e)) = ended {
-                    warn!(error = %e, "HTTP server failed");
-                }
-            }
+            // a part that ends on its own stops the rest
+            Some(_) = tasks.join_next() => warn!("a part of roost ended on its own; stopping"),
         }
         let _ = stop.send(true);
         while tasks.join_next().await.is_some() {}
@@ -299,6 +312,8 @@ fn broker_config(settings: &Settings) -> BrokerConfig {
         max_payload: mqtt.max_payload,
         max_packet: mqtt.max_packet,
         max_connections: mqtt.max_connections,
+        max_connections_per_user: mqtt.max_connections_per_user,
+        max_connections_per_bot: mqtt.max_connections_per_bot,
         max_subscriptions: mqtt.max_subscriptions,
         max_publish_rate: mqtt.max_publish_rate,
         max_connect_rate: mqtt.max_connect_rate,

@@ -3,7 +3,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use roost_auth::Rule;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,11 @@ pub struct MqttSettings {
     /// Largest MQTT packet, bytes.
     pub max_packet: usize,
     pub max_connections: usize,
+    /// Most client ids one user may have connected at once (`ROOST_MQTT__MAX_CONNECTIONS_PER_USER`);
+    /// more are refused with CONNACK 0x03 (MQTT 5: 0x97).
+    pub max_connections_per_user: usize,
+    /// The same for a bot (`ROOST_MQTT__MAX_CONNECTIONS_PER_BOT`).
+    pub max_connections_per_bot: usize,
     /// Most subscriptions per connection (`ROOST_MQTT__MAX_SUBSCRIPTIONS`).
     pub max_subscriptions: usize,
     /// Most publishes per second per connection; faster connections are disconnected
@@ -77,6 +82,13 @@ pub struct MqttSettings {
 pub struct HttpSettings {
     /// HTTP API address (`ROOST_HTTP__LISTEN`).
     pub listen: String,
+    /// Connections open at once; more are closed on accept (`ROOST_HTTP__MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, and the longest idle wait between
+    /// requests on a kept-alive connection (`ROOST_HTTP__HEADER_TIMEOUT`).
+    pub header_timeout: u64,
+    /// Seconds a client has to send a request's body (`ROOST_HTTP__BODY_TIMEOUT`).
+    pub body_timeout: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -105,6 +117,14 @@ pub struct AuthSettings {
     pub access_ttl: u64,
     /// Refresh token lifetime, seconds.
     pub refresh_ttl: u64,
+    /// Login and registration attempts a minute from one client address
+    /// (`ROOST_AUTH__ATTEMPTS_PER_ADDRESS`); past it: 429 with `Retry-After`.
+    pub attempts_per_address: u32,
+    /// Login attempts a minute on one user name (`ROOST_AUTH__ATTEMPTS_PER_USER`).
+    pub attempts_per_user: u32,
+    /// Threads that hash passwords (`ROOST_AUTH__HASHING_THREADS`); unset: one per core.
+    /// Each hash holds 19 MiB while it runs.
+    pub hashing_threads: Option<usize>,
 }
 
 impl Default for Settings {
@@ -123,6 +143,8 @@ impl Default for Settings {
                 max_payload: 64 * 1024,
                 max_packet: 256 * 1024,
                 max_connections: 100_000,
+                max_connections_per_user: 32,
+                max_connections_per_bot: 8,
                 max_subscriptions: 100,
                 max_publish_rate: None,
                 max_connect_rate: None,
@@ -130,9 +152,21 @@ impl Default for Settings {
                 anonymous: Vec::new(),
                 rules: Vec::new(),
             },
-            http: HttpSettings { listen: "127.0.0.1:8080".into() },
+            http: HttpSettings {
+                listen: "127.0.0.1:8080".into(),
+                max_connections: 10_000,
+                header_timeout: 10,
+                body_timeout: 30,
+            },
             store: StoreSettings::default(),
-            auth: AuthSettings { secret: None, access_ttl: 3600, refresh_ttl: 30 * 24 * 3600 },
+            auth: AuthSettings {
+                secret: None,
+                access_ttl: 3600,
+                refresh_ttl: 30 * 24 * 3600,
+                attempts_per_address: 60,
+                attempts_per_user: 10,
+                hashing_threads: None,
+            },
             retention: RetentionSettings { max_age: None, max_messages: None, interval: 300 },
         }
     }
@@ -140,6 +174,9 @@ impl Default for Settings {
 
 /// The names of the MQTT listeners, as `mqtt.anonymous` lists them.
 const LISTENERS: [&str; 4] = ["tcp", "ws", "tls", "wss"];
+
+/// The shortest HS256 secret accepted: RFC 7518 asks for a key at least as long as the hash.
+const MIN_SECRET_BYTES: usize = 32;
 
 /// The file read when `--config` is not given, if it exists.
 const DEFAULT_FILE: &str = "config/default.toml";
@@ -205,6 +242,36 @@ impl Settings {
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "ROOST_MQTT__MAX_CONNECTIONS", "must be at least 1".into());
         }
+        if let Some(secret) = &self.auth.secret {
+            if secret.expose_secret().len() < MIN_SECRET_BYTES {
+                let reason = format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`); unset: generated into the data dir"
+                );
+                return invalid("auth.secret", "ROOST_AUTH__SECRET", reason);
+            }
+        }
+        for (key, env, value) in [
+            ("http.max_connections", "ROOST_HTTP__MAX_CONNECTIONS", self.http.max_connections as u64),
+            (
+                "mqtt.max_connections_per_user",
+                "ROOST_MQTT__MAX_CONNECTIONS_PER_USER",
+                self.mqtt.max_connections_per_user as u64,
+            ),
+            (
+                "mqtt.max_connections_per_bot",
+                "ROOST_MQTT__MAX_CONNECTIONS_PER_BOT",
+                self.mqtt.max_connections_per_bot as u64,
+            ),
+            ("http.header_timeout", "ROOST_HTTP__HEADER_TIMEOUT", self.http.header_timeout),
+            ("http.body_timeout", "ROOST_HTTP__BODY_TIMEOUT", self.http.body_timeout),
+            ("auth.attempts_per_address", "ROOST_AUTH__ATTEMPTS_PER_ADDRESS", self.auth.attempts_per_address.into()),
+            ("auth.attempts_per_user", "ROOST_AUTH__ATTEMPTS_PER_USER", self.auth.attempts_per_user.into()),
+            ("auth.hashing_threads", "ROOST_AUTH__HASHING_THREADS", self.auth.hashing_threads.unwrap_or(1) as u64),
+        ] {
+            if value == 0 {
+                return invalid(key, env, "must be at least 1".into());
+            }
+        }
         if self.auth.access_ttl == 0 || self.auth.refresh_ttl == 0 {
             return invalid("auth.access_ttl", "ROOST_AUTH__ACCESS_TTL", "token lifetimes must be positive".into());
         }
@@ -262,6 +329,18 @@ mod tests {
         settings.store.uri = Some("mongodb://db".into());
         let error = settings.validate_split().unwrap_err().to_string();
         assert!(error.contains("ROOST_AUTH__SECRET"), "{error}");
+    }
+
+    #[test]
+    fn a_short_or_empty_secret_is_refused() {
+        let mut settings = Settings::default();
+        for short in ["", "0123456789abcdef0123456789abcde"] {
+            settings.auth.secret = Some(SecretString::from(short.to_owned()));
+            let error = settings.validate().unwrap_err().to_string();
+            assert!(error.contains("ROOST_AUTH__SECRET") && error.contains("32 bytes"), "{error}");
+        }
+        settings.auth.secret = Some(SecretString::from("0123456789abcdef0123456789abcdef".to_owned()));
+        settings.validate().expect("32 bytes are enough");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod acl;
 pub mod membership;
 pub mod passwords;
+pub mod rate;
 pub mod rules;
 pub mod tokens;
 

@@ -29,6 +29,10 @@ pub struct BrokerConfig {
     pub max_packet: usize,
     /// Most concurrent client connections.
     pub max_connections: usize,
+    /// Most client ids one user may have connected at once; more are refused (0x03 / 0x97).
+    pub max_connections_per_user: usize,
+    /// The same for a bot.
+    pub max_connections_per_bot: usize,
     /// Most subscriptions one connection may hold; SUBSCRIBEs past it get 0x80.
     pub max_subscriptions: usize,
     /// Most publishes per second one connection may send (burst: one second's worth); a

@@ -7,6 +7,7 @@ use crate::listener::Edge;
 use crate::registry::Stored;
 use crate::route_tag::RouteTag;
 use crate::session::{Identity, Session};
+use crate::slots::{Full, Holder};
 use crate::transport::{Protocol, Transport};
 use bytes::BytesMut;
 use roost_auth::{TokenError, ANONYMOUS};
@@ -36,6 +37,8 @@ enum Refusal {
     Busy,
     Unavailable,
     RateExceeded,
+    /// The user's own connection cap.
+    Quota,
 }
 
 impl Refusal {
@@ -46,11 +49,12 @@ impl Refusal {
             (Refusal::ClientId, _) => ConnectReturnCode::ClientIdentifierNotValid,
             (Refusal::BadCredentials, _) => ConnectReturnCode::BadUserNamePassword,
             (Refusal::NotAuthorized, _) => ConnectReturnCode::NotAuthorized,
-            (Refusal::Busy | Refusal::Unavailable | Refusal::RateExceeded, Version::V311) => {
+            (Refusal::Busy | Refusal::Unavailable | Refusal::RateExceeded | Refusal::Quota, Version::V311) => {
                 ConnectReturnCode::ServiceUnavailable
             }
             (Refusal::RateExceeded, Version::V5) => ConnectReturnCode::ConnectionRateExceeded,
             (Refusal::Busy, Version::V5) => ConnectReturnCode::ServerBusy,
+            (Refusal::Quota, Version::V5) => ConnectReturnCode::QuotaExceeded,
             (Refusal::Unavailable, Version::V5) => ConnectReturnCode::ServerUnavailable,
         }
     }
@@ -135,8 +139,16 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
             Err(()) => return send_refusal(&mut transport, version, Refusal::NotAuthorized, "will").await,
         },
     };
-    let Some(_slot) = edge.occupy_slot() else {
-        return send_refusal(&mut transport, version, Refusal::Busy, "max connections").await;
+    let holder = match claims.as_ref() {
+        Some(claims) => Holder::User { user: &user, client_id: &client_id, bot: claims.bot.is_some() },
+        None => Holder::Anonymous,
+    };
+    let _slot = match edge.slots.occupy(holder) {
+        Ok(slot) => slot,
+        Err(Full::Broker) => return send_refusal(&mut transport, version, Refusal::Busy, "max connections").await,
+        Err(Full::User) => {
+            return send_refusal(&mut transport, version, Refusal::Quota, "max connections per user").await
+        }
     };
     // Session ids carry the user, so equal client ids of different users never collide.
     let claim = edge.registry.claim(&format!("{user}:{client_id}")).await;

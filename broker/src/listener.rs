@@ -3,15 +3,16 @@
 use crate::config::BrokerConfig;
 use crate::links::{Links, ServerLink};
 use crate::presence::Presence;
-use crate::rate::TokenBucket;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
+use crate::slots::Slots;
 use crate::transport::{Protocol, Transport};
 use crate::BrokerDeps;
+use roost_auth::rate::TokenBucket;
 use roost_auth::{Policy, TokenService};
 use roost_history::IngestHandle;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -58,19 +59,10 @@ pub(crate) struct Edge {
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) sequencer: Sequencer,
-    connections: Arc<AtomicUsize>,
+    pub(crate) slots: Arc<Slots>,
     last_message_id: AtomicU64,
     /// CONNECTs the edge may still accept now (`None`: no limit).
     connect_budget: Option<Mutex<TokenBucket>>,
-}
-
-/// One of at most `max_connections` connection slots; released on drop.
-pub(crate) struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl Edge {
@@ -84,6 +76,11 @@ impl Edge {
     ) -> Self {
         Self {
             connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
+            slots: Arc::new(Slots::new(
+                config.max_connections,
+                config.max_connections_per_user,
+                config.max_connections_per_bot,
+            )),
             config,
             tokens: deps.tokens,
             policy: deps.policy,
@@ -94,7 +91,6 @@ impl Edge {
             tls,
             registry: Arc::default(),
             sequencer: Sequencer::new(deps.store),
-            connections: Arc::default(),
             last_message_id: AtomicU64::new(0),
         }
     }
@@ -107,13 +103,6 @@ impl Edge {
     /// A number no other publish through this edge carries.
     pub(crate) fn next_message_id(&self) -> u64 {
         self.last_message_id.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Takes a connection slot, or `None` when the broker is full.
-    pub(crate) fn occupy_slot(&self) -> Option<Slot> {
-        let previous = self.connections.fetch_add(1, Ordering::Relaxed);
-        let slot = Slot(self.connections.clone());
-        (previous < self.config.max_connections).then_some(slot)
     }
 
     /// Clears what the router keeps of an expired session and recycles its link id.

@@ -201,6 +201,16 @@ impl System {
         self.mongo.as_mut().expect("a system on MongoDB")
     }
 
+    /// The process id of `roost serve` (or `roost broker` when split).
+    pub(crate) fn pid(&self) -> u32 {
+        self.roost.id().expect("roost is running")
+    }
+
+    /// The HTTP API's `host:port`, for raw sockets.
+    pub(crate) fn http_address(&self) -> &str {
+        self.http.trim_start_matches("http://")
+    }
+
     pub(crate) fn data_dir(&self) -> PathBuf {
         self.data_dir.path().to_owned()
     }

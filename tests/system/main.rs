@@ -12,6 +12,7 @@ mod harness;
 mod limits;
 mod mqtt5;
 mod presence;
+mod security;
 mod split;
 mod startup;
 mod tls;

@@ -12,6 +12,9 @@ async fn a_bad_setting_stops_startup_naming_the_key() {
         ("ROOST_MQTT__KEEPALIVE_MAX", "0", "mqtt.keepalive_max"),
         ("ROOST_MQTT__KEEPALIVE_MAX", "soon", "keepalive_max"),
         ("ROOST_MQTT__TLS", "127.0.0.1:0", "mqtt.tls"),
+        // an empty or short HS256 key would let anyone who guesses it mint tokens
+        ("ROOST_AUTH__SECRET", "", "auth.secret"),
+        ("ROOST_AUTH__SECRET", "hunter2", "auth.secret"),
     ] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_roost"))
             .arg("serve")

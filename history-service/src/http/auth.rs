@@ -1,13 +1,14 @@
 //! Accounts and tokens: register, login, refresh, and the bearer-token extractor.
 
 use super::error::{ApiJson, ErrorBody};
+use super::throttle::ClientAddress;
 use super::{ApiError, AppState};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use roost_auth::passwords;
+use roost_auth::passwords::PoolError;
 use roost_auth::tokens::{hex, random_secret};
 use roost_protocol::{now_millis, Claims, Name};
 use serde::{Deserialize, Serialize};
@@ -96,18 +97,18 @@ const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 1024;
 
 #[utoipa::path(post, path = "/v1/auth/register", request_body = Credentials, responses(
-    (status = 201, body = Registered), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    (status = 201, body = Registered), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+    (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn register(
     axum::extract::State(state): axum::extract::State<AppState>,
+    address: ClientAddress,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
+    state.throttle.attempt_from(address)?;
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&body.password.len()) {
         return Err(ApiError::bad_request(format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} bytes")));
     }
-    let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || passwords::hash(&password))
-        .await
-        .map_err(|_| ApiError::bad_request("could not hash password"))?;
+    let hash = state.passwords.hash(body.password).await.map_err(saturated)?;
     state.store.create_user(body.username.as_str(), &hash).await.map_err(|e| match e {
         crate::store::StoreError::Conflict => ApiError::conflict("username taken"),
         other => other.into(),
@@ -116,17 +117,18 @@ pub(crate) async fn register(
 }
 
 #[utoipa::path(post, path = "/v1/auth/login", request_body = Credentials, responses(
-    (status = 200, body = TokenPair), (status = 401, body = ErrorBody)))]
+    (status = 200, body = TokenPair), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    (status = 503, body = ErrorBody)))]
 pub(crate) async fn login(
     axum::extract::State(state): axum::extract::State<AppState>,
+    address: ClientAddress,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
+    state.throttle.attempt_from(address)?;
+    state.throttle.attempt_on(body.username.as_str())?;
     let stored = state.store.password_hash(body.username.as_str()).await?;
-    let password = body.password;
-    let valid = tokio::task::spawn_blocking(move || stored.is_some_and(|hash| passwords::verify(&password, &hash)))
-        .await
-        .unwrap_or(false);
-    if !valid {
+    // an unknown user costs the same hashing as a wrong password: timing tells nothing
+    if !state.passwords.verify(body.password, stored).await.map_err(saturated)? {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
     issue_pair(&state, body.username.as_str()).await.map(Json)
@@ -156,6 +158,11 @@ async fn issue_pair(state: &AppState, user: &str) -> Result<TokenPair, ApiError>
         token_type: "Bearer",
         expires_in: state.config.access_ttl_secs,
     })
+}
+
+/// The answer when password hashing cannot take more work now.
+fn saturated(e: PoolError) -> ApiError {
+    ApiError::busy(e.to_string(), 1)
 }
 
 /// Refresh tokens are stored by their SHA-256, never in the clear.

@@ -7,15 +7,20 @@ mod error;
 mod history;
 mod ops;
 mod rooms;
+mod server;
+mod throttle;
 mod web;
 
 pub use error::ApiError;
+pub use server::{serve, ServerLimits};
+pub use throttle::AuthThrottle;
 pub use web::ClientConfig;
 
 use crate::relay::Relay;
 use crate::store::Store;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use roost_auth::passwords::PasswordPool;
 use roost_auth::{MembershipView, TokenService};
 use roost_protocol::PresenceAggregate;
 use std::sync::Arc;
@@ -44,6 +49,9 @@ pub struct AppState {
     pub presence: Option<Arc<dyn PresenceSource>>,
     pub metrics: PrometheusHandle,
     pub config: ApiConfig,
+    /// Hashing threads of their own for register and login.
+    pub passwords: PasswordPool,
+    pub throttle: Arc<AuthThrottle>,
 }
 
 /// The complete API router.

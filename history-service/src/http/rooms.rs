@@ -124,6 +124,11 @@ pub(crate) async fn create_room(
     Person(user): Person,
     ApiJson(body): ApiJson<NewRoom>,
 ) -> Result<(StatusCode, Json<RoomDetail>), ApiError> {
+    if body.name.as_str().starts_with(DIRECT_PREFIX) {
+        return Err(ApiError::bad_request(format!(
+            "room names starting with '{DIRECT_PREFIX}' are reserved for direct messages (POST /v1/dms)"
+        )));
+    }
     let room = Room {
         id: body.name.to_string(),
         private: body.private,
@@ -183,10 +188,13 @@ pub(crate) async fn leave(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The room `id` when `user` owns it.
+/// The room `id` when `user` owns it. A direct-message room has no owner powers: neither of
+/// its two users may add a third, remove the other or delete it.
 async fn owned_room(state: &AppState, id: &str, user: &str) -> Result<Room, ApiError> {
     let room = state.room_of_member(id, user).await?;
-    if room.owner == user {
+    if room.direct {
+        Err(ApiError::forbidden("a direct-message room has no owner; its two users may only leave it"))
+    } else if room.owner == user {
         Ok(room)
     } else {
         Err(ApiError::forbidden("only the room's owner may do this"))
@@ -205,6 +213,9 @@ pub(crate) async fn add_member(
     let added = body.user.as_str();
     if !state.store.user_exists(added).await? {
         return Err(ApiError::not_found(format!("no user '{added}'")));
+    }
+    if state.store.bot(added).await?.is_some_and(|bot| bot.owner != user) {
+        return Err(ApiError::forbidden(format!("only the owner of the bot '{added}' may add it to a room")));
     }
     if state.admit(&id, added).await? {
         state.notify(added, &InboxNotice::AddedToRoom { room: id.clone(), by: user, ts: now_millis() }).await?;
@@ -244,15 +255,19 @@ pub(crate) async fn delete_room(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The prefix of direct-message room ids, reserved: no one creates a room under it.
+const DIRECT_PREFIX: &str = "dm.";
+
 /// The id of the direct-message room of two users: the same whichever of them asks.
 fn dm_room_id(a: &str, b: &str) -> String {
     let (first, second) = if a <= b { (a, b) } else { (b, a) };
     let digest = Sha256::digest(format!("{first}\n{second}").as_bytes());
-    format!("dm.{}", &hex(&digest)[..32])
+    format!("{DIRECT_PREFIX}{}", &hex(&digest)[..32])
 }
 
 #[utoipa::path(post, path = "/v1/dms", request_body = UserRef, security(("bearer" = [])), responses(
-    (status = 201, body = RoomDetail), (status = 200, body = RoomDetail), (status = 404, body = ErrorBody)))]
+    (status = 201, body = RoomDetail), (status = 200, body = RoomDetail), (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn open_dm(
     State(state): State<AppState>,
     Person(user): Person,
@@ -265,20 +280,28 @@ pub(crate) async fn open_dm(
     if !state.store.user_exists(peer).await? {
         return Err(ApiError::not_found(format!("no user '{peer}'")));
     }
+    if state.store.bot(peer).await?.is_some() {
+        return Err(ApiError::forbidden(format!("'{peer}' is a bot; bots have no direct-message rooms")));
+    }
     let id = dm_room_id(&user, peer);
-    if let Some(room) = state.store.room(&id).await? {
-        return Ok((StatusCode::OK, Json(state.detail(room))));
-    }
     let room = Room { id: id.clone(), private: true, owner: user.clone(), direct: true, created_at: now_millis() };
-    match state.store.create_room(&room).await {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => return Ok((StatusCode::OK, Json(state.detail(state.existing_room(&id).await?)))),
+    let (status, room) = match state.store.create_room(&room).await {
+        Ok(()) => (StatusCode::CREATED, room),
+        Err(StoreError::Conflict) => (StatusCode::OK, state.existing_room(&id).await?),
         Err(e) => return Err(e.into()),
+    };
+    // a room under the id that is not exactly this pair's DM (made before the prefix was
+    // reserved) is never handed out: its other members would read the conversation
+    let strangers = state.membership.members(&id).into_iter().any(|member| member != user && member != peer);
+    if !room.direct || strangers {
+        return Err(ApiError::conflict("this direct-message room cannot be opened; ask an operator"));
     }
-    state.grant(&id, &user).await?;
-    state.admit(&id, peer).await?;
-    state.notify(peer, &InboxNotice::NewDm { room: id, with: user, ts: now_millis() }).await?;
-    Ok((StatusCode::CREATED, Json(state.detail(room))))
+    // both are members again, whichever of them left
+    state.admit(&id, &user).await?;
+    if state.admit(&id, peer).await? {
+        state.notify(peer, &InboxNotice::NewDm { room: id, with: user, ts: now_millis() }).await?;
+    }
+    Ok((status, Json(state.detail(room))))
 }
 
 #[cfg(test)]

@@ -1,0 +1,245 @@
+//! Security: the attacks a hostile user made (issue 14), replayed. Each failed before its fix.
+
+use crate::harness::{spawn_system, spawn_with, Agent, System, PATIENCE};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn members(room: &Value) -> BTreeSet<String> {
+    room["members"].as_array().expect("members").iter().map(|m| m.as_str().unwrap().to_owned()).collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+#[tokio::test]
+async fn a_direct_message_room_is_its_two_users_and_nobody_else() {
+    let system = spawn_system().await;
+    let erin = system.register("erin").await;
+    let frank = system.register("frank").await;
+    let mallory = system.register("mallory").await;
+
+    // the DM namespace is reserved: nobody squats a pair's room (nor learns from a 409 that it exists)
+    for squat in ["dm.0123456789abcdef0123456789abcdef", "dm.x"] {
+        let (status, body) = system.call("POST", "/v1/rooms", Some(&mallory), Some(json!({"name": squat}))).await;
+        assert_eq!(status, 400, "{squat}: {body}");
+    }
+    let (status, dm) = system.call("POST", "/v1/dms", Some(&erin), Some(json!({"user": "frank"}))).await;
+    assert_eq!(status, 201, "{dm}");
+    assert_eq!(members(&dm), set(&["erin", "frank"]));
+    let id = dm["id"].as_str().unwrap().to_owned();
+    assert_eq!(system.call("POST", "/v1/rooms", Some(&mallory), Some(json!({"name": id}))).await.0, 400);
+
+    // whoever opened it has no owner powers: no third member, no removing the peer, no delete
+    let add = json!({"user": "mallory"});
+    assert_eq!(system.call("POST", &format!("/v1/rooms/{id}/members"), Some(&erin), Some(add)).await.0, 403);
+    assert_eq!(system.call("DELETE", &format!("/v1/rooms/{id}/members/frank"), Some(&erin), None).await.0, 403);
+    assert_eq!(system.call("DELETE", &format!("/v1/rooms/{id}"), Some(&erin), None).await.0, 403);
+    assert_eq!(system.call("POST", &format!("/v1/rooms/{id}/join"), Some(&mallory), None).await.0, 404);
+    assert_eq!(system.call("GET", &format!("/v1/rooms/{id}/messages"), Some(&mallory), None).await.0, 404);
+
+    // a peer who left is back when either of them opens it again
+    assert_eq!(system.call("POST", &format!("/v1/rooms/{id}/leave"), Some(&frank), None).await.0, 204);
+    let (status, again) = system.call("POST", "/v1/dms", Some(&erin), Some(json!({"user": "frank"}))).await;
+    assert_eq!((status, again["id"].as_str()), (200, Some(id.as_str())));
+    assert_eq!(members(&again), set(&["erin", "frank"]));
+    assert_eq!(system.call("GET", &format!("/v1/rooms/{id}/messages"), Some(&frank), None).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_bot_goes_only_where_its_owner_takes_it() {
+    let system = spawn_system().await;
+    let alice = system.register("alice").await;
+    let mallory = system.register("mallory").await;
+    system.room("lab", false, "alice", &[]).await;
+    system.room("annex", false, "alice", &[]).await;
+    system.room("den", false, "mallory", &[]).await;
+    let (status, bot) =
+        system.call("POST", "/v1/bots", Some(&alice), Some(json!({"name": "sensor", "rooms": ["lab"]}))).await;
+    assert_eq!(status, 201, "{bot}");
+
+    // another room owner cannot pull the bot into a room, nor open a DM with it
+    let add = json!({"user": "sensor"});
+    let (status, body) = system.call("POST", "/v1/rooms/den/members", Some(&mallory), Some(add.clone())).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(system.call("POST", "/v1/dms", Some(&mallory), Some(json!({"user": "sensor"}))).await.0, 403);
+    assert_eq!(system.call("GET", "/v1/rooms/den", Some(&mallory), None).await.1["members"], json!(["mallory"]));
+    // its owner can, to a room she owns
+    assert_eq!(system.call("POST", "/v1/rooms/annex/members", Some(&alice), Some(add)).await.0, 200);
+}
+
+/// The peak resident memory of process `pid`, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    kib / 1024
+}
+
+async fn login(system: &System, user: &str, password: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/v1/auth/login", system.http))
+        .json(&json!({"username": user, "password": password}))
+        .send()
+        .await
+        .expect("HTTP request")
+}
+
+#[tokio::test]
+async fn a_login_flood_costs_bounded_memory_and_does_not_tell_who_exists() {
+    // address and user-name limits off: the bound on hashing itself is what is tested
+    let limits_off = [("ROOST_AUTH__ATTEMPTS_PER_ADDRESS", "1000000"), ("ROOST_AUTH__ATTEMPTS_PER_USER", "1000000")];
+    let system = spawn_with(&limits_off).await;
+    system.register("erin").await;
+
+    // 400 concurrent wrong logins: each argon2 check holds 19 MiB, 7.6 GB if they all ran at once
+    let mut flood = tokio::task::JoinSet::new();
+    for n in 0..400 {
+        let url = format!("{}/v1/auth/login", system.http);
+        flood.spawn(async move {
+            let body = json!({"username": format!("guess{n}"), "password": "wrong password"});
+            reqwest::Client::new().post(url).json(&body).send().await.map(|r| r.status().as_u16())
+        });
+    }
+    let statuses = flood.join_all().await;
+    let refused = statuses.iter().filter(|s| matches!(s, Ok(503))).count();
+    assert!(statuses.iter().all(|s| matches!(s, Ok(401 | 503))), "{statuses:?}");
+    assert!(refused > 0, "a saturated hashing queue answers 503 at once");
+    let peak = peak_rss_mib(system.pid());
+    assert!(peak < 400, "peak RSS {peak} MiB during the flood");
+    assert_eq!(system.call("GET", "/healthz", None, None).await.0, 200);
+
+    // an unknown user costs the same hashing as a known one with a wrong password
+    let mut known = Vec::new();
+    let mut unknown = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(login(&system, "erin", "wrong password").await.status(), 401);
+        known.push(started.elapsed());
+        let started = Instant::now();
+        assert_eq!(login(&system, "nobody", "wrong password").await.status(), 401);
+        unknown.push(started.elapsed());
+    }
+    known.sort();
+    unknown.sort();
+    // before: 1 ms against 103 ms; a tenth is far outside any noise
+    assert!(unknown[2] * 10 > known[2], "unknown {unknown:?} vs known {known:?}");
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_user_name_and_per_address() {
+    let system = spawn_with(&[("ROOST_AUTH__ATTEMPTS_PER_USER", "3")]).await;
+    system.register("erin").await; // its login is erin's first attempt
+    for _ in 0..2 {
+        assert_eq!(login(&system, "erin", "wrong password").await.status(), 401);
+    }
+    let limited = login(&system, "erin", "correct horse").await;
+    assert_eq!(limited.status(), 429, "even the right password waits");
+    let retry_after: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry_after), "Retry-After {retry_after}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    system.register("frank").await; // other names are not held up
+
+    let system = spawn_with(&[("ROOST_AUTH__ATTEMPTS_PER_ADDRESS", "5")]).await;
+    for n in 0..5 {
+        assert_eq!(login(&system, &format!("guess{n}"), "wrong password").await.status(), 401);
+    }
+    assert_eq!(login(&system, "guess5", "wrong password").await.status(), 429);
+    let register = json!({"username": "newcomer", "password": "correct horse"});
+    assert_eq!(system.call("POST", "/v1/auth/register", None, Some(register)).await.0, 429, "same budget");
+}
+
+/// Reads until the peer closes (or errors); panics if it stays open past `PATIENCE`.
+async fn closed_by_server(stream: &mut TcpStream) -> Vec<u8> {
+    let mut received = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read).await.expect("the server closes the connection");
+    received
+}
+
+#[tokio::test]
+async fn slow_and_idle_http_clients_are_cut_off_and_cannot_take_the_service_down() {
+    let system = spawn_with(&[
+        ("ROOST_HTTP__HEADER_TIMEOUT", "2"),
+        ("ROOST_HTTP__BODY_TIMEOUT", "2"),
+        ("ROOST_HTTP__MAX_CONNECTIONS", "40"),
+    ])
+    .await;
+    let address = system.http_address().to_owned();
+
+    // 40 half-sent requests fill the HTTP connection cap
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: roost\r\n").await.unwrap();
+        slow.push(stream);
+    }
+    // past the cap a connection is closed without an answer
+    let mut extra = TcpStream::connect(&address).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: roost\r\n\r\n").await;
+    assert!(closed_by_server(&mut extra).await.is_empty(), "answered past the cap");
+    // MQTT does not share the HTTP limits
+    let (code, stderr) =
+        system.mosquitto_pub("alice", &system.token("alice", 60), "rooms/lobby/messages", "{}", 0).await;
+    assert_eq!(code, 0, "{stderr}");
+    // the header deadline closes every half-sent request, and HTTP serves again
+    for stream in &mut slow {
+        closed_by_server(stream).await;
+    }
+    assert_eq!(system.call("GET", "/healthz", None, None).await.0, 200);
+
+    // an idle kept-alive connection is closed after the same deadline
+    let mut idle = TcpStream::connect(&address).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: roost\r\n\r\n").await.unwrap();
+    let answered = closed_by_server(&mut idle).await;
+    assert!(answered.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answered));
+
+    // a body that stops coming is not waited for
+    let mut stalled = TcpStream::connect(&address).await.unwrap();
+    let head =
+        "POST /v1/auth/login HTTP/1.1\r\nHost: roost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(br#"{"username":"#).await.unwrap();
+    let answered = closed_by_server(&mut stalled).await;
+    assert!(answered.is_empty() || answered.starts_with(b"HTTP/1.1 4"), "{}", String::from_utf8_lossy(&answered));
+}
+
+#[tokio::test]
+async fn one_user_cannot_take_every_mqtt_connection() {
+    let system = spawn_with(&[("ROOST_MQTT__MAX_CONNECTIONS_PER_USER", "3")]).await;
+    let token = system.token("mallory", 600);
+    let mut held = Vec::new();
+    for n in 0..3 {
+        held.push(Agent::online(&system, "mallory", json!({"client_id": format!("m{n}")})).await);
+    }
+    let v5 = |id: &str| json!({"client_id": id, "protocol": 5});
+    assert_eq!(Agent::connect(&system, "mallory", &token, v5("m3")).await.1, 0x97, "MQTT 5: quota exceeded");
+    let (_, rc) = Agent::connect(&system, "mallory", &token, json!({"client_id": "m4"})).await;
+    assert_ne!(rc, 0, "3.1.1: refused too");
+    // taking over one's own client id is not a new connection
+    let _m0 = Agent::online(&system, "mallory", json!({"client_id": "m0"})).await;
+    // nobody else is affected
+    let _alice = Agent::online(&system, "alice", json!({"client_id": "m3"})).await;
+    // a connection that ends gives its place back
+    held.pop().unwrap().kill().await;
+    let deadline = Instant::now() + PATIENCE;
+    while Agent::connect(&system, "mallory", &token, v5("m3")).await.1 != 0 {
+        assert!(Instant::now() < deadline, "the ended connection's place never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
