@@ -120,7 +120,7 @@ impl Broker {
 
     /// Applies the HTTP API's membership changes and publishes its server messages.
     pub fn relay(&self) -> BrokerRelay {
-        BrokerRelay::new(self.edge.policy.membership().clone(), self.edge.server.clone())
+        BrokerRelay::new(self.edge.policy.membership().clone(), self.edge.server.clone(), self.edge.sequencer.clone())
     }
 
     pub fn presence(&self) -> Arc<Presence> {

@@ -58,7 +58,7 @@ pub(crate) struct Edge {
     /// Present when a TLS or WSS listener is configured.
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) registry: Arc<Registry>,
-    pub(crate) sequencer: Sequencer,
+    pub(crate) sequencer: Arc<Sequencer>,
     pub(crate) slots: Arc<Slots>,
     last_message_id: AtomicU64,
     /// CONNECTs the edge may still accept now (`None`: no limit).
@@ -90,7 +90,7 @@ impl Edge {
             presence,
             tls,
             registry: Arc::default(),
-            sequencer: Sequencer::new(deps.store),
+            sequencer: Arc::new(Sequencer::new(deps.store)),
             last_message_id: AtomicU64::new(0),
         }
     }

@@ -2,6 +2,7 @@
 //! and published, handed over in-process (`roost serve`) or read from the store's outbox (split).
 
 use crate::links::ServerLink;
+use crate::sequencer::Sequencer;
 use async_trait::async_trait;
 use roost_auth::MembershipView;
 use roost_history::{Directive, Relay, Store, StoreError};
@@ -24,15 +25,21 @@ const OUTBOX_PAGE: u32 = 256;
 pub struct BrokerRelay {
     view: Arc<MembershipView>,
     server: ServerLink,
+    sequencer: Arc<Sequencer>,
 }
 
 impl BrokerRelay {
-    pub(crate) fn new(view: Arc<MembershipView>, server: ServerLink) -> Self {
-        Self { view, server }
+    pub(crate) fn new(view: Arc<MembershipView>, server: ServerLink, sequencer: Arc<Sequencer>) -> Self {
+        Self { view, server, sequencer }
     }
 
     fn apply(&self, directive: Directive) {
         directive.apply_to(&self.view);
+        if let Directive::CloseRoom { room } = &directive {
+            // the store raised the room's floor to what was leased: a room re-created under
+            // the name numbers from a fresh lease, above it
+            self.sequencer.forget(room);
+        }
         if let Directive::Publish { topic, payload } = directive {
             self.server.publish(topic, payload.into_bytes());
         }

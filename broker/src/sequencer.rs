@@ -42,6 +42,11 @@ impl Sequencer {
         seq
     }
 
+    /// Drops `room`'s lease (the room was deleted): its next number comes from a new lease.
+    pub(crate) fn forget(&self, room: &str) {
+        self.leases.lock().expect("lease map lock").remove(room);
+    }
+
     async fn reserve(&self, room: &str) -> i64 {
         let what = format!("cannot lease sequence numbers of room {room}; its publishers wait");
         retry_until_ok(&what, || async {

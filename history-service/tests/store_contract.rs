@@ -198,6 +198,29 @@ async fn sequence_reservations_never_overlap(backend: impl Backend) {
     assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), 201, "a re-created room never repeats a seq");
 }
 
+async fn late_writes_of_a_deleted_room_stay_hidden(backend: impl Backend) {
+    let store = backend.open().await;
+    let seqs = |v: Vec<Envelope>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    let first = store.reserve_seq("lobby", 10).await.unwrap();
+    store.write_batch(&[envelope("lobby", first)], &[]).await.unwrap();
+    store.delete_room("lobby").await.unwrap();
+    // numbered before the delete, written after it (a publish in flight)
+    store.write_batch(&[envelope("lobby", first + 1)], &[]).await.unwrap();
+    store.create_room(&room("lobby", "mallory")).await.unwrap();
+    let next = store.reserve_seq("lobby", 10).await.unwrap();
+    assert_eq!(next, first + 10, "numbering continues");
+    store.write_batch(&[envelope("lobby", next)], &[]).await.unwrap();
+    for page in [
+        Page::Latest { limit: 10 },
+        Page::Before { before: next + 1, limit: 10 },
+        Page::After { after: 0, before: None, limit: 10 },
+        Page::After { after: 0, before: Some(next + 1), limit: 10 },
+    ] {
+        assert_eq!(seqs(store.messages("lobby", page).await.unwrap()), [next], "{page:?}");
+    }
+}
+
 async fn history_pages(backend: impl Backend) {
     let store = backend.open().await;
     let batch: Vec<_> = (1..=10).map(|s| envelope("lobby", s)).collect();
@@ -288,6 +311,7 @@ macro_rules! contract {
             run!(rooms_and_members);
             run!(sequence_reservations_never_overlap);
             run!(history_pages);
+            run!(late_writes_of_a_deleted_room_stay_hidden);
             run!(receipts_keep_the_furthest_read);
             run!(retention_prunes_by_age_and_count);
         }

@@ -1,6 +1,6 @@
 //! Security: the attacks a hostile user made (issue 14), replayed. Each failed before its fix.
 
-use crate::harness::{spawn_system, spawn_with, Agent, System, PATIENCE};
+use crate::harness::{spawn_on_mongo, spawn_system, spawn_with, Agent, System, PATIENCE};
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -242,4 +242,41 @@ async fn one_user_cannot_take_every_mqtt_connection() {
         assert!(Instant::now() < deadline, "the ended connection's place never came back");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn messages_in_flight_when_a_room_is_deleted_never_reach_the_next_room_of_that_name() {
+    late_writes_stay_in_the_deleted_room(spawn_system().await).await;
+    if let Some(system) = spawn_on_mongo("late writes of a deleted room on MongoDB").await {
+        late_writes_stay_in_the_deleted_room(system).await;
+    }
+}
+
+async fn late_writes_stay_in_the_deleted_room(system: System) {
+    system.room("war", false, "alice", &["bob"]).await;
+    let alice = system.token("alice", 600);
+    let mallory = system.token("mallory", 600);
+    let mut bob = Agent::online(&system, "bob", json!({})).await;
+    for n in 0..500 {
+        bob.publish("rooms/war/messages", &format!(r#"{{"body":"secret {n}"}}"#), 1).await;
+    }
+    // the delete lands while bob's messages are being numbered and stored
+    bob.expect("published").await;
+    assert_eq!(system.call("DELETE", "/v1/rooms/war", Some(&alice), None).await.0, 204);
+    let (status, body) = system.call("POST", "/v1/rooms", Some(&mallory), Some(json!({"name": "war"}))).await;
+    assert_eq!(status, 201, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await; // what was accepted is stored by now
+    let (code, stderr) = system.mosquitto_pub("mallory", &mallory, "rooms/war/messages", r#"{"body":"mine"}"#, 1).await;
+    assert_eq!(code, 0, "{stderr}");
+
+    let deadline = Instant::now() + PATIENCE;
+    let history = loop {
+        let history = system.history("war", "mallory", "?limit=100").await;
+        if !history.is_empty() || Instant::now() > deadline {
+            break history;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let bodies: Vec<&str> = history.iter().filter_map(|m| m["body"].as_str()).collect();
+    assert_eq!(bodies, ["mine"], "the new room shows only its own messages");
 }

@@ -110,7 +110,9 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, id: &str) -> Result<Option<Room>, StoreError>;
     async fn rooms_of(&self, user: &str) -> Result<Vec<Room>, StoreError>;
     /// Deletes the room, its members, receipts and history. Its sequence counter stays, so a
-    /// room re-created under the same name continues numbering instead of repeating it.
+    /// room re-created under the same name continues numbering instead of repeating it, and
+    /// every number reserved so far becomes the room's floor: [`Store::messages`] never serves
+    /// a message below it (one in flight at the delete, written after it).
     async fn delete_room(&self, id: &str) -> Result<(), StoreError>;
     /// True when `user` was not a member before.
     async fn add_member(&self, room: &str, user: &str) -> Result<bool, StoreError>;

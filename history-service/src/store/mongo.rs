@@ -67,6 +67,10 @@ struct CounterDoc {
     room: String,
     /// The last sequence number reserved.
     last: i64,
+    /// Numbers below it belong to an earlier room of the same name (deleted), whatever is
+    /// written under them later.
+    #[serde(default)]
+    floor: i64,
 }
 
 /// The `room_seq` counter of outbox positions; `$` keeps it apart from every room name.
@@ -280,6 +284,10 @@ impl Store for MongoStore {
         self.receipts().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         self.messages().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         self.rooms().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
+        // everything numbered so far belongs to the deleted room: a message in flight that is
+        // written after this never shows in a room re-created under the name
+        let floor = self.reserve(id, 0).await?;
+        self.counters().update_one(doc! {"_id": id}, doc! {"$max": {"floor": floor}}).await.map_err(unavailable)?;
         Ok(())
     }
 
@@ -360,17 +368,16 @@ impl Store for MongoStore {
     }
 
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError> {
-        let (filter, order, limit) = match page {
-            Page::Latest { limit } => (doc! {"room": room}, -1, limit),
-            Page::Before { before, limit } => (doc! {"room": room, "seq": {"$lt": before}}, -1, limit),
-            Page::After { after, before, limit } => {
-                let range = match before {
-                    Some(before) => doc! {"$gt": after, "$lt": before},
-                    None => doc! {"$gt": after},
-                };
-                (doc! {"room": room, "seq": range}, 1, limit)
+        let floor = self.counters().find_one(doc! {"_id": room}).await.map_err(unavailable)?.map_or(0, |c| c.floor);
+        let (range, order, limit) = match page {
+            Page::Latest { limit } => (doc! {"$gte": floor}, -1, limit),
+            Page::Before { before, limit } => (doc! {"$gte": floor, "$lt": before}, -1, limit),
+            Page::After { after, before: Some(before), limit } => {
+                (doc! {"$gte": floor, "$gt": after, "$lt": before}, 1, limit)
             }
+            Page::After { after, before: None, limit } => (doc! {"$gte": floor, "$gt": after}, 1, limit),
         };
+        let filter = doc! {"room": room, "seq": range};
         let mut cursor = self
             .messages()
             .find(filter)

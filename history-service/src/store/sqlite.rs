@@ -38,9 +38,12 @@ CREATE TABLE IF NOT EXISTS bots (
     token_id TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+-- next: the first number not yet leased; floor: numbers below it belong to an earlier room
+-- of the same name (deleted), whatever is written under them later
 CREATE TABLE IF NOT EXISTS room_seq (
     room TEXT PRIMARY KEY,
-    next INTEGER NOT NULL
+    next INTEGER NOT NULL,
+    floor INTEGER NOT NULL DEFAULT 0
 );
 -- A rowid table: rows append in arrival order and only the small (room, seq) index is updated
 -- in place. Clustered on (room, seq) (WITHOUT ROWID), interleaved rooms dirtied a page per
@@ -117,7 +120,8 @@ impl SqliteStore {
 }
 
 /// Columns added after their table was first released, as `(table, column, type)`.
-const ADDED_COLUMNS: &[(&str, &str, &str)] = &[("messages", "data", "TEXT")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] =
+    &[("messages", "data", "TEXT"), ("room_seq", "floor", "INTEGER NOT NULL DEFAULT 0")];
 
 /// Brings a database made by an earlier release up to [`SCHEMA`].
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -275,6 +279,7 @@ impl Store for SqliteStore {
                 tx.execute(&format!("DELETE FROM {table} WHERE room = ?1"), [&id])?;
             }
             tx.execute("DELETE FROM rooms WHERE id = ?1", [&id])?;
+            tx.execute("UPDATE room_seq SET floor = next WHERE room = ?1", [&id])?;
             tx.commit()
         })
         .await
@@ -393,7 +398,8 @@ impl Store for SqliteStore {
                 }
             };
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND {sql} LIMIT ?4"
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1
+                 AND seq >= (SELECT coalesce(max(floor), 0) FROM room_seq WHERE room = ?1) AND {sql} LIMIT ?4"
             ))?;
             let rows = stmt.query_map(params![room, lower, upper, limit], envelope_from_row)?.collect();
             rows
