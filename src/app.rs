@@ -123,10 +123,18 @@ pub fn signing_secret(settings: &Settings) -> Result<SecretString, crate::settin
     }
 }
 
-/// Creates the data dir when missing and returns it.
+/// Creates the data dir when missing, readable by this user only (it holds the database and
+/// the signing key), and returns it.
 fn ensure_data_dir(settings: &Settings) -> Result<&Path, crate::settings::SettingsError> {
-    std::fs::create_dir_all(&settings.data_dir).map_err(|source| data_dir_error(settings, source))?;
-    Ok(&settings.data_dir)
+    let dir = &settings.data_dir;
+    std::fs::create_dir_all(dir).map_err(|source| data_dir_error(settings, source))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| data_dir_error(settings, source))?;
+    }
+    Ok(dir)
 }
 
 fn data_dir_error(settings: &Settings, source: std::io::Error) -> crate::settings::SettingsError {
@@ -315,6 +323,7 @@ fn broker_config(settings: &Settings) -> BrokerConfig {
         max_connections_per_user: mqtt.max_connections_per_user,
         max_connections_per_bot: mqtt.max_connections_per_bot,
         max_subscriptions: mqtt.max_subscriptions,
+        max_filters_per_user: mqtt.max_filters_per_user,
         max_publish_rate: mqtt.max_publish_rate,
         max_connect_rate: mqtt.max_connect_rate,
         connect_timeout: Duration::from_secs(mqtt.connect_timeout),

@@ -62,6 +62,10 @@ pub struct MqttSettings {
     pub max_connections_per_bot: usize,
     /// Most subscriptions per connection (`ROOST_MQTT__MAX_SUBSCRIPTIONS`).
     pub max_subscriptions: usize,
+    /// Most filters one user may be the first to subscribe to while the process runs
+    /// (`ROOST_MQTT__MAX_FILTERS_PER_USER`): the embedded router keeps every filter until
+    /// restart. Past it SUBSCRIBE gets 0x80 (MQTT 5: 0x97).
+    pub max_filters_per_user: usize,
     /// Most publishes per second per connection; faster connections are disconnected
     /// (`ROOST_MQTT__MAX_PUBLISH_RATE`). Unset: no limit.
     pub max_publish_rate: Option<u32>,
@@ -146,6 +150,7 @@ impl Default for Settings {
                 max_connections_per_user: 32,
                 max_connections_per_bot: 8,
                 max_subscriptions: 100,
+                max_filters_per_user: 2000,
                 max_publish_rate: None,
                 max_connect_rate: None,
                 connect_timeout: 10,
@@ -252,6 +257,7 @@ impl Settings {
         }
         for (key, env, value) in [
             ("http.max_connections", "ROOST_HTTP__MAX_CONNECTIONS", self.http.max_connections as u64),
+            ("mqtt.max_filters_per_user", "ROOST_MQTT__MAX_FILTERS_PER_USER", self.mqtt.max_filters_per_user as u64),
             (
                 "mqtt.max_connections_per_user",
                 "ROOST_MQTT__MAX_CONNECTIONS_PER_USER",

@@ -10,11 +10,15 @@ use secrecy::{ExposeSecret, SecretString};
 pub enum TokenError {
     #[error("token expired")]
     Expired,
+    /// Why, in words safe to show the client (the library's own error stays in the logs).
     #[error("token invalid: {0}")]
-    Invalid(String),
+    Invalid(&'static str),
     #[error("token belongs to another user")]
     WrongUser,
 }
+
+/// How far ahead of this server's clock a token's `iat` may be (another node's clock).
+const CLOCK_SKEW_SECS: i64 = 60;
 
 /// Signs and verifies access tokens with one HS256 secret.
 #[derive(Clone)]
@@ -29,6 +33,7 @@ impl TokenService {
         let key = secret.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self { encoding: EncodingKey::from_secret(key), decoding: DecodingKey::from_secret(key), validation }
     }
@@ -52,10 +57,24 @@ impl TokenService {
 
     /// Verifies signature, algorithm and expiry; returns the claims.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-            _ => TokenError::Invalid(e.to_string()),
-        })
+        use jsonwebtoken::errors::ErrorKind;
+        let claims =
+            decode::<Claims>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::InvalidSignature => TokenError::Invalid("bad signature"),
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        TokenError::Invalid("algorithm not allowed")
+                    }
+                    ErrorKind::ImmatureSignature => TokenError::Invalid("not valid yet"),
+                    ErrorKind::MissingRequiredClaim(_) => TokenError::Invalid("a required claim is missing"),
+                    _ => TokenError::Invalid("malformed"),
+                }
+            })?;
+        if claims.iat > roost_protocol::now_millis() / 1000 + CLOCK_SKEW_SECS {
+            return Err(TokenError::Invalid("issued in the future"));
+        }
+        Ok(claims)
     }
 
     /// Verifies `token` and that it was issued to `user`.
@@ -103,6 +122,19 @@ mod tests {
         assert!(matches!(service("two").verify(&token), Err(TokenError::Invalid(_))));
         let unsigned = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.", token.split('.').nth(1).unwrap());
         assert!(matches!(service("one").verify(&unsigned), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn a_token_from_the_future_or_not_yet_valid_is_refused() {
+        let key = EncodingKey::from_secret(b"k");
+        let now = roost_protocol::now_millis() / 1000;
+        let sign = |claims: serde_json::Value| encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+        let future = sign(serde_json::json!({"sub": "alice", "iat": now + 3600, "exp": now + 7200}));
+        assert!(matches!(service("k").verify(&future), Err(TokenError::Invalid("issued in the future"))));
+        let early = sign(serde_json::json!({"sub": "alice", "iat": now, "nbf": now + 3600, "exp": now + 7200}));
+        assert!(matches!(service("k").verify(&early), Err(TokenError::Invalid("not valid yet"))));
+        let fine = sign(serde_json::json!({"sub": "alice", "iat": now, "nbf": now, "exp": now + 60}));
+        assert_eq!(service("k").verify(&fine).unwrap().sub, "alice");
     }
 
     #[test]

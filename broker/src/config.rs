@@ -35,6 +35,9 @@ pub struct BrokerConfig {
     pub max_connections_per_bot: usize,
     /// Most subscriptions one connection may hold; SUBSCRIBEs past it get 0x80.
     pub max_subscriptions: usize,
+    /// Most filters one user may be the first to subscribe to (the router keeps each until
+    /// restart); SUBSCRIBEs past it get 0x80 (MQTT 5: 0x97).
+    pub max_filters_per_user: usize,
     /// Most publishes per second one connection may send (burst: one second's worth); a
     /// connection that sends faster is disconnected. `None`: no limit.
     pub max_publish_rate: Option<u32>,

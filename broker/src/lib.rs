@@ -7,6 +7,7 @@ mod acks;
 mod codec;
 mod config;
 mod connection;
+mod filters;
 mod links;
 mod listener;
 mod presence;
@@ -120,7 +121,12 @@ impl Broker {
 
     /// Applies the HTTP API's membership changes and publishes its server messages.
     pub fn relay(&self) -> BrokerRelay {
-        BrokerRelay::new(self.edge.policy.membership().clone(), self.edge.server.clone(), self.edge.sequencer.clone())
+        BrokerRelay::new(
+            self.edge.policy.membership().clone(),
+            self.edge.server.clone(),
+            self.edge.sequencer.clone(),
+            self.edge.router_filters.clone(),
+        )
     }
 
     pub fn presence(&self) -> Arc<Presence> {

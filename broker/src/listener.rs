@@ -1,6 +1,7 @@
 //! The edge: shared state of all connections, and the TCP and WebSocket accept loops.
 
 use crate::config::BrokerConfig;
+use crate::filters::RouterFilters;
 use crate::links::{Links, ServerLink};
 use crate::presence::Presence;
 use crate::registry::Registry;
@@ -60,6 +61,7 @@ pub(crate) struct Edge {
     pub(crate) registry: Arc<Registry>,
     pub(crate) sequencer: Arc<Sequencer>,
     pub(crate) slots: Arc<Slots>,
+    pub(crate) router_filters: Arc<RouterFilters>,
     last_message_id: AtomicU64,
     /// CONNECTs the edge may still accept now (`None`: no limit).
     connect_budget: Option<Mutex<TokenBucket>>,
@@ -76,6 +78,7 @@ impl Edge {
     ) -> Self {
         Self {
             connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
+            router_filters: Arc::new(RouterFilters::new(config.max_filters_per_user)),
             slots: Arc::new(Slots::new(
                 config.max_connections,
                 config.max_connections_per_user,

@@ -141,6 +141,15 @@ impl Presence {
         self.unstored.put(user, aggregate);
     }
 
+    /// Is `client_id` of `user` connected now?
+    pub(crate) fn is_online(&self, user: &str, client_id: &str) -> bool {
+        self.users
+            .lock()
+            .expect("presence lock")
+            .get(user)
+            .is_some_and(|presence| presence.online.contains_key(client_id))
+    }
+
     /// The current statuses matching `filter` that `viewer` may see: the retained messages a
     /// new subscription receives.
     pub(crate) fn retained(&self, viewer: &str, filter: &str) -> Vec<(String, Vec<u8>)> {

@@ -1,6 +1,7 @@
 //! The broker's end of the relay: directives from the HTTP API applied to the membership view
 //! and published, handed over in-process (`roost serve`) or read from the store's outbox (split).
 
+use crate::filters::RouterFilters;
 use crate::links::ServerLink;
 use crate::sequencer::Sequencer;
 use async_trait::async_trait;
@@ -26,11 +27,17 @@ pub struct BrokerRelay {
     view: Arc<MembershipView>,
     server: ServerLink,
     sequencer: Arc<Sequencer>,
+    router_filters: Arc<RouterFilters>,
 }
 
 impl BrokerRelay {
-    pub(crate) fn new(view: Arc<MembershipView>, server: ServerLink, sequencer: Arc<Sequencer>) -> Self {
-        Self { view, server, sequencer }
+    pub(crate) fn new(
+        view: Arc<MembershipView>,
+        server: ServerLink,
+        sequencer: Arc<Sequencer>,
+        router_filters: Arc<RouterFilters>,
+    ) -> Self {
+        Self { view, server, sequencer, router_filters }
     }
 
     fn apply(&self, directive: Directive) {
@@ -40,8 +47,11 @@ impl BrokerRelay {
             // the name numbers from a fresh lease, above it
             self.sequencer.forget(room);
         }
+        // room events and inbox notices that no session follows are not handed to the router
         if let Directive::Publish { topic, payload } = directive {
-            self.server.publish(topic, payload.into_bytes());
+            if self.router_filters.wanted(&topic) {
+                self.server.publish(topic, payload.into_bytes());
+            }
         }
     }
 

@@ -106,6 +106,10 @@ impl Exit {
 /// filters' copies arrive right behind the first.
 const DELIVERED_ONCE_KEPT: usize = 256;
 
+/// Inbox notices of refused publishes one connection causes per second (burst as many); the
+/// MQTT 5 reason code still answers every refusal.
+const NOTICES_PER_SECOND: u32 = 20;
+
 /// An acknowledgement owed to the client, sent in the order the publishes arrived.
 /// Reason codes only: the Paho interoperability client rejects acknowledgements that carry
 /// properties, and the reason reaches users on their inbox anyway.
@@ -201,6 +205,8 @@ pub(crate) struct Session {
     delivered_once: VecDeque<u64>,
     /// Publishes this connection may still send now (`None`: no rate limit).
     publish_budget: Option<TokenBucket>,
+    /// Inbox notices of refused publishes this connection may still cause now.
+    notice_budget: TokenBucket,
     changes: broadcast::Receiver<MembershipChange>,
     /// The ACL's last answer for a delivered topic.
     last_verdict: Verdict,
@@ -229,6 +235,7 @@ impl Session {
             changes: edge.policy.membership().changes(),
             last_verdict: Verdict::default(),
             publish_budget: edge.config.max_publish_rate.map(TokenBucket::new),
+            notice_budget: TokenBucket::new(NOTICES_PER_SECOND),
             edge,
             identity,
             transport,
@@ -537,6 +544,10 @@ impl Session {
                 metrics::counter!("roost_messages_total").increment(1);
                 (payload, Some(self.edge.ingest.submit_confirmed(Record::Message(envelope)).await))
             }
+            // typing in a room nobody follows goes nowhere, and is not handed to the router
+            (Accepted::Typing(_), Some(_)) if !self.edge.router_filters.wanted(&raw_topic) => {
+                return Ok(Routed::Accepted(None))
+            }
             (Accepted::Typing(typing), Some(room)) => (stamp::typing(room, &user, typing), None),
             (Accepted::Receipt(receipt), Some(room)) => {
                 let receipt = stamp::receipt(room, &user, receipt);
@@ -557,7 +568,7 @@ impl Session {
 
     /// Drops a publish and tells the sender why: an MQTT 5 reason code on its acknowledgement
     /// and, for users, a notice on its inbox (the only signal 3.1.1 and QoS 0 have).
-    fn refuse(&self, topic: &str, why: Invalid) -> Routed {
+    fn refuse(&mut self, topic: &str, why: Invalid) -> Routed {
         let code = why.code;
         debug!(user = self.user(), topic, code = why.code, "publish rejected");
         metrics::counter!("roost_publishes_rejected_total", "code" => why.code).increment(1);
@@ -569,9 +580,28 @@ impl Session {
                 message: why.message,
                 ts: now_millis(),
             };
-            self.edge.server.publish(Topic::Inbox(self.user()).to_string(), to_payload(&notice));
+            let inbox = Topic::Inbox(self.user()).to_string();
+            // nobody reading the inbox: the router is not asked to match a topic for no one; a
+            // flood of refused publishes gets the first notices of each second, not a queue
+            if self.edge.router_filters.wanted(&inbox) {
+                if self.notice_budget.take() {
+                    self.edge.server.publish(inbox, to_payload(&notice));
+                } else {
+                    metrics::counter!("roost_inbox_notices_dropped_total").increment(1);
+                }
+            }
         }
         Routed::Refused(code)
+    }
+
+    /// A filter on one device's status (`presence/{user}/{client_id}`) must name a device that
+    /// is connected now: the distinct filters anyone can make are bounded by live devices
+    /// (`presence/{user}/+` follows every device of a user, present and future).
+    fn names_a_live_device(&self, filter: &str) -> bool {
+        match filter.split('/').collect::<Vec<_>>().as_slice() {
+            ["presence", owner, device] if *device != "+" => self.edge.presence.is_online(owner, device),
+            _ => true,
+        }
     }
 
     fn on_subscribe(&mut self, subscribe: Subscribe, properties: Option<SubscribeProperties>) {
@@ -584,7 +614,10 @@ impl Session {
             let full = held.is_none() && self.subscriptions.len() >= self.edge.config.max_subscriptions;
             let refused = if full {
                 Some(if v5 { SubscribeReasonCode::QuotaExceeded } else { SubscribeReasonCode::Failure })
-            } else if !valid_filter(&path) || !self.edge.policy.subscribe(self.user(), &path) {
+            } else if !valid_filter(&path)
+                || !self.edge.policy.subscribe(self.user(), &path)
+                || !self.names_a_live_device(&path)
+            {
                 // chat rules answer 0x87; the operator's rules 0x80, what generic clients (the Paho
                 // interoperability suite among them) expect of a broker ACL
                 Some(if v5 && is_roost_namespace(&path) {
@@ -592,6 +625,8 @@ impl Session {
                 } else {
                     SubscribeReasonCode::Failure
                 })
+            } else if held.is_none() && !self.edge.router_filters.admit(self.user(), &path) {
+                Some(if v5 { SubscribeReasonCode::QuotaExceeded } else { SubscribeReasonCode::Failure })
             } else {
                 None
             };

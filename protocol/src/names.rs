@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Why a string is not a valid user or room name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a name is 1 to 64 characters of a-z, 0-9, '_', '.', '-'")]
+#[error("a name is 1 to 64 characters of a-z, 0-9, '_', '.', '-', and not '.' or '..'")]
 pub struct NameError;
 
 /// A validated user or room name.
@@ -27,9 +27,12 @@ impl Name {
     }
 }
 
-/// True when `raw` follows the name grammar.
+/// True when `raw` follows the name grammar. `.` and `..` are refused: as a path segment (an
+/// HTTP route, a file name) they mean something else.
 pub fn is_valid(raw: &str) -> bool {
     (1..=64).contains(&raw.len())
+        && raw != "."
+        && raw != ".."
         && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
@@ -58,10 +61,10 @@ mod tests {
 
     #[test]
     fn accepts_the_grammar_and_nothing_else() {
-        for good in ["a", "alice", "room_1.x-y", &"z".repeat(64)] {
+        for good in ["a", "alice", "room_1.x-y", "...", ".a", &"z".repeat(64)] {
             assert!(is_valid(good), "{good}");
         }
-        for bad in ["", "Alice", "a/b", "+", "#", "a b", "é", &"z".repeat(65), "$sys"] {
+        for bad in ["", "Alice", "a/b", "+", "#", "a b", "é", &"z".repeat(65), "$sys", ".", ".."] {
             assert!(!is_valid(bad), "{bad}");
         }
     }

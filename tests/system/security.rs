@@ -280,3 +280,105 @@ async fn late_writes_stay_in_the_deleted_room(system: System) {
     let bodies: Vec<&str> = history.iter().filter_map(|m| m["body"].as_str()).collect();
     assert_eq!(bodies, ["mine"], "the new room shows only its own messages");
 }
+
+/// The resident memory of process `pid` now, in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        / 1024
+}
+
+/// `user` subscribes to and unsubscribes from `count` filters made from `templates`
+/// (tests/system/py/filters.py); returns the distinct filters granted and the refusals.
+async fn churn_filters(system: &System, user: &str, count: usize, templates: &[&str]) -> (Vec<String>, u64) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/system/py/filters.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &system.mqtt_port.to_string(), user, &system.token(user, 600), &count.to_string()])
+        .args(templates)
+        .output()
+        .await
+        .expect("python3 runs");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{output:?}"));
+    let granted = report["granted"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect();
+    (granted, report["refused"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn a_user_churning_filters_cannot_grow_the_router_or_hold_up_the_chat() {
+    let system = spawn_with(&[("ROOST_MQTT__MAX_FILTERS_PER_USER", "40")]).await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+    // rooms one creates are filters one may make: 20 rooms, 100 filters
+    for n in 0..20 {
+        system.room(&format!("den{n}"), false, "mallory", &[]).await;
+    }
+    let mut bob = system.mosquitto_sub("bob", &["rooms/lobby/messages"]).await;
+    let before = rss_mib(system.pid());
+
+    // 20,000 subscriptions: 16,000 distinct devices that are not connected, and all 81 topics
+    // of her 20 rooms and her own devices, over and over
+    let mut templates: Vec<String> = vec!["presence/mallory/+".into()];
+    for room in 0..20 {
+        for kind in ["messages", "typing", "receipts", "+"] {
+            templates.push(format!("rooms/den{room}/{kind}"));
+        }
+    }
+    templates.extend((0..templates.len() * 4).map(|_| "presence/mallory/d{n}".to_owned()));
+    let templates: Vec<&str> = templates.iter().map(String::as_str).collect();
+    let (granted, refused) = churn_filters(&system, "mallory", 20_000, &templates).await;
+    assert!(granted.len() <= 40, "{} distinct filters granted: {granted:?}", granted.len());
+    assert!(!granted.iter().any(|f| f.starts_with("presence/mallory/d")), "a device that is not connected");
+    assert!(refused >= 16_000, "refused {refused}");
+    let router_filters = system.metric("roost_router_filters").await.unwrap_or_default();
+    assert!(router_filters <= 60.0, "the router holds {router_filters} filters");
+
+    // 2,000 refused publishes: their inbox notices go nowhere, nobody reads mallory's inbox
+    let mut mallory = Agent::online(&system, "mallory", json!({})).await;
+    for n in 0..2000 {
+        mallory.publish("rooms/lobby/messages", &format!(r#"{{"body":"{n}"}}"#), 0).await;
+    }
+    // an unrelated message still goes through at once
+    let started = Instant::now();
+    let alice = system.token("alice", 600);
+    system.mosquitto_pub("alice", &alice, "rooms/lobby/messages", r#"{"body":"still here"}"#, 1).await;
+    let message = crate::harness::next_on(&mut bob, "rooms/lobby/messages").await;
+    assert_eq!(message["body"], "still here");
+    let grown = rss_mib(system.pid()).saturating_sub(before);
+    let took = started.elapsed();
+    eprintln!("churn: {} granted, {refused} refused, RSS +{grown} MiB, unrelated message in {took:?}", granted.len());
+    assert!(grown < 40, "RSS grew {grown} MiB");
+}
+
+#[tokio::test]
+async fn the_small_holes_are_closed_too() {
+    let system = spawn_system().await;
+    let alice = system.register("alice").await;
+    system.room("lobby", true, "alice", &["bob"]).await;
+    // an owner cannot orphan a room by leaving it
+    let (status, body) = system.call("POST", "/v1/rooms/lobby/leave", Some(&alice), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    // names that mean something else as a path segment
+    for name in [".", ".."] {
+        let credentials = json!({"username": name, "password": "correct horse"});
+        assert_eq!(system.call("POST", "/v1/auth/register", None, Some(credentials)).await.0, 422, "{name}");
+    }
+    // the bearer scheme is case-insensitive
+    let lower = reqwest::Client::new()
+        .get(format!("{}/v1/rooms", system.http))
+        .header("authorization", format!("bearer {alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
+    // a refused token says why without the library's words
+    let (status, body) = system.call("GET", "/v1/rooms", Some("not.a.token"), None).await;
+    assert_eq!((status, body["error"]["message"].as_str()), (401, Some("token invalid: malformed")));
+    // the data dir (database, signing key) is its owner's alone
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(system.data_dir()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "data dir mode {mode:o}");
+}

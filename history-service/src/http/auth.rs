@@ -83,8 +83,11 @@ fn bearer_claims(parts: &Parts, state: &AppState) -> Result<Claims, ApiError> {
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+    // the scheme is case-insensitive (RFC 9110 section 11.1)
     let token = header
-        .strip_prefix("Bearer ")
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .ok_or_else(|| ApiError::unauthorized("expected 'Authorization: Bearer <token>'"))?;
     let claims = state.tokens.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
     if !state.membership.admits(&claims.sub, claims.bot.as_deref()) {

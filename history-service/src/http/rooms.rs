@@ -175,13 +175,16 @@ pub(crate) async fn join(
 }
 
 #[utoipa::path(post, path = "/v1/rooms/{id}/leave", security(("bearer" = [])), responses(
-    (status = 204), (status = 404, body = ErrorBody)))]
+    (status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn leave(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.room_of_member(&id, &user).await?;
+    let room = state.room_of_member(&id, &user).await?;
+    if room.owner == user && !room.direct {
+        return Err(ApiError::bad_request("the owner cannot leave the room; delete it instead"));
+    }
     if state.dismiss(&id, &user).await? {
         state.announce(&id, &RoomEvent::Left { room: id.clone(), user, ts: now_millis() }).await?;
     }
