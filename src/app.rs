@@ -98,7 +98,7 @@ struct HttpPart {
     listener: TcpListener,
     api: axum::Router,
     limits: ServerLimits,
-    retention: Option<(RetentionPolicy, Arc<dyn Store>)>,
+    retention: (RetentionPolicy, Arc<dyn Store>),
 }
 
 /// A bound, ready-to-run Roost (or one half of it).
@@ -214,7 +214,7 @@ impl App {
                     max_messages: settings.retention.max_messages,
                     every: Duration::from_secs(settings.retention.interval),
                 };
-                let retention = policy.limits_history().then(|| (policy, store.clone()));
+                let retention = (policy, store.clone());
                 let auth = &settings.auth;
                 let threads = auth
                     .hashing_threads
@@ -261,10 +261,8 @@ impl App {
         let mut tasks = tokio::task::JoinSet::new();
         if let Some(HttpPart { listener, api, limits, retention }) = self.http {
             tasks.spawn(serve(listener, api, limits, when_stopped()));
-            if let Some((policy, store)) = retention {
-                let prune = policy.run(store, when_stopped());
-                tasks.spawn(prune);
-            }
+            let (policy, store) = retention;
+            tasks.spawn(policy.run(store, when_stopped()));
         }
         let mut ingest = None;
         if let Some(BrokerPart { broker, ingest: worker, outbox }) = self.broker {

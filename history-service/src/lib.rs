@@ -10,4 +10,6 @@ pub use http::{ApiConfig, AppState, ClientConfig, PresenceSource};
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use relay::{Directive, OutboxRelay, Relay};
 pub use retention::RetentionPolicy;
-pub use store::{retry_until_ok, Bot, MongoStore, Page, Retention, Room, SqliteStore, Store, StoreError};
+pub use store::{
+    retry_until_ok, Bot, MongoStore, Page, Presented, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
+};

@@ -1,4 +1,5 @@
-//! Retention: prunes history by age and per-room count on a timer.
+//! Retention: on a timer, prunes history by age and per-room count, and deletes expired
+//! refresh tokens.
 
 use crate::store::{Retention, Store};
 use roost_protocol::now_millis;
@@ -23,6 +24,21 @@ impl RetentionPolicy {
         self.max_age.is_some() || self.max_messages.is_some()
     }
 
+    async fn prune_history(&self, store: &dyn Store) {
+        let retention = Retention {
+            older_than: self.max_age.map(|age| now_millis() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
+            keep_per_room: self.max_messages,
+        };
+        match store.prune(retention).await {
+            Ok(0) => {}
+            Ok(pruned) => {
+                info!(pruned, "history pruned by retention");
+                metrics::counter!("roost_messages_pruned_total").increment(pruned);
+            }
+            Err(e) => warn!(error = %e, "retention could not prune history; retrying next round"),
+        }
+    }
+
     /// Prunes now and then every `every`, until `shutdown`.
     pub async fn run(self, store: Arc<dyn Store>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
@@ -32,17 +48,12 @@ impl RetentionPolicy {
                 _ = &mut shutdown => return,
                 _ = timer.tick() => {}
             }
-            let retention = Retention {
-                older_than: self.max_age.map(|age| now_millis() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX)),
-                keep_per_room: self.max_messages,
-            };
-            match store.prune(retention).await {
-                Ok(0) => {}
-                Ok(pruned) => {
-                    info!(pruned, "history pruned by retention");
-                    metrics::counter!("roost_messages_pruned_total").increment(pruned);
-                }
-                Err(e) => warn!(error = %e, "retention could not prune history; retrying next round"),
+            if self.limits_history() {
+                self.prune_history(store.as_ref()).await;
+            }
+            match store.purge_refresh_tokens(now_millis()).await {
+                Ok(purged) => metrics::counter!("roost_refresh_tokens_purged_total").increment(purged),
+                Err(e) => warn!(error = %e, "could not delete expired refresh tokens; retrying next round"),
             }
         }
     }

@@ -3,7 +3,9 @@
 //!
 //! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
-use roost_history::{Bot, Directive, MongoStore, Page, Retention, Room, SqliteStore, Store, StoreError};
+use roost_history::{
+    Bot, Directive, MongoStore, Page, Presented, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
+};
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use std::sync::Arc;
 
@@ -157,11 +159,19 @@ async fn writes_survive_a_server_restart(mut backend: impl Backend) {
     assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), lease + 10);
 }
 
-async fn refresh_tokens_work_once(backend: impl Backend) {
+async fn refresh_tokens_work_once_and_a_replay_is_recognised(backend: impl Backend) {
     let store = backend.open().await;
-    store.put_refresh_token("h1", "alice", 99).await.unwrap();
-    assert_eq!(store.take_refresh_token("h1").await.unwrap(), Some(("alice".into(), 99)));
-    assert_eq!(store.take_refresh_token("h1").await.unwrap(), None);
+    let token = |family: &str, expires_at| RefreshToken { user: "alice".into(), family: family.into(), expires_at };
+    store.put_refresh_token("h1", &token("f1", 99)).await.unwrap();
+    store.put_refresh_token("h2", &token("f1", 199)).await.unwrap();
+    store.put_refresh_token("h3", &token("f2", 299)).await.unwrap();
+    assert_eq!(store.use_refresh_token("h1").await.unwrap(), Presented::First(token("f1", 99)));
+    assert_eq!(store.use_refresh_token("h1").await.unwrap(), Presented::Again(token("f1", 99)));
+    assert_eq!(store.use_refresh_token("nope").await.unwrap(), Presented::Unknown);
+    assert_eq!(store.revoke_refresh_family("f1").await.unwrap(), 2);
+    assert_eq!(store.use_refresh_token("h2").await.unwrap(), Presented::Unknown, "revoked with its family");
+    assert_eq!(store.purge_refresh_tokens(300).await.unwrap(), 1, "only f2's token was left");
+    assert_eq!(store.use_refresh_token("h3").await.unwrap(), Presented::Unknown);
 }
 
 async fn rooms_and_members(backend: impl Backend) {
@@ -307,7 +317,7 @@ macro_rules! contract {
             run!(writes_survive_a_server_restart);
             run!(presence_survives_and_resets);
             run!(the_outbox_keeps_order);
-            run!(refresh_tokens_work_once);
+            run!(refresh_tokens_work_once_and_a_replay_is_recognised);
             run!(rooms_and_members);
             run!(sequence_reservations_never_overlap);
             run!(history_pages);

@@ -382,3 +382,23 @@ async fn the_small_holes_are_closed_too() {
     let mode = std::fs::metadata(system.data_dir()).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "data dir mode {mode:o}");
 }
+
+#[tokio::test]
+async fn a_replayed_refresh_token_ends_its_sign_in() {
+    let system = spawn_system().await;
+    let credentials = json!({"username": "erin", "password": "correct horse"});
+    assert_eq!(system.call("POST", "/v1/auth/register", None, Some(credentials.clone())).await.0, 201);
+    let (_, first) = system.call("POST", "/v1/auth/login", None, Some(credentials.clone())).await;
+    let (_, other_device) = system.call("POST", "/v1/auth/login", None, Some(credentials)).await;
+    let stolen = json!({"refresh_token": first["refresh_token"]});
+    // the user refreshes; later the thief presents the copy it took
+    let (status, renewed) = system.call("POST", "/v1/auth/refresh", None, Some(stolen.clone())).await;
+    assert_eq!(status, 200);
+    let (status, body) = system.call("POST", "/v1/auth/refresh", None, Some(stolen)).await;
+    assert_eq!(status, 401, "{body}");
+    // neither holder keeps that sign-in; another sign-in of the same user is untouched
+    let next = json!({"refresh_token": renewed["refresh_token"]});
+    assert_eq!(system.call("POST", "/v1/auth/refresh", None, Some(next)).await.0, 401);
+    let other = json!({"refresh_token": other_device["refresh_token"]});
+    assert_eq!(system.call("POST", "/v1/auth/refresh", None, Some(other)).await.0, 200);
+}

@@ -3,6 +3,7 @@
 use super::error::{ApiJson, ErrorBody};
 use super::throttle::ClientAddress;
 use super::{ApiError, AppState};
+use crate::store::{Presented, RefreshToken};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -13,6 +14,7 @@ use roost_auth::tokens::{hex, random_secret};
 use roost_protocol::{now_millis, Claims, Name};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tracing::warn;
 use utoipa::ToSchema;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -134,7 +136,7 @@ pub(crate) async fn login(
     if !state.passwords.verify(body.password, stored).await.map_err(saturated)? {
         return Err(ApiError::unauthorized("wrong username or password"));
     }
-    issue_pair(&state, body.username.as_str()).await.map(Json)
+    issue_pair(&state, body.username.as_str(), random_secret()).await.map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", request_body = RefreshRequest, responses(
@@ -143,18 +145,28 @@ pub(crate) async fn refresh(
     axum::extract::State(state): axum::extract::State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let taken = state.store.take_refresh_token(&digest(&body.refresh_token)).await?;
-    match taken {
-        Some((user, expires_at)) if expires_at > now_millis() => issue_pair(&state, &user).await.map(Json),
-        _ => Err(ApiError::unauthorized("refresh token unknown, used or expired")),
+    match state.store.use_refresh_token(&digest(&body.refresh_token)).await? {
+        Presented::First(token) if token.expires_at > now_millis() => {
+            issue_pair(&state, &token.user, token.family).await.map(Json)
+        }
+        // a used token coming back means two holders: the thief or the user has the newer one,
+        // so neither keeps it (the user signs in again)
+        Presented::Again(token) => {
+            let revoked = state.store.revoke_refresh_family(&token.family).await?;
+            warn!(user = token.user, revoked, "a used refresh token came back; its sign-in is revoked");
+            metrics::counter!("roost_refresh_token_reuse_total").increment(1);
+            Err(ApiError::unauthorized("refresh token already used; sign in again"))
+        }
+        _ => Err(ApiError::unauthorized("refresh token unknown or expired")),
     }
 }
 
-/// A new access token and a new single-use refresh token for `user`.
-async fn issue_pair(state: &AppState, user: &str) -> Result<TokenPair, ApiError> {
+/// A new access token and a new single-use refresh token for `user`, in the sign-in `family`.
+async fn issue_pair(state: &AppState, user: &str, family: String) -> Result<TokenPair, ApiError> {
     let refresh_token = random_secret();
     let expires_at = now_millis() + (state.config.refresh_ttl_secs as i64) * 1000;
-    state.store.put_refresh_token(&digest(&refresh_token), user, expires_at).await?;
+    let token = RefreshToken { user: user.to_owned(), family, expires_at };
+    state.store.put_refresh_token(&digest(&refresh_token), &token).await?;
     Ok(TokenPair {
         access_token: state.tokens.issue(user, state.config.access_ttl_secs),
         refresh_token,

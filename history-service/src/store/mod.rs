@@ -62,6 +62,38 @@ pub struct Room {
     pub created_at: i64,
 }
 
+/// A refresh token as stored (by its hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    pub user: String,
+    /// The sign-in it descends from: every refresh keeps it, and a replayed token revokes all
+    /// of them.
+    pub family: String,
+    /// Milliseconds since the epoch.
+    pub expires_at: i64,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// Its first use.
+    First(RefreshToken),
+    /// A token that was used before: a stolen copy, or a replay.
+    Again(RefreshToken),
+    Unknown,
+}
+
+impl Presented {
+    /// From a token as stored and how often it has now been used.
+    fn after_uses(token: RefreshToken, uses: i64) -> Self {
+        if uses <= 1 {
+            Self::First(token)
+        } else {
+            Self::Again(token)
+        }
+    }
+}
+
 /// A bot account: a user that signs in only with the token its owner got for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bot {
@@ -100,10 +132,15 @@ pub trait Store: Send + Sync + 'static {
     async fn password_hash(&self, name: &str) -> Result<Option<String>, StoreError>;
     async fn user_exists(&self, name: &str) -> Result<bool, StoreError>;
 
-    /// Keeps a refresh token (by its hash) for `user` until `expires_at` (ms).
-    async fn put_refresh_token(&self, token_hash: &str, user: &str, expires_at: i64) -> Result<(), StoreError>;
-    /// Removes and returns the refresh token's `(user, expires_at)`: each token works once.
-    async fn take_refresh_token(&self, token_hash: &str) -> Result<Option<(String, i64)>, StoreError>;
+    /// Keeps a refresh token by its hash until it expires.
+    async fn put_refresh_token(&self, token_hash: &str, token: &RefreshToken) -> Result<(), StoreError>;
+    /// Marks the refresh token used and says whether it was used before. A used token is kept
+    /// until it expires, so that its replay is recognised.
+    async fn use_refresh_token(&self, token_hash: &str) -> Result<Presented, StoreError>;
+    /// Deletes every refresh token of `family`; returns how many.
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError>;
+    /// Deletes the refresh tokens that expired before `now` (ms); returns how many.
+    async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Creates the room with its owner as the first member; `Conflict` when the id is taken.
     async fn create_room(&self, room: &Room) -> Result<(), StoreError>;

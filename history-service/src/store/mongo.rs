@@ -1,7 +1,7 @@
 //! The production store: MongoDB through the official driver. Portable to any mongod: no
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
-use super::{Bot, Page, Retention, Room, Store, StoreError};
+use super::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
 use crate::relay::Directive;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
@@ -28,6 +28,12 @@ struct RefreshDoc {
     token_hash: String,
     user: String,
     expires_at: i64,
+    /// The sign-in it descends from; older tokens have none and are their own family.
+    #[serde(default)]
+    family: Option<String>,
+    /// How often it was presented.
+    #[serde(default)]
+    uses: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -169,6 +175,10 @@ impl MongoStore {
             .await
             .map_err(unavailable)?;
         self.receipts().create_index(unique(doc! {"room": 1, "user": 1})).await.map_err(unavailable)?;
+        self.refresh_tokens()
+            .create_indexes([plain(doc! {"family": 1}), plain(doc! {"expires_at": 1})])
+            .await
+            .map_err(unavailable)?;
         Ok(())
     }
 
@@ -238,14 +248,43 @@ impl Store for MongoStore {
         Ok(count > 0)
     }
 
-    async fn put_refresh_token(&self, token_hash: &str, user: &str, expires_at: i64) -> Result<(), StoreError> {
-        let token = RefreshDoc { token_hash: token_hash.to_owned(), user: user.to_owned(), expires_at };
+    async fn put_refresh_token(&self, token_hash: &str, token: &RefreshToken) -> Result<(), StoreError> {
+        let token = RefreshDoc {
+            token_hash: token_hash.to_owned(),
+            user: token.user.clone(),
+            expires_at: token.expires_at,
+            family: Some(token.family.clone()),
+            uses: 0,
+        };
         self.refresh_tokens().insert_one(token).await.map(drop).map_err(conflict_or_unavailable)
     }
 
-    async fn take_refresh_token(&self, token_hash: &str) -> Result<Option<(String, i64)>, StoreError> {
-        let taken = self.refresh_tokens().find_one_and_delete(doc! {"_id": token_hash}).await.map_err(unavailable)?;
-        Ok(taken.map(|t| (t.user, t.expires_at)))
+    async fn use_refresh_token(&self, token_hash: &str) -> Result<Presented, StoreError> {
+        let used = self
+            .refresh_tokens()
+            .find_one_and_update(doc! {"_id": token_hash}, doc! {"$inc": {"uses": 1}})
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable)?;
+        Ok(match used {
+            Some(doc) => {
+                let family = doc.family.unwrap_or_else(|| doc.token_hash.clone());
+                Presented::after_uses(RefreshToken { user: doc.user, family, expires_at: doc.expires_at }, doc.uses)
+            }
+            None => Presented::Unknown,
+        })
+    }
+
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+        let filter = doc! {"$or": [{"family": family}, {"_id": family, "family": null}]};
+        let deleted = self.refresh_tokens().delete_many(filter).await.map_err(unavailable)?;
+        Ok(deleted.deleted_count)
+    }
+
+    async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError> {
+        let deleted =
+            self.refresh_tokens().delete_many(doc! {"expires_at": {"$lt": now}}).await.map_err(unavailable)?;
+        Ok(deleted.deleted_count)
     }
 
     async fn create_room(&self, room: &Room) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
-use super::{Bot, Page, Retention, Room, Store, StoreError};
+use super::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
 use crate::relay::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
@@ -14,10 +14,14 @@ CREATE TABLE IF NOT EXISTS users (
     password_hash TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+-- family: the sign-in a token descends from (older rows: none, the token is its own family);
+-- uses: how often it was presented (kept after use to recognise a replay)
 CREATE TABLE IF NOT EXISTS refresh_tokens (
     token_hash TEXT PRIMARY KEY,
     user TEXT NOT NULL,
-    expires_at INTEGER NOT NULL
+    expires_at INTEGER NOT NULL,
+    family TEXT,
+    uses INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rooms (
     id TEXT PRIMARY KEY,
@@ -100,6 +104,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&conn).map_err(unavailable)?;
+        conn.execute_batch(INDEXES_ON_ADDED_COLUMNS).map_err(unavailable)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -119,9 +124,19 @@ impl SqliteStore {
     }
 }
 
+/// Indexes over columns that [`ADDED_COLUMNS`] may have added: made once those exist.
+const INDEXES_ON_ADDED_COLUMNS: &str = "
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family);
+CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+";
+
 /// Columns added after their table was first released, as `(table, column, type)`.
-const ADDED_COLUMNS: &[(&str, &str, &str)] =
-    &[("messages", "data", "TEXT"), ("room_seq", "floor", "INTEGER NOT NULL DEFAULT 0")];
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("messages", "data", "TEXT"),
+    ("room_seq", "floor", "INTEGER NOT NULL DEFAULT 0"),
+    ("refresh_tokens", "family", "TEXT"),
+    ("refresh_tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
+];
 
 /// Brings a database made by an earlier release up to [`SCHEMA`].
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -214,27 +229,48 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn put_refresh_token(&self, token_hash: &str, user: &str, expires_at: i64) -> Result<(), StoreError> {
-        let (hash, user) = (token_hash.to_owned(), user.to_owned());
+    async fn put_refresh_token(&self, token_hash: &str, token: &RefreshToken) -> Result<(), StoreError> {
+        let (hash, token) = (token_hash.to_owned(), token.clone());
         self.with(move |c| {
             c.execute(
-                "INSERT INTO refresh_tokens (token_hash, user, expires_at) VALUES (?1, ?2, ?3)",
-                params![hash, user, expires_at],
+                "INSERT INTO refresh_tokens (token_hash, user, expires_at, family) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, token.user, token.expires_at, token.family],
             )
             .map(drop)
         })
         .await
     }
 
-    async fn take_refresh_token(&self, token_hash: &str) -> Result<Option<(String, i64)>, StoreError> {
+    async fn use_refresh_token(&self, token_hash: &str) -> Result<Presented, StoreError> {
         let hash = token_hash.to_owned();
         self.with(move |c| {
-            c.query_row("DELETE FROM refresh_tokens WHERE token_hash = ?1 RETURNING user, expires_at", [hash], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            c.query_row(
+                "UPDATE refresh_tokens SET uses = uses + 1 WHERE token_hash = ?1
+                 RETURNING user, coalesce(family, token_hash), expires_at, uses",
+                [hash],
+                |r| {
+                    Ok(Presented::after_uses(
+                        RefreshToken { user: r.get(0)?, family: r.get(1)?, expires_at: r.get(2)? },
+                        r.get(3)?,
+                    ))
+                },
+            )
             .optional()
+            .map(|found| found.unwrap_or(Presented::Unknown))
         })
         .await
+    }
+
+    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+        let family = family.to_owned();
+        self.with(move |c| {
+            c.execute("DELETE FROM refresh_tokens WHERE coalesce(family, token_hash) = ?1", [family]).map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError> {
+        self.with(move |c| c.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now]).map(|n| n as u64)).await
     }
 
     async fn create_room(&self, room: &Room) -> Result<(), StoreError> {
@@ -579,6 +615,29 @@ mod tests {
             [("21.4 C", true), ("from before", false)]
         );
         assert_eq!(stored[0], newer);
+        drop(store);
+        SqliteStore::open(&path).expect("opening an up-to-date database again changes nothing");
+    }
+
+    #[tokio::test]
+    async fn refresh_tokens_and_counters_from_before_families_and_floors_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roost.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE refresh_tokens (token_hash TEXT PRIMARY KEY, user TEXT NOT NULL, expires_at INTEGER NOT NULL);
+                 INSERT INTO refresh_tokens VALUES ('old', 'alice', 99);
+                 CREATE TABLE room_seq (room TEXT PRIMARY KEY, next INTEGER NOT NULL);
+                 INSERT INTO room_seq VALUES ('lobby', 1001);",
+            )
+            .unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        let old = RefreshToken { user: "alice".into(), family: "old".into(), expires_at: 99 };
+        assert_eq!(store.use_refresh_token("old").await.unwrap(), Presented::First(old), "its own family");
+        assert_eq!(store.revoke_refresh_family("old").await.unwrap(), 1);
+        assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), 1001);
         drop(store);
         SqliteStore::open(&path).expect("opening an up-to-date database again changes nothing");
     }
