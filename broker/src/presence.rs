@@ -24,7 +24,27 @@ struct UserPresence {
     last_seen: Option<i64>,
 }
 
+/// Offline devices a user's status keeps, the most recent; older ones are forgotten, so that
+/// cycling client ids grows neither the board nor what each peer's `presence/+/+` replays.
+const OFFLINE_DEVICES_KEPT: usize = 16;
+
 impl UserPresence {
+    fn forget_old_devices(&mut self) {
+        let mut offline: Vec<(i64, String)> = self
+            .devices
+            .iter()
+            .filter(|(client_id, _)| !self.online.contains_key(*client_id))
+            .map(|(client_id, device)| (device.ts.unwrap_or(0), client_id.clone()))
+            .collect();
+        if offline.len() <= OFFLINE_DEVICES_KEPT {
+            return;
+        }
+        offline.sort_unstable();
+        for (_, client_id) in &offline[..offline.len() - OFFLINE_DEVICES_KEPT] {
+            self.devices.remove(client_id);
+        }
+    }
+
     fn aggregate(&self) -> PresenceAggregate {
         PresenceAggregate {
             status: if self.online.is_empty() { PresenceStatus::Offline } else { PresenceStatus::Online },
@@ -136,6 +156,9 @@ impl Presence {
         let device = DeviceStatus { status, ts: Some(ts) };
         self.server.publish(Topic::Device { user, client_id }.to_string(), to_payload(&device));
         presence.devices.insert(client_id.to_owned(), device);
+        if status == PresenceStatus::Offline {
+            presence.forget_old_devices();
+        }
         let aggregate = presence.aggregate();
         self.server.publish(Topic::Presence(user).to_string(), to_payload(&aggregate));
         self.unstored.put(user, aggregate);

@@ -343,6 +343,21 @@ impl System {
     }
 }
 
+/// Runs `count` 3.1.1 clients of `user` one after another, each with a client id of its own,
+/// subscribing to `topics` (tests/system/py/churn.py).
+pub(crate) async fn churn(system: &System, user: &str, count: usize, persistent: bool, topics: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/system/py/churn.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &system.mqtt_port.to_string(), user, &system.token(user, 600), &count.to_string()])
+        .arg(if persistent { "persistent" } else { "clean" })
+        .args(topics)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("done {count}"), "{output:?}");
+}
+
 /// The payload of the next `mosquitto_sub -v` line on `topic`, skipping other topics and
 /// leftover readiness probes; `None` when the subscriber is gone.
 async fn line_on(lines: &mut Output, topic: &str) -> Option<String> {

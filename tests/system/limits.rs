@@ -1,11 +1,9 @@
 //! Limits: a connection ends when its token expires; subscriptions, publish and connect rates are capped.
 
-use crate::harness::{payload, spawn_system, spawn_with, Agent, System, PATIENCE};
+use crate::harness::{churn, payload, spawn_system, spawn_with, Agent, System, PATIENCE};
 use serde_json::json;
 use serde_json::Value;
-use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::process::Command;
 
 #[tokio::test]
 async fn a_connection_ends_when_its_token_expires_and_a_fresh_token_reconnects() {
@@ -118,21 +116,6 @@ async fn a_subscriber_too_slow_for_the_router_is_disconnected_or_counted_never_s
     alice.publish("rooms/lobby/messages", r#"{"body":"after"}"#, 1).await;
     let after = carol.message_on("rooms/lobby/messages", PATIENCE).await.expect("carol still subscribed");
     assert_eq!(payload(&after)["body"], Value::from("after"));
-}
-
-/// Runs `count` 3.1.1 clients of `user` one after another, each with a client id of its own,
-/// subscribing to `topics` (tests/system/py/churn.py).
-async fn churn(system: &System, user: &str, count: usize, persistent: bool, topics: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/system/py/churn.py");
-    let output = Command::new("python3")
-        .arg(script)
-        .args(["127.0.0.1", &system.mqtt_port.to_string(), user, &system.token(user, 600), &count.to_string()])
-        .arg(if persistent { "persistent" } else { "clean" })
-        .args(topics)
-        .output()
-        .await
-        .expect("python3 runs");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), format!("done {count}"), "{output:?}");
 }
 
 /// How many link ids the edge has handed to the router.

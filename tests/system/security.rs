@@ -402,3 +402,18 @@ async fn a_replayed_refresh_token_ends_its_sign_in() {
     let other = json!({"refresh_token": other_device["refresh_token"]});
     assert_eq!(system.call("POST", "/v1/auth/refresh", None, Some(other)).await.0, 200);
 }
+
+#[tokio::test]
+async fn cycling_client_ids_does_not_grow_what_peers_are_sent() {
+    let system = spawn_system().await;
+    system.room("lobby", false, "alice", &["mallory"]).await;
+    // 100 connections, each with a client id of its own, each gone again
+    crate::harness::churn(&system, "mallory", 100, false, &[]).await;
+    let mut alice = Agent::online(&system, "alice", json!({})).await;
+    assert_eq!(alice.subscribe(&[("presence/mallory/+", 0)]).await, vec![0]);
+    let mut devices = 0;
+    while alice.message_on_any(Duration::from_millis(500)).await.is_some() {
+        devices += 1;
+    }
+    assert!((1..=16).contains(&devices), "a peer was sent {devices} device statuses");
+}
