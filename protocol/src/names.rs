@@ -36,6 +36,23 @@ pub fn is_valid(raw: &str) -> bool {
         && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// The grammar as an OpenAPI (ECMA-262) pattern without lookaround, which schema-driven
+/// clients and fuzzers can generate from: 1 to 64 characters, and not `.` or `..`.
+pub const NAME_PATTERN: &str = r"^([a-z0-9_-][a-z0-9_.-]{0,63}|\.[a-z0-9_-][a-z0-9_.-]{0,62}|\.\.[a-z0-9_.-]{1,62})$";
+
+impl utoipa::PartialSchema for Name {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(NAME_PATTERN))
+            .min_length(Some(1))
+            .max_length(Some(64))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Name {}
+
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -66,6 +83,16 @@ mod tests {
         }
         for bad in ["", "Alice", "a/b", "+", "#", "a b", "é", &"z".repeat(65), "$sys", ".", ".."] {
             assert!(!is_valid(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_schema_pattern_says_what_the_grammar_says() {
+        let pattern = regex::Regex::new(NAME_PATTERN).unwrap();
+        let samples = ["a", ".", "..", "...", ".a", "..a", "a.", "a..", "_", "-", "A", "a/b", "", "é", "$x"];
+        let long = ["a".repeat(64), "a".repeat(65), ".".repeat(64), format!("..{}", "b".repeat(62))];
+        for sample in samples.iter().copied().chain(long.iter().map(String::as_str)) {
+            assert_eq!(pattern.is_match(sample), is_valid(sample), "{sample:?}");
         }
     }
 }

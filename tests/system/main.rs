@@ -11,6 +11,7 @@ mod examples;
 mod harness;
 mod limits;
 mod mqtt5;
+mod openapi;
 mod presence;
 mod security;
 mod split;

@@ -28,10 +28,9 @@ const NO_PASSWORD: &str = "!bot";
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct NewBot {
     /// The bot's user name: what it signs in as and what `from` says on its messages.
-    #[schema(value_type = String, pattern = "^[a-z0-9_.-]{1,64}$")]
     name: Name,
     /// Rooms the caller owns; the bot becomes a member of these and may join no other.
-    #[schema(value_type = Vec<String>)]
+    #[schema(min_items = 1)]
     rooms: Vec<Name>,
 }
 
@@ -48,7 +47,8 @@ pub(crate) struct BotToken {
 }
 
 #[utoipa::path(post, path = "/v1/bots", request_body = NewBot, security(("bearer" = [])), responses(
-    (status = 201, body = BotToken), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    (status = 201, body = BotToken), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_bot(
     State(state): State<AppState>,
     Person(owner): Person,

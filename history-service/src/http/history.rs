@@ -23,12 +23,15 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PageQuery {
     /// Messages with a smaller `seq`, newest first.
     before: Option<i64>,
     /// Messages with a larger `seq`, oldest first (gap recovery after a reconnect).
     after: Option<i64>,
-    /// At most this many (default 50, at most 500).
+    /// At most this many: 1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`] (literals in the
+    /// attribute; a test holds them equal).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
 }
 
@@ -139,4 +142,21 @@ pub(crate) async fn room_presence(
         members.push(MemberPresence { user: member, presence });
     }
     Ok(Json(RoomPresence { members }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_page_limit_is_the_enforced_one() {
+        let spec = serde_json::to_value(super::super::ops::document()).unwrap();
+        let parameters = spec["paths"]["/v1/rooms/{id}/messages"]["get"]["parameters"].as_array().unwrap().clone();
+        let limit = parameters.iter().find(|p| p["name"] == "limit").expect("limit documented");
+        assert_eq!(limit["in"], "query");
+        assert_eq!(
+            (limit["schema"]["minimum"].as_u64(), limit["schema"]["maximum"].as_u64()),
+            (Some(1), Some(u64::from(MAX_LIMIT)))
+        );
+    }
 }

@@ -42,7 +42,12 @@ pub(crate) async fn prometheus(State(state): State<AppState>) -> impl IntoRespon
 }
 
 pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(document())
+}
+
+/// The OpenAPI document of the whole API.
+pub(crate) fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
 }
 
 struct BearerAuth;
@@ -54,6 +59,41 @@ impl Modify for BearerAuth {
             .components
             .get_or_insert_with(Default::default)
             .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The errors any operation of a kind can answer, added to each so the document lists every
+/// status the server sends: the extractors' refusals (bad JSON, wrong content type, a body
+/// too large, a missing token) and an unavailable store.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            let body = utoipa::openapi::ContentBuilder::new()
+                .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")));
+            RefOr::T(ResponseBuilder::new().description(description).content("application/json", body.build()).build())
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete].into_iter().flatten() {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut add = |status: &str, description: &str| {
+                    operation.responses.responses.entry(status.to_owned()).or_insert_with(|| error(description));
+                };
+                if secured {
+                    add("401", "missing, invalid, expired or revoked bearer token");
+                    add("503", "the store is unavailable; retry later");
+                }
+                if operation.request_body.is_some() {
+                    add("400", "the body is not JSON");
+                    add("413", "the body is too large");
+                    add("415", "the body is not application/json");
+                    add("422", "the JSON does not match the schema");
+                    add("503", "the store is unavailable; retry later");
+                }
+            }
+        }
     }
 }
 
@@ -69,6 +109,6 @@ impl Modify for BearerAuth {
         super::history::unread, super::web::client_config, healthz, prometheus,
     ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
 )]
 struct ApiDoc;

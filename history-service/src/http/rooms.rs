@@ -29,7 +29,6 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct NewRoom {
     /// The room's name, which is also its id and its topic level.
-    #[schema(value_type = String, pattern = "^[a-z0-9_.-]{1,64}$")]
     name: Name,
     #[serde(default)]
     private: bool,
@@ -37,7 +36,6 @@ pub(crate) struct NewRoom {
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct UserRef {
-    #[schema(value_type = String)]
     user: Name,
 }
 
@@ -118,14 +116,14 @@ impl AppState {
 }
 
 #[utoipa::path(post, path = "/v1/rooms", request_body = NewRoom, security(("bearer" = [])), responses(
-    (status = 201, body = RoomDetail), (status = 409, body = ErrorBody)))]
+    (status = 201, body = RoomDetail), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_room(
     State(state): State<AppState>,
     Person(user): Person,
     ApiJson(body): ApiJson<NewRoom>,
 ) -> Result<(StatusCode, Json<RoomDetail>), ApiError> {
     if body.name.as_str().starts_with(DIRECT_PREFIX) {
-        return Err(ApiError::bad_request(format!(
+        return Err(ApiError::forbidden(format!(
             "room names starting with '{DIRECT_PREFIX}' are reserved for direct messages (POST /v1/dms)"
         )));
     }
@@ -175,7 +173,7 @@ pub(crate) async fn join(
 }
 
 #[utoipa::path(post, path = "/v1/rooms/{id}/leave", security(("bearer" = [])), responses(
-    (status = 204), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    (status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn leave(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -183,7 +181,7 @@ pub(crate) async fn leave(
 ) -> Result<StatusCode, ApiError> {
     let room = state.room_of_member(&id, &user).await?;
     if room.owner == user && !room.direct {
-        return Err(ApiError::bad_request("the owner cannot leave the room; delete it instead"));
+        return Err(ApiError::conflict("the owner cannot leave the room; delete it instead"));
     }
     if state.dismiss(&id, &user).await? {
         state.announce(&id, &RoomEvent::Left { room: id.clone(), user, ts: now_millis() }).await?;
@@ -227,7 +225,7 @@ pub(crate) async fn add_member(
 }
 
 #[utoipa::path(delete, path = "/v1/rooms/{id}/members/{user}", security(("bearer" = [])), responses(
-    (status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    (status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn remove_member(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -235,7 +233,7 @@ pub(crate) async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     let room = owned_room(&state, &id, &user).await?;
     if removed == room.owner {
-        return Err(ApiError::bad_request("the owner cannot be removed; delete the room instead"));
+        return Err(ApiError::conflict("the owner cannot be removed; delete the room instead"));
     }
     if !state.dismiss(&id, &removed).await? {
         return Err(ApiError::not_found(format!("'{removed}' is not a member")));
