@@ -208,6 +208,7 @@ impl App {
                     access_ttl_secs: settings.auth.access_ttl,
                     refresh_ttl_secs: settings.auth.refresh_ttl,
                     client: client_config(&settings, broker.as_ref().map(|part| &part.broker)),
+                    max_rooms_per_user: settings.rooms.max_per_user,
                 };
                 let policy = RetentionPolicy {
                     max_age: settings.retention.max_age.map(Duration::from_secs),

@@ -29,6 +29,13 @@ pub struct Settings {
     pub store: StoreSettings,
     pub auth: AuthSettings,
     pub retention: RetentionSettings,
+    pub rooms: RoomSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomSettings {
+    /// Rooms one user may own at once (`ROOST_ROOMS__MAX_PER_USER`); creating more answers 403.
+    pub max_per_user: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,6 +180,7 @@ impl Default for Settings {
                 hashing_threads: None,
             },
             retention: RetentionSettings { max_age: None, max_messages: None, interval: 300 },
+            rooms: RoomSettings { max_per_user: 1000 },
         }
     }
 }
@@ -258,6 +266,7 @@ impl Settings {
         for (key, env, value) in [
             ("http.max_connections", "ROOST_HTTP__MAX_CONNECTIONS", self.http.max_connections as u64),
             ("mqtt.max_filters_per_user", "ROOST_MQTT__MAX_FILTERS_PER_USER", self.mqtt.max_filters_per_user as u64),
+            ("rooms.max_per_user", "ROOST_ROOMS__MAX_PER_USER", self.rooms.max_per_user as u64),
             (
                 "mqtt.max_connections_per_user",
                 "ROOST_MQTT__MAX_CONNECTIONS_PER_USER",

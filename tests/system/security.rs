@@ -344,9 +344,16 @@ async fn a_user_churning_filters_cannot_grow_the_router_or_hold_up_the_chat() {
 
 #[tokio::test]
 async fn the_small_holes_are_closed_too() {
-    let system = spawn_system().await;
+    let system = spawn_with(&[("ROOST_ROOMS__MAX_PER_USER", "2")]).await;
     let alice = system.register("alice").await;
     system.room("lobby", true, "alice", &["bob"]).await;
+    // rooms one may own are capped; a DM is not one's own
+    assert_eq!(system.call("POST", "/v1/dms", Some(&alice), Some(json!({"user": "bob"}))).await.0, 201);
+    system.room("annex", false, "alice", &[]).await;
+    let (status, body) = system.call("POST", "/v1/rooms", Some(&alice), Some(json!({"name": "third"}))).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(system.call("DELETE", "/v1/rooms/annex", Some(&alice), None).await.0, 204);
+    assert_eq!(system.call("POST", "/v1/rooms", Some(&alice), Some(json!({"name": "third"}))).await.0, 201);
     // an owner cannot orphan a room by leaving it
     let (status, body) = system.call("POST", "/v1/rooms/lobby/leave", Some(&alice), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");

@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub access_ttl_secs: u64,
     pub refresh_ttl_secs: u64,
     pub client: ClientConfig,
+    /// Rooms one user may own at once.
+    pub max_rooms_per_user: usize,
 }
 
 /// Shared state of every handler.

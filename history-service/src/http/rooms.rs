@@ -127,6 +127,10 @@ pub(crate) async fn create_room(
             "room names starting with '{DIRECT_PREFIX}' are reserved for direct messages (POST /v1/dms)"
         )));
     }
+    let owned = state.store.rooms_of(&user).await?.iter().filter(|room| room.owner == user && !room.direct).count();
+    if owned >= state.config.max_rooms_per_user {
+        return Err(ApiError::forbidden(format!("you own {owned} rooms, the most one may; delete one first")));
+    }
     let room = Room {
         id: body.name.to_string(),
         private: body.private,
