@@ -221,7 +221,11 @@ impl App {
                     .hashing_threads
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get));
                 let passwords = PasswordPool::new(threads, threads * HASH_QUEUE_PER_THREAD);
-                let throttle = Arc::new(AuthThrottle::new(auth.attempts_per_address, auth.attempts_per_user));
+                let throttle = Arc::new(AuthThrottle::new(
+                    auth.attempts_per_address,
+                    auth.attempts_per_user,
+                    settings.http.trust_forwarded_for,
+                ));
                 let state =
                     AppState { store, tokens, membership, relay, presence, metrics, config, passwords, throttle };
                 let listener = TcpListener::bind(&settings.http.listen)
@@ -230,7 +234,7 @@ impl App {
                 let limits = ServerLimits {
                     max_connections: settings.http.max_connections,
                     header_timeout: Duration::from_secs(settings.http.header_timeout),
-                    body_timeout: Duration::from_secs(settings.http.body_timeout),
+                    request_timeout: Duration::from_secs(settings.http.request_timeout),
                 };
                 Some(HttpPart { listener, api: roost_history::http::router(state), limits, retention })
             }

@@ -98,8 +98,13 @@ pub struct HttpSettings {
     /// Seconds a client has to send a request's headers, and the longest idle wait between
     /// requests on a kept-alive connection (`ROOST_HTTP__HEADER_TIMEOUT`).
     pub header_timeout: u64,
-    /// Seconds a client has to send a request's body (`ROOST_HTTP__BODY_TIMEOUT`).
-    pub body_timeout: u64,
+    /// Seconds a request may take from its headers to its answer, its body included
+    /// (`ROOST_HTTP__REQUEST_TIMEOUT`); past it: 408.
+    pub request_timeout: u64,
+    /// The API is reached only through a reverse proxy that appends the client's address to
+    /// `X-Forwarded-For` (`ROOST_HTTP__TRUST_FORWARDED_FOR`): rate limits key on that address.
+    /// Never set it when clients can reach the API directly (they would choose their address).
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -131,7 +136,8 @@ pub struct AuthSettings {
     /// Login and registration attempts a minute from one client address
     /// (`ROOST_AUTH__ATTEMPTS_PER_ADDRESS`); past it: 429 with `Retry-After`.
     pub attempts_per_address: u32,
-    /// Login attempts a minute on one user name (`ROOST_AUTH__ATTEMPTS_PER_USER`).
+    /// Login attempts a minute on one user name from one address, ten times that from all
+    /// addresses together (`ROOST_AUTH__ATTEMPTS_PER_USER`).
     pub attempts_per_user: u32,
     /// Threads that hash passwords (`ROOST_AUTH__HASHING_THREADS`); unset: one per core.
     /// Each hash holds 19 MiB while it runs.
@@ -168,7 +174,8 @@ impl Default for Settings {
                 listen: "127.0.0.1:8080".into(),
                 max_connections: 10_000,
                 header_timeout: 10,
-                body_timeout: 30,
+                request_timeout: 30,
+                trust_forwarded_for: false,
             },
             store: StoreSettings::default(),
             auth: AuthSettings {
@@ -278,7 +285,7 @@ impl Settings {
                 self.mqtt.max_connections_per_bot as u64,
             ),
             ("http.header_timeout", "ROOST_HTTP__HEADER_TIMEOUT", self.http.header_timeout),
-            ("http.body_timeout", "ROOST_HTTP__BODY_TIMEOUT", self.http.body_timeout),
+            ("http.request_timeout", "ROOST_HTTP__REQUEST_TIMEOUT", self.http.request_timeout),
             ("auth.attempts_per_address", "ROOST_AUTH__ATTEMPTS_PER_ADDRESS", self.auth.attempts_per_address.into()),
             ("auth.attempts_per_user", "ROOST_AUTH__ATTEMPTS_PER_USER", self.auth.attempts_per_user.into()),
             ("auth.hashing_threads", "ROOST_AUTH__HASHING_THREADS", self.auth.hashing_threads.unwrap_or(1) as u64),

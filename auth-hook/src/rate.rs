@@ -55,7 +55,8 @@ impl TokenBucket {
     }
 }
 
-/// Keys a table holds before it forgets the buckets that are full again.
+/// Keys a table holds before it first forgets the buckets that are full again; after each
+/// sweep the next comes when the table has doubled, so sweeping costs O(1) per key amortized.
 const FORGET_PAST: usize = 10_000;
 
 /// One token bucket per key, created full on first use: `per_minute` tokens a minute, a burst
@@ -63,21 +64,30 @@ const FORGET_PAST: usize = 10_000;
 /// holds many keys, so a flood of distinct keys costs memory only while they are being limited.
 pub struct KeyedBuckets {
     per_minute: u32,
-    buckets: Mutex<HashMap<String, TokenBucket>>,
+    table: Mutex<Table>,
+}
+
+struct Table {
+    buckets: HashMap<String, TokenBucket>,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
 }
 
 impl KeyedBuckets {
     /// At least one token a minute.
     pub fn per_minute(per_minute: u32) -> Self {
-        Self { per_minute: per_minute.max(1), buckets: Mutex::default() }
+        let table = Table { buckets: HashMap::new(), sweep_at: FORGET_PAST };
+        Self { per_minute: per_minute.max(1), table: Mutex::new(table) }
     }
 
     /// Takes one token from `key`'s bucket, or says how long until one is there.
     pub fn try_take(&self, key: &str) -> Result<(), Duration> {
-        let mut buckets = self.buckets.lock().expect("rate table lock");
-        if buckets.len() >= FORGET_PAST && !buckets.contains_key(key) {
-            buckets.retain(|_, bucket| !bucket.is_full());
+        let mut table = self.table.lock().expect("rate table lock");
+        if table.buckets.len() >= table.sweep_at && !table.buckets.contains_key(key) {
+            table.buckets.retain(|_, bucket| !bucket.is_full());
+            table.sweep_at = FORGET_PAST.max(table.buckets.len() * 2);
         }
+        let buckets = &mut table.buckets;
         match buckets.get_mut(key) {
             Some(bucket) => bucket.try_take(),
             None => buckets
@@ -114,8 +124,15 @@ mod tests {
             let _ = table.try_take(&key.to_string());
         }
         assert!(table.try_take("limited").is_err(), "a bucket in use is kept");
+        let size = || table.table.lock().unwrap().buckets.len();
+        let sweep_at = table.table.lock().unwrap().sweep_at;
+        assert!(sweep_at >= 2 * FORGET_PAST, "a sweep that freed nothing waits for the table to double");
         tokio::time::advance(Duration::from_secs(61)).await;
-        let _ = table.try_take("newcomer");
-        assert!(table.buckets.lock().unwrap().len() < 10, "full buckets were forgotten");
+        // newcomers until the next sweep: the older keys, full again, are forgotten then
+        for key in 0..=(sweep_at - size()) {
+            let _ = table.try_take(&format!("new{key}"));
+        }
+        assert!(size() < sweep_at / 2 + 10, "{} keys kept", size());
+        assert!(table.try_take("limited").is_ok(), "forgotten, so full again");
     }
 }

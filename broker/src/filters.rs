@@ -71,8 +71,8 @@ impl RouterFilters {
     /// A session no longer holds `filter` (the router keeps it all the same).
     pub(crate) fn release(&self, filter: &str) {
         let mut state = self.state.lock().expect("router filters lock");
-        let Some(holders) = state.holders.get_mut(filter) else { return };
-        *holders = holders.saturating_sub(1);
+        let Some(holders) = state.holders.get_mut(filter).filter(|holders| **holders > 0) else { return };
+        *holders -= 1;
         if *holders == 0 && is_unlisted(filter) {
             state.unlisted -= 1;
         }
@@ -130,6 +130,10 @@ mod tests {
         assert!(!filters.wanted("users/carol/inbox"));
         filters.release("users/bob/inbox");
         assert!(!filters.wanted("users/bob/inbox"), "nobody holds it any more");
+        filters.hold("$share/g/jobs");
+        filters.release("$share/g/jobs");
+        filters.release("$share/g/jobs");
+        assert!(!filters.wanted("users/bob/inbox"), "a release too many changes nothing");
 
         for filter in ["rooms/lobby/+", "rooms/+/typing", "rooms/#", "rooms/lobby/typing/#", "+/lobby/typing"] {
             filters.hold(filter);

@@ -41,11 +41,17 @@ impl BrokerRelay {
     }
 
     fn apply(&self, directive: Directive) {
+        // a room without members does not exist (an owner cannot leave): its first admission
+        // is a room created anew
+        let created = matches!(&directive, Directive::Admit { room, .. } if self.view.members(room).is_empty());
         directive.apply_to(&self.view);
-        if let Directive::CloseRoom { room } = &directive {
-            // the store raised the room's floor to what was leased: a room re-created under
-            // the name numbers from a fresh lease, above it
-            self.sequencer.forget(room);
+        match &directive {
+            // a deleted room's lease goes; the store then raises its floor over every number
+            // leased. A room created under the name numbers from a lease taken after that, above
+            // the floor, even if a publish in flight for the deleted one leased meanwhile.
+            Directive::CloseRoom { room } => self.sequencer.forget(room),
+            Directive::Admit { room, .. } if created => self.sequencer.forget(room),
+            _ => {}
         }
         // room events and inbox notices that no session follows are not handed to the router
         if let Directive::Publish { topic, payload } = directive {

@@ -527,8 +527,7 @@ impl Session {
                 return Ok(self.refuse(&raw_topic, why));
             }
             Decision::NotMember => {
-                let why = Invalid { code: "not_member", message: "you are not a member of this room".into() };
-                return Ok(self.refuse(&raw_topic, why));
+                return Ok(self.refuse(&raw_topic, Invalid::not_member()));
             }
         }
         let accepted = match stamp::validate(&chat_topic, &publish.payload) {
@@ -539,6 +538,11 @@ impl Session {
         let (payload, stored) = match (accepted, chat_topic.room()) {
             (Accepted::Message(message), Some(room)) => {
                 let seq = self.edge.sequencer.next(room).await;
+                // the room was deleted while this waited for its number (its lease is gone): the
+                // message belongs to no room, and never to one re-created under the name
+                if !self.edge.policy.membership().is_member(room, &user) {
+                    return Ok(self.refuse(&raw_topic, Invalid::not_member()));
+                }
                 let envelope = stamp::envelope(room, &user, seq, message);
                 let payload = to_payload(&envelope);
                 metrics::counter!("roost_messages_total").increment(1);

@@ -18,6 +18,11 @@ impl Invalid {
     fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
+
+    /// A room topic of a room the publisher is not (or no longer) a member of.
+    pub(crate) fn not_member() -> Self {
+        Self::new("not_member", "you are not a member of this room")
+    }
 }
 
 /// A validated payload, ready to be stamped.

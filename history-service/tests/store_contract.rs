@@ -168,10 +168,14 @@ async fn refresh_tokens_work_once_and_a_replay_is_recognised(backend: impl Backe
     assert_eq!(store.use_refresh_token("h1").await.unwrap(), Presented::First(token("f1", 99)));
     assert_eq!(store.use_refresh_token("h1").await.unwrap(), Presented::Again(token("f1", 99)));
     assert_eq!(store.use_refresh_token("nope").await.unwrap(), Presented::Unknown);
-    assert_eq!(store.revoke_refresh_family("f1").await.unwrap(), 2);
+    assert!(!store.refresh_family_revoked("f1").await.unwrap());
+    assert_eq!(store.revoke_refresh_family("f1", 199).await.unwrap(), 2);
     assert_eq!(store.use_refresh_token("h2").await.unwrap(), Presented::Unknown, "revoked with its family");
+    assert!(store.refresh_family_revoked("f1").await.unwrap(), "remembered until its tokens expire");
+    assert!(!store.refresh_family_revoked("f2").await.unwrap());
     assert_eq!(store.purge_refresh_tokens(300).await.unwrap(), 1, "only f2's token was left");
     assert_eq!(store.use_refresh_token("h3").await.unwrap(), Presented::Unknown);
+    assert!(!store.refresh_family_revoked("f1").await.unwrap(), "the revocation expired too");
 }
 
 async fn rooms_and_members(backend: impl Backend) {

@@ -154,6 +154,33 @@ async fn login_attempts_are_limited_per_user_name_and_per_address() {
     assert_eq!(login(&system, "guess5", "wrong password").await.status(), 429);
     let register = json!({"username": "newcomer", "password": "correct horse"});
     assert_eq!(system.call("POST", "/v1/auth/register", None, Some(register)).await.0, 429, "same budget");
+
+    // behind a proxy the limits key on the client it names; one address cannot lock a user out
+    let system = spawn_with(&[
+        ("ROOST_HTTP__TRUST_FORWARDED_FOR", "true"),
+        ("ROOST_AUTH__ATTEMPTS_PER_ADDRESS", "5"),
+        ("ROOST_AUTH__ATTEMPTS_PER_USER", "3"),
+    ])
+    .await;
+    let from = |address: &'static str, password: &'static str| {
+        let url = format!("{}/v1/auth/login", system.http);
+        async move {
+            let body = json!({"username": "erin", "password": password});
+            let request = reqwest::Client::new().post(url).header("x-forwarded-for", format!("203.0.113.9, {address}"));
+            request.json(&body).send().await.unwrap().status().as_u16()
+        }
+    };
+    let credentials = json!({"username": "erin", "password": "correct horse"});
+    assert_eq!(system.call("POST", "/v1/auth/register", None, Some(credentials)).await.0, 201);
+    for _ in 0..3 {
+        assert_eq!(from("198.51.100.7", "wrong password").await, 401);
+    }
+    assert_eq!(from("198.51.100.7", "wrong password").await, 429, "the guesser's address is held up");
+    assert_eq!(from("192.0.2.1", "correct horse").await, 200, "erin, from her own address, is not");
+    assert_eq!(from("2001:db8:1:2::1", "wrong password").await, 401);
+    assert_eq!(from("2001:db8:1:2::2", "wrong password").await, 401);
+    assert_eq!(from("2001:db8:1:2:ffff::3", "wrong password").await, 401);
+    assert_eq!(from("2001:db8:1:2::4", "wrong password").await, 429, "one IPv6 /64 is one address");
 }
 
 /// Reads until the peer closes (or errors); panics if it stays open past `PATIENCE`.
@@ -176,7 +203,7 @@ async fn closed_by_server(stream: &mut TcpStream) -> Vec<u8> {
 async fn slow_and_idle_http_clients_are_cut_off_and_cannot_take_the_service_down() {
     let system = spawn_with(&[
         ("ROOST_HTTP__HEADER_TIMEOUT", "2"),
-        ("ROOST_HTTP__BODY_TIMEOUT", "2"),
+        ("ROOST_HTTP__REQUEST_TIMEOUT", "2"),
         ("ROOST_HTTP__MAX_CONNECTIONS", "40"),
     ])
     .await;
@@ -209,14 +236,28 @@ async fn slow_and_idle_http_clients_are_cut_off_and_cannot_take_the_service_down
     let answered = closed_by_server(&mut idle).await;
     assert!(answered.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answered));
 
-    // a body that stops coming is not waited for
-    let mut stalled = TcpStream::connect(&address).await.unwrap();
+    // a connection that never sends a byte is closed by the same deadline
+    let mut silent = TcpStream::connect(&address).await.unwrap();
+    assert!(closed_by_server(&mut silent).await.is_empty());
+
+    // a body that trickles in, a byte now and then, is not waited for past the request deadline
+    let mut trickle = TcpStream::connect(&address).await.unwrap();
     let head =
         "POST /v1/auth/login HTTP/1.1\r\nHost: roost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
-    stalled.write_all(head.as_bytes()).await.unwrap();
-    stalled.write_all(br#"{"username":"#).await.unwrap();
-    let answered = closed_by_server(&mut stalled).await;
-    assert!(answered.is_empty() || answered.starts_with(b"HTTP/1.1 4"), "{}", String::from_utf8_lossy(&answered));
+    trickle.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = trickle.into_split();
+    let drip = tokio::spawn(async move {
+        for byte in br#"{"username":"alice","password":"#.iter() {
+            if writer.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut answered = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut answered)).await;
+    drip.abort();
+    assert!(answered.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&answered));
 }
 
 #[tokio::test]

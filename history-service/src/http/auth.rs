@@ -112,7 +112,7 @@ pub(crate) async fn register(
     address: ClientAddress,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<(StatusCode, Json<Registered>), ApiError> {
-    state.throttle.attempt_from(address)?;
+    state.throttle.attempt_from(&address)?;
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&body.password.chars().count()) {
         return Err(ApiError::bad_request(format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")));
     }
@@ -132,8 +132,8 @@ pub(crate) async fn login(
     address: ClientAddress,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    state.throttle.attempt_from(address)?;
-    state.throttle.attempt_on(body.username.as_str())?;
+    state.throttle.attempt_from(&address)?;
+    state.throttle.attempt_on(body.username.as_str(), &address)?;
     let stored = state.store.password_hash(body.username.as_str()).await?;
     // an unknown user costs the same hashing as a wrong password: timing tells nothing
     if !state.passwords.verify(body.password, stored).await.map_err(saturated)? {
@@ -155,7 +155,7 @@ pub(crate) async fn refresh(
         // a used token coming back means two holders: the thief or the user has the newer one,
         // so neither keeps it (the user signs in again)
         Presented::Again(token) => {
-            let revoked = state.store.revoke_refresh_family(&token.family).await?;
+            let revoked = state.store.revoke_refresh_family(&token.family, token.expires_at).await?;
             warn!(user = token.user, revoked, "a used refresh token came back; its sign-in is revoked");
             metrics::counter!("roost_refresh_token_reuse_total").increment(1);
             Err(ApiError::unauthorized("refresh token already used; sign in again"))
@@ -170,6 +170,11 @@ async fn issue_pair(state: &AppState, user: &str, family: String) -> Result<Toke
     let expires_at = now_millis() + (state.config.refresh_ttl_secs as i64) * 1000;
     let token = RefreshToken { user: user.to_owned(), family, expires_at };
     state.store.put_refresh_token(&digest(&refresh_token), &token).await?;
+    // a replay revoking the family while this refresh ran: the new token goes with the rest
+    if state.store.refresh_family_revoked(&token.family).await? {
+        state.store.revoke_refresh_family(&token.family, expires_at).await?;
+        return Err(ApiError::unauthorized("refresh token already used; sign in again"));
+    }
     Ok(TokenPair {
         access_token: state.tokens.issue(user, state.config.access_ttl_secs),
         refresh_token,

@@ -255,8 +255,11 @@ pub(crate) async fn delete_room(
 ) -> Result<StatusCode, ApiError> {
     owned_room(&state, &id, &user).await?;
     state.announce(&id, &RoomEvent::Deleted { room: id.clone(), by: user, ts: now_millis() }).await?;
+    // the broker stops the room first (no member left, its seq lease dropped), then the store
+    // deletes it and raises its floor over every number leased: a publish still in flight is
+    // refused or numbered below the floor, never shown in a room re-created under the name
+    state.relay.relay(Directive::CloseRoom { room: id.clone() }).await?;
     state.store.delete_room(&id).await?;
-    state.relay.relay(Directive::CloseRoom { room: id }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -295,11 +298,19 @@ pub(crate) async fn open_dm(
         Err(StoreError::Conflict) => (StatusCode::OK, state.existing_room(&id).await?),
         Err(e) => return Err(e.into()),
     };
-    // a room under the id that is not exactly this pair's DM (made before the prefix was
-    // reserved) is never handed out: its other members would read the conversation
-    let strangers = state.membership.members(&id).into_iter().any(|member| member != user && member != peer);
-    if !room.direct || strangers {
-        return Err(ApiError::conflict("this direct-message room cannot be opened; ask an operator"));
+    // a room under the id that is not a DM (made before the prefix was reserved) is never
+    // handed out: its owner deletes it
+    if !room.direct {
+        return Err(ApiError::conflict(
+            "a room that is not a direct-message room holds this id; its owner must delete it",
+        ));
+    }
+    // a third member (added before DMs lost their owner powers) leaves: only the pair reads it
+    for stranger in state.membership.members(&id).into_iter().filter(|member| member != &user && member != peer) {
+        if state.dismiss(&id, &stranger).await? {
+            let removed = RoomEvent::Removed { room: id.clone(), user: stranger, by: user.clone(), ts: now_millis() };
+            state.announce(&id, &removed).await?;
+        }
     }
     // both are members again, whichever of them left
     state.admit(&id, &user).await?;

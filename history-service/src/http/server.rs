@@ -1,12 +1,14 @@
-//! The HTTP server loop: a cap on open connections, a deadline for each request's headers
-//! (and for the idle wait between requests) and body, the client's address for the handlers,
-//! and a graceful stop on the shutdown signal.
+//! The HTTP server loop: HTTP/1.1 with a cap on open connections, a deadline for each request's
+//! headers (counted from the connection's start or the previous response, so it also ends idle
+//! connections) and one for the whole request, the client's address for the handlers, and a
+//! graceful stop on the shutdown signal.
 
 use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
-use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, warn};
 
 /// Limits on what HTTP clients may hold open.
@@ -25,8 +27,8 @@ pub struct ServerLimits {
     /// Time to send a request's headers, counted from the connection's start or the previous
     /// response: a connection that sends nothing for this long is closed.
     pub header_timeout: Duration,
-    /// Time to send a request's body.
-    pub body_timeout: Duration,
+    /// Time a request may take from its headers to the answer, its body included (408 past it).
+    pub request_timeout: Duration,
 }
 
 /// How long connections still open at shutdown may take to finish.
@@ -37,7 +39,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, shutdown: impl Future<Output = ()>) {
-    let router = router.layer(RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let router = router.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -68,10 +70,12 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, 
         let mut stopping = stopping.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-            builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_timeout);
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            // HTTP/1.1 only: every byte a client sends first is read under the header deadline
+            // (HTTP/2 detection would wait for it with none)
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let stop_requested = async {
                 let _ = stopping.wait_for(|stop| *stop).await;

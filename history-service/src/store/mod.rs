@@ -137,9 +137,13 @@ pub trait Store: Send + Sync + 'static {
     /// Marks the refresh token used and says whether it was used before. A used token is kept
     /// until it expires, so that its replay is recognised.
     async fn use_refresh_token(&self, token_hash: &str) -> Result<Presented, StoreError>;
-    /// Deletes every refresh token of `family`; returns how many.
-    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError>;
-    /// Deletes the refresh tokens that expired before `now` (ms); returns how many.
+    /// Deletes every refresh token of `family` and remembers it revoked until `until` (ms), so
+    /// a token of it stored concurrently is caught ([`Store::refresh_family_revoked`]); returns
+    /// how many tokens went.
+    async fn revoke_refresh_family(&self, family: &str, until: i64) -> Result<u64, StoreError>;
+    async fn refresh_family_revoked(&self, family: &str) -> Result<bool, StoreError>;
+    /// Deletes the refresh tokens, and revocations, that expired before `now` (ms); returns how
+    /// many tokens went.
     async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError>;
 
     /// Creates the room with its owner as the first member; `Conflict` when the id is taken.

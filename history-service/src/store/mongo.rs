@@ -188,6 +188,10 @@ impl MongoStore {
     fn refresh_tokens(&self) -> Collection<RefreshDoc> {
         self.db.collection("refresh_tokens")
     }
+    /// `{_id: family, until}`: sign-in families revoked until their tokens expire.
+    fn revoked_families(&self) -> Collection<Document> {
+        self.db.collection("revoked_refresh_families")
+    }
     fn rooms(&self) -> Collection<RoomDoc> {
         self.db.collection("rooms")
     }
@@ -275,13 +279,24 @@ impl Store for MongoStore {
         })
     }
 
-    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+    async fn revoke_refresh_family(&self, family: &str, until: i64) -> Result<u64, StoreError> {
         let filter = doc! {"$or": [{"family": family}, {"_id": family, "family": null}]};
         let deleted = self.refresh_tokens().delete_many(filter).await.map_err(unavailable)?;
+        self.revoked_families()
+            .update_one(doc! {"_id": family}, doc! {"$max": {"until": until}})
+            .upsert(true)
+            .await
+            .map_err(unavailable)?;
         Ok(deleted.deleted_count)
     }
 
+    async fn refresh_family_revoked(&self, family: &str) -> Result<bool, StoreError> {
+        let found = self.revoked_families().find_one(doc! {"_id": family}).await.map_err(unavailable)?;
+        Ok(found.is_some())
+    }
+
     async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError> {
+        self.revoked_families().delete_many(doc! {"until": {"$lt": now}}).await.map_err(unavailable)?;
         let deleted =
             self.refresh_tokens().delete_many(doc! {"expires_at": {"$lt": now}}).await.map_err(unavailable)?;
         Ok(deleted.deleted_count)

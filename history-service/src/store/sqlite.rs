@@ -23,6 +23,11 @@ CREATE TABLE IF NOT EXISTS refresh_tokens (
     family TEXT,
     uses INTEGER NOT NULL DEFAULT 0
 );
+-- sign-in families revoked because a used refresh token came back, until their tokens expire
+CREATE TABLE IF NOT EXISTS revoked_refresh_families (
+    family TEXT PRIMARY KEY,
+    until INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rooms (
     id TEXT PRIMARY KEY,
     private INTEGER NOT NULL,
@@ -261,16 +266,39 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn revoke_refresh_family(&self, family: &str) -> Result<u64, StoreError> {
+    async fn revoke_refresh_family(&self, family: &str, until: i64) -> Result<u64, StoreError> {
         let family = family.to_owned();
         self.with(move |c| {
-            c.execute("DELETE FROM refresh_tokens WHERE coalesce(family, token_hash) = ?1", [family]).map(|n| n as u64)
+            let tx = c.transaction()?;
+            let revoked =
+                tx.execute("DELETE FROM refresh_tokens WHERE coalesce(family, token_hash) = ?1", [&family])?;
+            tx.execute(
+                "INSERT INTO revoked_refresh_families (family, until) VALUES (?1, ?2)
+                 ON CONFLICT (family) DO UPDATE SET until = max(until, ?2)",
+                params![family, until],
+            )?;
+            tx.commit()?;
+            Ok(revoked as u64)
+        })
+        .await
+    }
+
+    async fn refresh_family_revoked(&self, family: &str) -> Result<bool, StoreError> {
+        let family = family.to_owned();
+        self.with(move |c| {
+            c.query_row("SELECT 1 FROM revoked_refresh_families WHERE family = ?1", [family], |_| Ok(()))
+                .optional()
+                .map(|found| found.is_some())
         })
         .await
     }
 
     async fn purge_refresh_tokens(&self, now: i64) -> Result<u64, StoreError> {
-        self.with(move |c| c.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now]).map(|n| n as u64)).await
+        self.with(move |c| {
+            c.execute("DELETE FROM revoked_refresh_families WHERE until < ?1", [now])?;
+            c.execute("DELETE FROM refresh_tokens WHERE expires_at < ?1", [now]).map(|n| n as u64)
+        })
+        .await
     }
 
     async fn create_room(&self, room: &Room) -> Result<(), StoreError> {
@@ -636,7 +664,7 @@ mod tests {
         let store = SqliteStore::open(&path).unwrap();
         let old = RefreshToken { user: "alice".into(), family: "old".into(), expires_at: 99 };
         assert_eq!(store.use_refresh_token("old").await.unwrap(), Presented::First(old), "its own family");
-        assert_eq!(store.revoke_refresh_family("old").await.unwrap(), 1);
+        assert_eq!(store.revoke_refresh_family("old", 99).await.unwrap(), 1);
         assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), 1001);
         drop(store);
         SqliteStore::open(&path).expect("opening an up-to-date database again changes nothing");
