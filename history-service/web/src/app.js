@@ -488,7 +488,8 @@ function renderRoom() {
   const room = state.rooms.get(state.current);
   $("room-title").textContent = room ? roomLabel(room) : "Pick a room";
   $("composer").hidden = !room;
-  $("leave").hidden = !room || room.direct;
+  // an owner deletes a room rather than leaving it (the server answers 409)
+  $("leave").hidden = !room || room.direct || room.owner === state.session?.user;
   $("chat").classList.toggle("in-room", Boolean(room));
   renderMembers();
   renderTyping();
