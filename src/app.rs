@@ -7,10 +7,8 @@ use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, OperatorRules, Policy, TokenService};
 use roost_broker::{Broker, BrokerConfig, BrokerDeps};
 use roost_history::http::{serve, AuthThrottle, ServerLimits};
-use roost_history::{
-    ApiConfig, AppState, ClientConfig, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy,
-    SqliteStore, Store,
-};
+use roost_history::{ApiConfig, AppState, ClientConfig};
+use roost_store::{Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store};
 use secrecy::SecretString;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,7 +24,7 @@ pub enum AppError {
     #[error(transparent)]
     Settings(#[from] crate::settings::SettingsError),
     #[error("store: {0}")]
-    Store(#[from] roost_history::StoreError),
+    Store(#[from] roost_store::StoreError),
     #[error("broker: {0}")]
     Broker(#[from] roost_broker::BrokerError),
     #[error("cannot listen on {addr}: {source}")]

@@ -29,7 +29,7 @@ pub use relay::BrokerRelay;
 use links::Links;
 use listener::Edge;
 use roost_auth::{Policy, TokenService};
-use roost_history::{IngestHandle, Store, StoreError};
+use roost_store::{IngestHandle, Store, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;

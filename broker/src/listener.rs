@@ -11,7 +11,7 @@ use crate::transport::{Protocol, Transport};
 use crate::BrokerDeps;
 use roost_auth::rate::TokenBucket;
 use roost_auth::{Policy, TokenService};
-use roost_history::IngestHandle;
+use roost_store::IngestHandle;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

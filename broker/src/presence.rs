@@ -8,8 +8,8 @@
 
 use crate::links::ServerLink;
 use roost_auth::Policy;
-use roost_history::{retry_until_ok, PresenceSource, Store};
 use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
+use roost_store::{retry_until_ok, PresenceSource, Store};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -68,7 +68,7 @@ impl Unstored {
     }
 
     /// Writes what is pending; a failed write stays pending unless a newer one replaced it.
-    async fn flush(&self, store: &dyn Store) -> Result<(), roost_history::StoreError> {
+    async fn flush(&self, store: &dyn Store) -> Result<(), roost_store::StoreError> {
         let pending = std::mem::take(&mut *self.latest.lock().expect("unstored presence lock"));
         let mut pending = pending.into_iter();
         while let Some((user, aggregate)) = pending.next() {

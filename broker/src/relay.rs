@@ -6,7 +6,7 @@ use crate::links::ServerLink;
 use crate::sequencer::Sequencer;
 use async_trait::async_trait;
 use roost_auth::MembershipView;
-use roost_history::{Directive, Relay, Store, StoreError};
+use roost_store::{Directive, Relay, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Per-room sequence numbers, leased from the store in blocks so the hot path rarely waits
 //! on I/O and a crash can only make `seq` jump forward, never repeat.
 
-use roost_history::{retry_until_ok, Store};
+use roost_store::{retry_until_ok, Store};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};

@@ -17,8 +17,8 @@ use futures_util::FutureExt;
 use roost_auth::acl::is_roost_namespace;
 use roost_auth::rate::TokenBucket;
 use roost_auth::{Decision, MembershipChange, ANONYMOUS};
-use roost_history::Record;
 use roost_protocol::{now_millis, to_payload, InboxNotice, Topic};
+use roost_store::Record;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     valid_filter, Disconnect, DisconnectProperties, DisconnectReasonCode, Filter, Packet, PingResp, PubAck,

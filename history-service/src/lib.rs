@@ -1,15 +1,6 @@
-//! The history service: persists stamped room traffic and serves the HTTP API.
+//! The history service: the HTTP API (axum) over the store: accounts, rooms, history,
+//! presence, bots, health, metrics, OpenAPI, and the browser chat page.
 
 pub mod http;
-pub mod ingest;
-pub mod relay;
-pub mod retention;
-pub mod store;
 
-pub use http::{ApiConfig, AppState, ClientConfig, PresenceSource};
-pub use ingest::{Ingest, IngestHandle, Record};
-pub use relay::{Directive, OutboxRelay, Relay};
-pub use retention::RetentionPolicy;
-pub use store::{
-    retry_until_ok, Bot, MongoStore, Page, Presented, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
-};
+pub use http::{ApiConfig, AppState, ClientConfig};

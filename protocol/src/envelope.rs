@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 
 /// A chat message as a client publishes it on `rooms/{room}/messages`.
 #[derive(Debug, Clone, Deserialize)]
@@ -19,7 +18,8 @@ pub struct ClientMessage {
 }
 
 /// A stamped chat message: what every subscriber receives and history stores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope {
     pub id: String,
     pub room: String,
@@ -31,13 +31,13 @@ pub struct Envelope {
     pub ts: i64,
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub attachments: Option<Vec<Map<String, Value>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<i64>,
     /// The sender's machine-readable content (a JSON object), passed through as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub data: Option<Map<String, Value>>,
 }
 
@@ -72,7 +72,8 @@ pub struct ReceiptStamped {
 }
 
 /// A device's or a user's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum PresenceStatus {
     Online,
@@ -88,7 +89,8 @@ pub struct DeviceStatus {
 }
 
 /// The retained aggregate on `presence/{user}`, also served by `GET /v1/users/{name}/presence`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceAggregate {
     pub status: PresenceStatus,
     /// Connections currently online.

@@ -40,6 +40,7 @@ pub fn is_valid(raw: &str) -> bool {
 /// clients and fuzzers can generate from: 1 to 64 characters, and not `.` or `..`.
 pub const NAME_PATTERN: &str = r"^([a-z0-9_-][a-z0-9_.-]{0,63}|\.[a-z0-9_-][a-z0-9_.-]{0,62}|\.\.[a-z0-9_.-]{1,62})$";
 
+#[cfg(feature = "openapi")]
 impl utoipa::PartialSchema for Name {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         utoipa::openapi::ObjectBuilder::new()
@@ -51,6 +52,7 @@ impl utoipa::PartialSchema for Name {
     }
 }
 
+#[cfg(feature = "openapi")]
 impl utoipa::ToSchema for Name {}
 
 impl fmt::Display for Name {

@@ -3,7 +3,6 @@
 use super::error::{ApiJson, ErrorBody};
 use super::throttle::ClientAddress;
 use super::{ApiError, AppState};
-use crate::store::{Presented, RefreshToken};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -12,6 +11,7 @@ use axum::{Json, Router};
 use roost_auth::passwords::PoolError;
 use roost_auth::tokens::{hex, random_secret};
 use roost_protocol::{now_millis, Claims, Name};
+use roost_store::{Presented, RefreshToken};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::warn;
@@ -118,7 +118,7 @@ pub(crate) async fn register(
     }
     let hash = state.passwords.hash(body.password).await.map_err(saturated)?;
     state.store.create_user(body.username.as_str(), &hash).await.map_err(|e| match e {
-        crate::store::StoreError::Conflict => ApiError::conflict("username taken"),
+        roost_store::StoreError::Conflict => ApiError::conflict("username taken"),
         other => other.into(),
     })?;
     Ok((StatusCode::CREATED, Json(Registered { username: body.username.to_string() })))

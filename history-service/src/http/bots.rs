@@ -4,14 +4,14 @@
 use super::auth::Person;
 use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
-use crate::relay::Directive;
-use crate::store::{Bot, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use roost_auth::tokens::random_secret;
 use roost_protocol::{now_millis, Name};
+use roost_store::Directive;
+use roost_store::{Bot, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

@@ -1,11 +1,11 @@
 //! The one error type of the API, rendered as `{"error":{"code","message"}}`.
 
-use crate::store::StoreError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use roost_store::StoreError;
 use serde::Serialize;
 use std::time::Duration;
 use utoipa::ToSchema;

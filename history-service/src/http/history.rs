@@ -3,11 +3,11 @@
 use super::auth::AuthUser;
 use super::error::{ApiQuery, ErrorBody};
 use super::{ApiError, AppState};
-use crate::store::Page;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus};
+use roost_store::Page;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

@@ -16,19 +16,13 @@ pub use server::{serve, ServerLimits};
 pub use throttle::AuthThrottle;
 pub use web::ClientConfig;
 
-use crate::relay::Relay;
-use crate::store::Store;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use roost_auth::passwords::PasswordPool;
 use roost_auth::{MembershipView, TokenService};
-use roost_protocol::PresenceAggregate;
+use roost_store::Relay;
+use roost_store::{PresenceSource, Store};
 use std::sync::Arc;
-
-/// Live presence, for users the broker in this process has seen since it started.
-pub trait PresenceSource: Send + Sync + 'static {
-    fn presence(&self, user: &str) -> Option<PresenceAggregate>;
-}
 
 /// Token lifetimes the API hands out, and where browsers reach the broker.
 #[derive(Debug, Clone)]

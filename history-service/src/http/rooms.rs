@@ -3,14 +3,14 @@
 use super::auth::{AuthUser, Person};
 use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
-use crate::relay::Directive;
-use crate::store::{Room, StoreError};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use roost_auth::tokens::hex;
 use roost_protocol::{now_millis, InboxNotice, Name, RoomEvent, Topic};
+use roost_store::Directive;
+use roost_store::{Room, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;

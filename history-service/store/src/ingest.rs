@@ -1,7 +1,7 @@
 //! Ingest: stamped messages and receipts go to the store in batches; each submitter learns
 //! when its record is durable, so the broker can hold a QoS 1 PUBACK until then.
 
-use crate::store::{retry_until_ok, Store};
+use crate::contract::{retry_until_ok, Store};
 use roost_protocol::{Envelope, ReceiptStamped};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};

@@ -1,7 +1,7 @@
 //! Retention: on a timer, prunes history by age and per-room count, and deletes expired
 //! refresh tokens.
 
-use crate::store::{Retention, Store};
+use crate::contract::{Retention, Store};
 use roost_protocol::now_millis;
 use std::future::Future;
 use std::sync::Arc;

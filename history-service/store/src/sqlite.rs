@@ -1,7 +1,7 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
-use super::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
-use crate::relay::Directive;
+use crate::contract::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+use crate::outbox::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use rusqlite::{params, Connection, OptionalExtension};

@@ -1,8 +1,8 @@
 //! The production store: MongoDB through the official driver. Portable to any mongod: no
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
-use super::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
-use crate::relay::Directive;
+use crate::contract::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+use crate::outbox::Directive;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};

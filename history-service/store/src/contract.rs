@@ -1,19 +1,12 @@
 //! The store contract every backend implements, and its shared types.
 
-mod mongo;
-mod sqlite;
-
-pub use mongo::MongoStore;
-pub use sqlite::SqliteStore;
-
-use crate::relay::Directive;
+use crate::outbox::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, ReceiptStamped};
 use serde::Serialize;
 use std::future::Future;
 use std::time::Duration;
 use tracing::warn;
-use utoipa::ToSchema;
 
 /// Why a store call failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,7 +45,8 @@ where
 }
 
 /// A room as stored and served.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Room {
     pub id: String,
     pub private: bool,
@@ -85,7 +79,7 @@ pub enum Presented {
 
 impl Presented {
     /// From a token as stored and how often it has now been used.
-    fn after_uses(token: RefreshToken, uses: i64) -> Self {
+    pub(crate) fn after_uses(token: RefreshToken, uses: i64) -> Self {
         if uses <= 1 {
             Self::First(token)
         } else {

@@ -3,10 +3,10 @@
 //!
 //! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
-use roost_history::{
+use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_store::{
     Bot, Directive, MongoStore, Page, Presented, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
 };
-use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use std::sync::Arc;
 
 /// A place a store lives; `open` can be called again to reach the same data afresh.
@@ -30,7 +30,7 @@ async fn sqlite() -> Option<Sqlite> {
     Some(Sqlite(tempfile::tempdir().expect("temp dir")))
 }
 
-#[path = "../../tests/support/mongo.rs"]
+#[path = "../../../tests/support/mongo.rs"]
 mod support;
 use support::MongoServer;
 

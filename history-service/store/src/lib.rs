@@ -1,0 +1,21 @@
+//! Persistence under both halves of Roost: the store contract and its two stores (embedded
+//! SQLite, MongoDB), the ingest that batches stamped traffic into it, retention, and the outbox
+//! that carries the HTTP API's changes to the broker.
+
+mod contract;
+mod ingest;
+mod mongo;
+mod outbox;
+mod presence;
+mod relay;
+mod retention;
+mod sqlite;
+
+pub use contract::{retry_until_ok, Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+pub use ingest::{Ingest, IngestHandle, Record};
+pub use mongo::MongoStore;
+pub use outbox::Directive;
+pub use presence::PresenceSource;
+pub use relay::{OutboxRelay, Relay};
+pub use retention::RetentionPolicy;
+pub use sqlite::SqliteStore;
