@@ -49,3 +49,9 @@ pub struct BrokerConfig {
     /// Listeners (`tcp`, `ws`, `tls`, `wss`) where a CONNECT without credentials is accepted.
     pub anonymous: Vec<String>,
 }
+
+/// The most QoS 1 and 2 publishes a v5 client may have unacknowledged; one more is a protocol
+/// violation (DISCONNECT 0x93).
+pub(crate) const RECEIVE_MAXIMUM: u16 = 256;
+/// The most topic aliases a v5 client may set.
+pub(crate) const TOPIC_ALIAS_MAXIMUM: u16 = 64;

@@ -2,31 +2,26 @@
 //! will, takeover and session resumption. [`crate::session`] serves the session itself.
 
 use crate::codec::{self, Frame, Version};
-use crate::links::{send_batch, ServerLink};
-use crate::listener::Edge;
+use crate::config::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
+use crate::edge::Edge;
+use crate::links::{router_disconnect, send_batch};
 use crate::registry::Stored;
-use crate::route_tag::RouteTag;
 use crate::session::{Identity, Session};
 use crate::slots::{Full, Holder};
 use crate::subscriptions::Subscriptions;
 use crate::transport::{Protocol, Transport};
+use crate::will::Will;
 use bytes::BytesMut;
 use roost_auth::{TokenError, ANONYMOUS};
 use roost_protocol::{names, now_millis, Claims, Topic};
 use rumqttd::protocol::{
-    ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode,
-    LastWill, LastWillProperties, Login, Packet, Publish, PublishProperties,
+    ConnAck, ConnAckProperties, Connect, ConnectProperties, ConnectReturnCode, LastWill, LastWillProperties, Login,
+    Packet,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-
-/// The most QoS 1 and 2 publishes a v5 client may have unacknowledged; one more is a protocol
-/// violation (DISCONNECT 0x93).
-pub(crate) const RECEIVE_MAXIMUM: u16 = 256;
-/// The most topic aliases a v5 client may set.
-pub(crate) const TOPIC_ALIAS_MAXIMUM: u16 = 64;
 
 /// Why a CONNECT is refused; the code sent depends on the version.
 #[derive(Debug, Clone, Copy)]
@@ -69,38 +64,6 @@ struct ConnectPacket {
     will: Option<LastWill>,
     will_properties: Option<LastWillProperties>,
     login: Option<Login>,
-}
-
-/// A will on a topic outside Roost's namespaces (a will on the connection's own presence
-/// topic is the presence board's job: the server publishes the device's offline status).
-pub(crate) struct Will {
-    will: LastWill,
-    properties: Option<LastWillProperties>,
-}
-
-impl Will {
-    pub(crate) fn delay(&self) -> Duration {
-        Duration::from_secs(self.properties.as_ref().and_then(|p| p.delay_interval).unwrap_or(0).into())
-    }
-
-    /// Publishes the will through the server link, with its properties.
-    pub(crate) fn publish(self, server: &ServerLink) {
-        let Will { will, properties } = self;
-        let mut publish_properties = properties.map(|p| PublishProperties {
-            payload_format_indicator: p.payload_format_indicator,
-            message_expiry_interval: p.message_expiry_interval,
-            topic_alias: None,
-            response_topic: p.response_topic,
-            correlation_data: p.correlation_data,
-            user_properties: p.user_properties,
-            subscription_identifiers: Vec::new(),
-            content_type: p.content_type,
-        });
-        let expires_at = RouteTag::deadline(&publish_properties);
-        RouteTag { qos: will.qos as u8, retain: will.retain, origin: None, expires_at, message: None }
-            .attach(&mut publish_properties);
-        server.publish_with(Publish::new(will.topic, will.message, will.retain), publish_properties);
-    }
 }
 
 /// Serves one socket of listener `protocol` until it closes.
@@ -330,7 +293,7 @@ fn authorize_will(
         return Ok(None);
     }
     if edge.policy.publish_other(user, topic) && !rumqttd::protocol::has_wildcards(topic) {
-        return Ok(Some(Will { will, properties }));
+        return Ok(Some(Will::new(will, properties)));
     }
     Err(())
 }
@@ -377,9 +340,4 @@ async fn send_refusal(transport: &mut Transport, version: Version, refusal: Refu
     let connack = ConnAck { session_present: false, code: refusal.code(version) };
     codec::write(Packet::ConnAck(connack, None), &mut buf, version);
     let _ = transport.write_all(&buf).await;
-}
-
-/// The packet that releases a link in the router.
-pub(crate) fn router_disconnect() -> Packet {
-    Packet::Disconnect(Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection }, None)
 }

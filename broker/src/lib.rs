@@ -7,6 +7,7 @@ mod acks;
 mod codec;
 mod config;
 mod connection;
+mod edge;
 mod filters;
 mod links;
 mod listener;
@@ -20,16 +21,17 @@ mod slots;
 mod stamp;
 mod subscriptions;
 mod transport;
+mod will;
 
 pub use config::BrokerConfig;
+pub use edge::BrokerDeps;
 pub use links::router_config;
 pub use presence::Presence;
 pub use relay::BrokerRelay;
 
+use edge::Edge;
 use links::Links;
-use listener::Edge;
-use roost_auth::{Policy, TokenService};
-use roost_store::{IngestHandle, Store, StoreError};
+use roost_store::StoreError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,14 +49,6 @@ pub enum BrokerError {
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(String),
-}
-
-/// What the broker needs from the rest of Roost.
-pub struct BrokerDeps {
-    pub tokens: TokenService,
-    pub policy: Policy,
-    pub store: Arc<dyn Store>,
-    pub ingest: IngestHandle,
 }
 
 /// A bound, not yet running broker.
@@ -136,7 +130,7 @@ impl Broker {
     /// Accepts connections until `shutdown` resolves, then closes every connection, waits
     /// (bounded) for them to publish their offline status, and stores the final presence.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
-        self.edge.clone().run(self.listeners, shutdown).await;
+        listener::run(self.edge.clone(), self.listeners, shutdown).await;
         self.edge.presence.flush().await;
     }
 }

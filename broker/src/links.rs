@@ -3,7 +3,7 @@
 
 use crate::config::BrokerConfig;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
-use rumqttd::protocol::{Packet, Publish, PublishProperties};
+use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Publish, PublishProperties};
 use rumqttd::{Notification, Router, RouterConfig};
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -59,7 +59,7 @@ impl Links {
     /// Clears the session state the router keeps for `id`: a clean link in its place, ended.
     pub(crate) async fn clear(&self, id: &str) -> Result<(), String> {
         let (mut tx, _, _) = self.build(id.to_owned(), true).await?;
-        send_batch(&mut tx, [crate::connection::router_disconnect()]).await.map_err(|e| e.to_string())
+        send_batch(&mut tx, [router_disconnect()]).await.map_err(|e| e.to_string())
     }
 
     /// Opens the server link and the task that feeds it.
@@ -119,4 +119,9 @@ pub(crate) async fn send_batch(tx: &mut LinkTx, packets: impl IntoIterator<Item 
     let Some(last) = packets.pop() else { return Ok(()) };
     tx.buffer().extend(packets);
     tx.send(last).await.map(drop)
+}
+
+/// The packet that releases a link in the router.
+pub(crate) fn router_disconnect() -> Packet {
+    Packet::Disconnect(Disconnect { reason_code: DisconnectReasonCode::NormalDisconnection }, None)
 }

@@ -3,14 +3,15 @@
 
 use crate::acks::RouterAcks;
 use crate::codec::{self, Frame, Version};
-use crate::connection::{router_disconnect, Will, RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
-use crate::links::send_batch;
-use crate::listener::Edge;
+use crate::config::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
+use crate::edge::Edge;
+use crate::links::{router_disconnect, send_batch};
 use crate::registry::Claim;
 use crate::route_tag::RouteTag;
 use crate::stamp::{self, Accepted, Invalid};
 use crate::subscriptions::{Subscription, Subscriptions};
 use crate::transport::Transport;
+use crate::will::Will;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;

@@ -1,0 +1,95 @@
+//! The edge: the state every connection shares (settings, tokens, policy, the router's links,
+//! presence, sessions, sequence numbers, connection slots, the router's filters).
+
+use crate::config::BrokerConfig;
+use crate::filters::RouterFilters;
+use crate::links::{Links, ServerLink};
+use crate::presence::Presence;
+use crate::registry::Registry;
+use crate::sequencer::Sequencer;
+use crate::slots::Slots;
+use roost_auth::rate::TokenBucket;
+use roost_auth::{Policy, TokenService};
+use roost_store::{IngestHandle, Store};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio_rustls::TlsAcceptor;
+use tracing::warn;
+
+/// What the broker needs from the rest of Roost.
+pub struct BrokerDeps {
+    pub tokens: TokenService,
+    pub policy: Policy,
+    pub store: Arc<dyn Store>,
+    pub ingest: IngestHandle,
+}
+
+/// Everything a connection needs.
+pub(crate) struct Edge {
+    pub(crate) config: BrokerConfig,
+    pub(crate) tokens: TokenService,
+    pub(crate) policy: Policy,
+    pub(crate) ingest: IngestHandle,
+    pub(crate) links: Links,
+    pub(crate) server: ServerLink,
+    pub(crate) presence: Arc<Presence>,
+    /// Present when a TLS or WSS listener is configured.
+    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) sequencer: Arc<Sequencer>,
+    pub(crate) slots: Arc<Slots>,
+    pub(crate) router_filters: Arc<RouterFilters>,
+    last_message_id: AtomicU64,
+    /// CONNECTs the edge may still accept now (`None`: no limit).
+    connect_budget: Option<Mutex<TokenBucket>>,
+}
+
+impl Edge {
+    pub(crate) fn new(
+        config: BrokerConfig,
+        deps: BrokerDeps,
+        links: Links,
+        server: ServerLink,
+        presence: Arc<Presence>,
+        tls: Option<TlsAcceptor>,
+    ) -> Self {
+        Self {
+            connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
+            router_filters: Arc::new(RouterFilters::new(config.max_filters_per_user)),
+            slots: Arc::new(Slots::new(
+                config.max_connections,
+                config.max_connections_per_user,
+                config.max_connections_per_bot,
+            )),
+            config,
+            tokens: deps.tokens,
+            policy: deps.policy,
+            ingest: deps.ingest,
+            links,
+            server,
+            presence,
+            tls,
+            registry: Arc::default(),
+            sequencer: Arc::new(Sequencer::new(deps.store)),
+            last_message_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes one CONNECT from the edge's budget; false when the connect rate is exceeded.
+    pub(crate) fn admit_connect(&self) -> bool {
+        self.connect_budget.as_ref().is_none_or(|budget| budget.lock().expect("connect budget lock").take())
+    }
+
+    /// A number no other publish through this edge carries.
+    pub(crate) fn next_message_id(&self) -> u64 {
+        self.last_message_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Clears what the router keeps of an expired session and recycles its link id.
+    pub(crate) async fn release_router_session(self: Arc<Self>, router_id: String) {
+        match self.links.clear(&router_id).await {
+            Ok(()) => self.registry.give_back(router_id),
+            Err(e) => warn!(router_id, error = %e, "router kept an expired session"),
+        }
+    }
+}
