@@ -8,7 +8,7 @@ use crate::edge::Edge;
 use crate::links::{router_disconnect, send_batch};
 use crate::registry::Claim;
 use crate::route_tag::RouteTag;
-use crate::stamp::{self, Accepted, Invalid};
+use crate::stamp::{self, Accepted, Invalid, Rejection};
 use crate::subscriptions::{Subscription, Subscriptions};
 use crate::transport::Transport;
 use crate::will::Will;
@@ -145,8 +145,8 @@ type PendingAck = Pin<Box<dyn Future<Output = (Ack, bool)> + Send>>;
 enum Routed {
     /// Handed to the router; for a chat message, with the store's confirmation.
     Accepted(Option<oneshot::Receiver<()>>),
-    /// Dropped, for the reason [`Invalid::code`] names.
-    Refused(&'static str),
+    /// Dropped, for this reason.
+    Refused(Rejection),
 }
 
 /// A SUBSCRIBE waiting for the router to take its filters.
@@ -452,8 +452,8 @@ impl Session {
                     None => Box::pin(std::future::ready((success, true))),
                 }
             }
-            Routed::Refused(code) => {
-                let ack = Ack { pkid, qos, reason: refusal_reason(code) };
+            Routed::Refused(rejection) => {
+                let ack = Ack { pkid, qos, reason: rejection.reason() };
                 Box::pin(std::future::ready((ack, true)))
             }
         };
@@ -508,11 +508,11 @@ impl Session {
         let expires_at = RouteTag::deadline(&properties);
         if publish.payload.len() > self.edge.config.max_payload {
             let message = format!("payloads are limited to {} bytes", self.edge.config.max_payload);
-            return Ok(self.refuse(&raw_topic, Invalid { code: "payload_too_large", message }));
+            return Ok(self.refuse(&raw_topic, Invalid::new(Rejection::PayloadTooLarge, message)));
         }
         let Some(chat_topic) = Topic::parse(&raw_topic) else {
             if !self.edge.policy.publish_other(self.user(), &raw_topic) {
-                let why = Invalid { code: "forbidden", message: "no rule lets you publish on this topic".into() };
+                let why = Invalid::new(Rejection::Forbidden, "no rule lets you publish on this topic");
                 return Ok(self.refuse(&raw_topic, why));
             }
             let origin = self.subscriptions.any_no_local().then_some(self.identity.generation);
@@ -524,7 +524,7 @@ impl Session {
         match self.edge.policy.publish(self.user(), &self.identity.client_id, &chat_topic) {
             Decision::Allow => {}
             Decision::Forbidden => {
-                let why = Invalid { code: "forbidden", message: "you may not publish on this topic".into() };
+                let why = Invalid::new(Rejection::Forbidden, "you may not publish on this topic");
                 return Ok(self.refuse(&raw_topic, why));
             }
             Decision::NotMember => {
@@ -574,14 +574,14 @@ impl Session {
     /// Drops a publish and tells the sender why: an MQTT 5 reason code on its acknowledgement
     /// and, for users, a notice on its inbox (the only signal 3.1.1 and QoS 0 have).
     fn refuse(&mut self, topic: &str, why: Invalid) -> Routed {
-        let code = why.code;
-        debug!(user = self.user(), topic, code = why.code, "publish rejected");
-        metrics::counter!("roost_publishes_rejected_total", "code" => why.code).increment(1);
+        let rejection = why.rejection;
+        debug!(user = self.user(), topic, code = rejection.code(), "publish rejected");
+        metrics::counter!("roost_publishes_rejected_total", "code" => rejection.code()).increment(1);
         if self.user() != ANONYMOUS {
             let notice = InboxNotice::Rejected {
                 topic: topic.to_owned(),
                 id: None,
-                code: why.code.into(),
+                code: rejection.code().into(),
                 message: why.message,
                 ts: now_millis(),
             };
@@ -596,7 +596,7 @@ impl Session {
                 }
             }
         }
-        Routed::Refused(code)
+        Routed::Refused(rejection)
     }
 
     /// A filter on one device's status (`presence/{user}/{client_id}`) must name a device that
@@ -996,13 +996,4 @@ fn router_subscribe(pkid: u16, path: &str, subscription: &Subscription) -> Packe
     };
     let tag = SubscribeProperties { id: Some(subscription.internal_id), user_properties: Vec::new() };
     Packet::Subscribe(Subscribe { pkid, filters: vec![filter] }, Some(tag))
-}
-
-/// The MQTT 5 reason code for a refused publish.
-fn refusal_reason(code: &str) -> PubAckReason {
-    match code {
-        "forbidden" | "not_member" => PubAckReason::NotAuthorized,
-        "payload_too_large" => PubAckReason::QuotaExceeded,
-        _ => PubAckReason::PayloadFormatInvalid,
-    }
 }

@@ -5,23 +5,69 @@ use roost_protocol::{
     now_millis, to_payload, ClientMessage, DeviceStatus, Envelope, ReceiptIn, ReceiptStamped, Topic, TypingIn,
     TypingStamped,
 };
+use rumqttd::protocol::PubAckReason;
 use serde_json::{Map, Value};
 
-/// Why a payload was refused; `code` is stable, the message is for people.
+/// Why a publish is refused: each has its stable code (the inbox notice's `code`, PROTOCOL.md
+/// section 5) and its MQTT 5 reason, here and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    Forbidden,
+    NotMember,
+    PayloadTooLarge,
+    InvalidPayload,
+    EmptyMessage,
+    InvalidId,
+    InvalidReplyTo,
+    UnstorableValue,
+    InvalidReadSeq,
+}
+
+impl Rejection {
+    pub(crate) fn code(self) -> &'static str {
+        match self {
+            Self::Forbidden => "forbidden",
+            Self::NotMember => "not_member",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidPayload => "invalid_payload",
+            Self::EmptyMessage => "empty_message",
+            Self::InvalidId => "invalid_id",
+            Self::InvalidReplyTo => "invalid_reply_to",
+            Self::UnstorableValue => "unstorable_value",
+            Self::InvalidReadSeq => "invalid_read_seq",
+        }
+    }
+
+    /// The reason code of the refused publish's PUBACK (PUBREC for QoS 2) in MQTT 5.
+    pub(crate) fn reason(self) -> PubAckReason {
+        match self {
+            Self::Forbidden | Self::NotMember => PubAckReason::NotAuthorized,
+            Self::PayloadTooLarge => PubAckReason::QuotaExceeded,
+            Self::InvalidPayload
+            | Self::EmptyMessage
+            | Self::InvalidId
+            | Self::InvalidReplyTo
+            | Self::UnstorableValue
+            | Self::InvalidReadSeq => PubAckReason::PayloadFormatInvalid,
+        }
+    }
+}
+
+/// A refused publish: why, and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Invalid {
-    pub(crate) code: &'static str,
+    pub(crate) rejection: Rejection,
     pub(crate) message: String,
 }
 
 impl Invalid {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+    pub(crate) fn new(rejection: Rejection, message: impl Into<String>) -> Self {
+        Self { rejection, message: message.into() }
     }
 
     /// A room topic of a room the publisher is not (or no longer) a member of.
     pub(crate) fn not_member() -> Self {
-        Self::new("not_member", "you are not a member of this room")
+        Self::new(Rejection::NotMember, "you are not a member of this room")
     }
 }
 
@@ -41,7 +87,7 @@ const MAX_DEPTH: usize = 32;
 /// Parses and checks `payload` for `topic`, a topic the sender may publish on.
 pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, Invalid> {
     fn parse<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, Invalid> {
-        serde_json::from_slice(payload).map_err(|e| Invalid::new("invalid_payload", e.to_string()))
+        serde_json::from_slice(payload).map_err(|e| Invalid::new(Rejection::InvalidPayload, e.to_string()))
     }
     match topic {
         Topic::Messages(_) => {
@@ -50,14 +96,17 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
                 let valid = (1..=MAX_ID).contains(&id.len())
                     && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
                 if !valid {
-                    return Err(Invalid::new("invalid_id", format!("id must be 1 to {MAX_ID} of A-Z a-z 0-9 - _ . :")));
+                    return Err(Invalid::new(
+                        Rejection::InvalidId,
+                        format!("id must be 1 to {MAX_ID} of A-Z a-z 0-9 - _ . :"),
+                    ));
                 }
             }
             if message.body.trim().is_empty() && message.attachments.as_ref().is_none_or(Vec::is_empty) {
-                return Err(Invalid::new("empty_message", "a message needs a body or attachments"));
+                return Err(Invalid::new(Rejection::EmptyMessage, "a message needs a body or attachments"));
             }
             if message.reply_to.is_some_and(|seq| seq < 1) {
-                return Err(Invalid::new("invalid_reply_to", "reply_to is the seq of an earlier message"));
+                return Err(Invalid::new(Rejection::InvalidReplyTo, "reply_to is the seq of an earlier message"));
             }
             for fields in message.attachments.iter().flatten().chain(&message.data) {
                 storable(fields, 1)?;
@@ -68,13 +117,13 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
         Topic::Receipts(_) => {
             let receipt: ReceiptIn = parse(payload)?;
             if receipt.read_seq < 0 {
-                return Err(Invalid::new("invalid_read_seq", "read_seq is a seq, 0 or more"));
+                return Err(Invalid::new(Rejection::InvalidReadSeq, "read_seq is a seq, 0 or more"));
             }
             Ok(Accepted::Receipt(receipt))
         }
         Topic::Device { .. } => parse(payload).map(Accepted::Device),
         Topic::Events(_) | Topic::Presence(_) | Topic::Inbox(_) => {
-            Err(Invalid::new("forbidden", "only the server publishes here"))
+            Err(Invalid::new(Rejection::Forbidden, "only the server publishes here"))
         }
     }
 }
@@ -85,7 +134,7 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
 fn storable(fields: &Map<String, Value>, depth: usize) -> Result<(), Invalid> {
     fields.iter().try_for_each(|(key, value)| {
         if key.contains('\0') {
-            return Err(Invalid::new("unstorable_value", "keys cannot contain NUL"));
+            return Err(Invalid::new(Rejection::UnstorableValue, "keys cannot contain NUL"));
         }
         storable_value(value, depth + 1)
     })
@@ -93,11 +142,12 @@ fn storable(fields: &Map<String, Value>, depth: usize) -> Result<(), Invalid> {
 
 fn storable_value(value: &Value, depth: usize) -> Result<(), Invalid> {
     match value {
-        Value::Object(_) | Value::Array(_) if depth > MAX_DEPTH => {
-            Err(Invalid::new("unstorable_value", format!("attachments and data nest at most {MAX_DEPTH} levels")))
-        }
+        Value::Object(_) | Value::Array(_) if depth > MAX_DEPTH => Err(Invalid::new(
+            Rejection::UnstorableValue,
+            format!("attachments and data nest at most {MAX_DEPTH} levels"),
+        )),
         Value::Number(n) if !n.is_i64() && !n.is_f64() => {
-            Err(Invalid::new("unstorable_value", format!("{n} is beyond a signed 64-bit integer")))
+            Err(Invalid::new(Rejection::UnstorableValue, format!("{n} is beyond a signed 64-bit integer")))
         }
         Value::Object(fields) => storable(fields, depth),
         Value::Array(items) => items.iter().try_for_each(|item| storable_value(item, depth + 1)),
@@ -142,16 +192,16 @@ mod tests {
     fn messages_need_content_and_a_sane_id() {
         let topic = Topic::Messages("lobby");
         assert!(validate(&topic, br#"{"body":"hi","from":"mallory"}"#).is_ok());
-        assert_eq!(validate(&topic, b"not json").unwrap_err().code, "invalid_payload");
-        assert_eq!(validate(&topic, br#"{"body":"  "}"#).unwrap_err().code, "empty_message");
-        assert_eq!(validate(&topic, br#"{"body":"x","id":"a/b"}"#).unwrap_err().code, "invalid_id");
-        assert_eq!(validate(&topic, br#"{"body":7}"#).unwrap_err().code, "invalid_payload");
+        assert_eq!(validate(&topic, b"not json").unwrap_err().rejection, Rejection::InvalidPayload);
+        assert_eq!(validate(&topic, br#"{"body":"  "}"#).unwrap_err().rejection, Rejection::EmptyMessage);
+        assert_eq!(validate(&topic, br#"{"body":"x","id":"a/b"}"#).unwrap_err().rejection, Rejection::InvalidId);
+        assert_eq!(validate(&topic, br#"{"body":7}"#).unwrap_err().rejection, Rejection::InvalidPayload);
     }
 
     #[test]
     fn passed_through_json_must_be_storable_everywhere() {
         let topic = Topic::Messages("lobby");
-        let code = |payload: String| validate(&topic, payload.as_bytes()).err().map(|e| e.code);
+        let code = |payload: String| validate(&topic, payload.as_bytes()).err().map(|e| e.rejection.code());
         let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
         assert_eq!(code(r#"{"body":"21.4 C","data":{"celsius":21.4,"n":-9223372036854775808}}"#.into()), None);
         assert_eq!(code(r#"{"body":"x","data":{"n":18446744073709551615}}"#.into()), Some("unstorable_value"));
