@@ -5,7 +5,7 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use roost_auth::passwords::PasswordPool;
 use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, OperatorRules, Policy, TokenService};
-use roost_broker::{Broker, BrokerConfig, BrokerDeps};
+use roost_broker::{Broker, BrokerDeps};
 use roost_history::http::{serve, AuthThrottle, ServerLimits};
 use roost_history::{ApiConfig, AppState, ClientConfig};
 use roost_store::{Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store};
@@ -188,7 +188,7 @@ impl App {
                 let policy = Policy::new(membership.clone(), OperatorRules::new(settings.mqtt.rules.clone()));
                 let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);
                 let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
-                let broker = Broker::bind(broker_config(&settings), deps).await?;
+                let broker = Broker::bind(settings.mqtt.clone(), deps).await?;
                 let outbox = outbox_start.map(|start| (store.clone(), start));
                 Some(BrokerPart { broker, ingest, outbox })
             }
@@ -304,30 +304,5 @@ fn client_config(settings: &Settings, broker: Option<&Broker>) -> ClientConfig {
         None => {
             ClientConfig { ws_port: port(&settings.mqtt.ws), wss_port: settings.mqtt.wss.as_deref().and_then(port) }
         }
-    }
-}
-
-fn broker_config(settings: &Settings) -> BrokerConfig {
-    let mqtt = &settings.mqtt;
-    BrokerConfig {
-        tcp: mqtt.tcp.clone(),
-        ws: mqtt.ws.clone(),
-        tls: mqtt.tls.clone(),
-        wss: mqtt.wss.clone(),
-        tls_cert: mqtt.tls_cert.clone(),
-        tls_key: mqtt.tls_key.clone(),
-        keepalive_max: Duration::from_secs(mqtt.keepalive_max),
-        session_expiry_max: Duration::from_secs(mqtt.session_expiry_max),
-        max_payload: mqtt.max_payload,
-        max_packet: mqtt.max_packet,
-        max_connections: mqtt.max_connections,
-        max_connections_per_user: mqtt.max_connections_per_user,
-        max_connections_per_bot: mqtt.max_connections_per_bot,
-        max_subscriptions: mqtt.max_subscriptions,
-        max_filters_per_user: mqtt.max_filters_per_user,
-        max_publish_rate: mqtt.max_publish_rate,
-        max_connect_rate: mqtt.max_connect_rate,
-        connect_timeout: Duration::from_secs(mqtt.connect_timeout),
-        anonymous: mqtt.anonymous.clone(),
     }
 }

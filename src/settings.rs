@@ -2,7 +2,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use roost_auth::Rule;
+use roost_broker::BrokerConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -24,7 +24,8 @@ pub enum SettingsError {
 pub struct Settings {
     /// Embedded database and generated signing key live here (`ROOST_DATA_DIR`).
     pub data_dir: PathBuf,
-    pub mqtt: MqttSettings,
+    /// The broker's own settings type (`[mqtt]`).
+    pub mqtt: BrokerConfig,
     pub http: HttpSettings,
     pub store: StoreSettings,
     pub auth: AuthSettings,
@@ -36,57 +37,6 @@ pub struct Settings {
 pub struct RoomSettings {
     /// Rooms one user may own at once (`ROOST_ROOMS__MAX_PER_USER`); creating more answers 403.
     pub max_per_user: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MqttSettings {
-    /// MQTT over TCP (`ROOST_MQTT__TCP`).
-    pub tcp: String,
-    /// MQTT over WebSocket, path `/mqtt` (`ROOST_MQTT__WS`).
-    pub ws: String,
-    /// MQTT over TLS (`ROOST_MQTT__TLS`); unset: no TLS listener.
-    pub tls: Option<String>,
-    /// MQTT over WebSocket over TLS, path `/mqtt` (`ROOST_MQTT__WSS`); unset: none.
-    pub wss: Option<String>,
-    /// PEM certificate chain for `tls` and `wss` (`ROOST_MQTT__TLS_CERT`).
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for `tls` and `wss` (`ROOST_MQTT__TLS_KEY`).
-    pub tls_key: Option<PathBuf>,
-    /// Longest keepalive a client may ask for, seconds (`ROOST_MQTT__KEEPALIVE_MAX`).
-    pub keepalive_max: u64,
-    /// Longest a session outlives its connection, seconds (`ROOST_MQTT__SESSION_EXPIRY_MAX`):
-    /// MQTT 5 expiries are clamped to it, 3.1.1 persistent sessions end after it.
-    pub session_expiry_max: u64,
-    /// Largest application payload, bytes.
-    pub max_payload: usize,
-    /// Largest MQTT packet, bytes.
-    pub max_packet: usize,
-    pub max_connections: usize,
-    /// Most client ids one user may have connected at once (`ROOST_MQTT__MAX_CONNECTIONS_PER_USER`);
-    /// more are refused with CONNACK 0x03 (MQTT 5: 0x97).
-    pub max_connections_per_user: usize,
-    /// The same for a bot (`ROOST_MQTT__MAX_CONNECTIONS_PER_BOT`).
-    pub max_connections_per_bot: usize,
-    /// Most subscriptions per connection (`ROOST_MQTT__MAX_SUBSCRIPTIONS`).
-    pub max_subscriptions: usize,
-    /// Most filters one user may be the first to subscribe to while the process runs
-    /// (`ROOST_MQTT__MAX_FILTERS_PER_USER`): the embedded router keeps every filter until
-    /// restart. Past it SUBSCRIBE gets 0x80 (MQTT 5: 0x97).
-    pub max_filters_per_user: usize,
-    /// Most publishes per second per connection; faster connections are disconnected
-    /// (`ROOST_MQTT__MAX_PUBLISH_RATE`). Unset: no limit.
-    pub max_publish_rate: Option<u32>,
-    /// Most CONNECTs per second the broker accepts; more are refused (`ROOST_MQTT__MAX_CONNECT_RATE`).
-    /// Unset: no limit.
-    pub max_connect_rate: Option<u32>,
-    /// Seconds a new socket has to send CONNECT.
-    pub connect_timeout: u64,
-    /// Listeners (`tcp`, `ws`, `tls`, `wss`) that accept connections without credentials
-    /// (`ROOST_MQTT__ANONYMOUS='["tcp"]'`). They get nothing of the chat, only what `rules` allow.
-    pub anonymous: Vec<String>,
-    /// Operator ACL rules for topics outside Roost's namespaces, first match wins; none:
-    /// everything outside the chat is denied.
-    pub rules: Vec<Rule>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,28 +98,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
-            mqtt: MqttSettings {
-                tcp: "127.0.0.1:1883".into(),
-                ws: "127.0.0.1:8083".into(),
-                tls: None,
-                wss: None,
-                tls_cert: None,
-                tls_key: None,
-                keepalive_max: 300,
-                session_expiry_max: 7 * 24 * 3600,
-                max_payload: 64 * 1024,
-                max_packet: 256 * 1024,
-                max_connections: 100_000,
-                max_connections_per_user: 32,
-                max_connections_per_bot: 8,
-                max_subscriptions: 100,
-                max_filters_per_user: 2000,
-                max_publish_rate: None,
-                max_connect_rate: None,
-                connect_timeout: 10,
-                anonymous: Vec::new(),
-                rules: Vec::new(),
-            },
+            mqtt: BrokerConfig::default(),
             http: HttpSettings {
                 listen: "127.0.0.1:8080".into(),
                 max_connections: 10_000,
@@ -242,7 +171,7 @@ impl Settings {
             let reason = format!("unknown listener '{name}' (expected some of {})", LISTENERS.join(", "));
             return invalid("mqtt.anonymous", "ROOST_MQTT__ANONYMOUS", reason);
         }
-        if !(1..=65_535).contains(&self.mqtt.keepalive_max) {
+        if !(1..=65_535).contains(&self.mqtt.keepalive_max.as_secs()) {
             return invalid("mqtt.keepalive_max", "ROOST_MQTT__KEEPALIVE_MAX", "must be 1 to 65535 seconds".into());
         }
         if self.mqtt.max_payload == 0 || self.mqtt.max_payload > self.mqtt.max_packet {
