@@ -6,6 +6,7 @@ mod bots;
 mod error;
 mod history;
 mod ops;
+mod presence;
 mod rooms;
 mod server;
 mod throttle;
@@ -57,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(bots::routes())
         .merge(rooms::routes())
         .merge(history::routes())
+        .merge(presence::routes())
         .merge(ops::routes())
         .merge(web::routes())
         .fallback(|| async { ApiError::not_found("no such route") })

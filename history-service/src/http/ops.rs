@@ -105,7 +105,7 @@ impl Modify for CommonErrors {
         super::rooms::create_room, super::rooms::list_rooms, super::rooms::get_room, super::rooms::join,
         super::rooms::leave, super::rooms::add_member, super::rooms::remove_member, super::rooms::delete_room,
         super::rooms::open_dm, super::bots::create_bot, super::bots::revoke_bot,
-        super::history::messages, super::history::user_presence, super::history::room_presence,
+        super::history::messages, super::presence::user_presence, super::presence::room_presence,
         super::history::unread, super::web::client_config, healthz, prometheus,
     ),
     components(schemas(ErrorBody)),

@@ -1,0 +1,70 @@
+//! Presence over HTTP: a user's aggregate and a room's members', for those who share a room.
+
+use super::auth::AuthUser;
+use super::error::ErrorBody;
+use super::{ApiError, AppState};
+use axum::extract::{Path, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use roost_protocol::{PresenceAggregate, PresenceStatus};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/rooms/{id}/presence", get(room_presence))
+        .route("/v1/users/{name}/presence", get(user_presence))
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MemberPresence {
+    user: String,
+    #[serde(flatten)]
+    presence: PresenceAggregate,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RoomPresence {
+    members: Vec<MemberPresence>,
+}
+
+impl AppState {
+    /// Live presence when this process's broker knows the user, else the stored status, else
+    /// offline and never seen.
+    async fn presence_of(&self, user: &str) -> Result<PresenceAggregate, ApiError> {
+        if let Some(live) = self.presence.as_ref().and_then(|board| board.presence(user)) {
+            return Ok(live);
+        }
+        let stored = self.store.presence(user).await?;
+        Ok(stored.unwrap_or(PresenceAggregate { status: PresenceStatus::Offline, devices: 0, last_seen: None }))
+    }
+}
+
+#[utoipa::path(get, path = "/v1/users/{name}/presence", security(("bearer" = [])), responses(
+    (status = 200, body = PresenceAggregate), (status = 404, body = ErrorBody)))]
+pub(crate) async fn user_presence(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(name): Path<String>,
+) -> Result<Json<PresenceAggregate>, ApiError> {
+    if !state.membership.shares_room(&user, &name) {
+        return Err(ApiError::not_found(format!("no user '{name}' shares a room with you")));
+    }
+    state.presence_of(&name).await.map(Json)
+}
+
+#[utoipa::path(get, path = "/v1/rooms/{id}/presence", security(("bearer" = [])), responses(
+    (status = 200, body = RoomPresence), (status = 404, body = ErrorBody)))]
+pub(crate) async fn room_presence(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> Result<Json<RoomPresence>, ApiError> {
+    state.room_of_member(&id, &user).await?;
+    let mut members = Vec::new();
+    for member in state.membership.members(&id) {
+        let presence = state.presence_of(&member).await?;
+        members.push(MemberPresence { user: member, presence });
+    }
+    Ok(Json(RoomPresence { members }))
+}
