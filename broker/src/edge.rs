@@ -1,6 +1,7 @@
 //! The edge: the state every connection shares (settings, tokens, policy, the router's links,
 //! presence, sessions, sequence numbers, connection slots, the router's filters).
 
+use crate::chat::Chat;
 use crate::config::BrokerConfig;
 use crate::filters::RouterFilters;
 use crate::links::{Links, ServerLink};
@@ -29,7 +30,8 @@ pub(crate) struct Edge {
     pub(crate) config: BrokerConfig,
     pub(crate) tokens: TokenService,
     pub(crate) policy: Policy,
-    pub(crate) ingest: IngestHandle,
+    /// The chat pipeline every publish on Roost's own topics goes through.
+    pub(crate) chat: Chat,
     pub(crate) links: Links,
     pub(crate) server: ServerLink,
     pub(crate) presence: Arc<Presence>,
@@ -53,9 +55,12 @@ impl Edge {
         presence: Arc<Presence>,
         tls: Option<TlsAcceptor>,
     ) -> Self {
+        let sequencer = Arc::new(Sequencer::new(deps.store));
+        let router_filters = Arc::new(RouterFilters::new(config.max_filters_per_user));
         Self {
             connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
-            router_filters: Arc::new(RouterFilters::new(config.max_filters_per_user)),
+            chat: Chat::new(deps.policy.clone(), sequencer.clone(), deps.ingest, router_filters.clone()),
+            router_filters,
             slots: Arc::new(Slots::new(
                 config.max_connections,
                 config.max_connections_per_user,
@@ -64,13 +69,12 @@ impl Edge {
             config,
             tokens: deps.tokens,
             policy: deps.policy,
-            ingest: deps.ingest,
             links,
             server,
             presence,
             tls,
             registry: Arc::default(),
-            sequencer: Arc::new(Sequencer::new(deps.store)),
+            sequencer,
             last_message_id: AtomicU64::new(0),
         }
     }

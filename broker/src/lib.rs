@@ -4,6 +4,7 @@
 //! The edge authenticates, authorizes, stamps and times keepalive; the router only routes.
 
 mod acks;
+mod chat;
 mod codec;
 mod config;
 mod connection;

@@ -2,13 +2,14 @@
 //! router's forwards with the client's subscription options, in MQTT 3.1.1 or 5.
 
 use crate::acks::RouterAcks;
+use crate::chat::Outcome;
 use crate::codec::{self, Frame, Version};
 use crate::config::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
 use crate::edge::Edge;
 use crate::links::{router_disconnect, send_batch};
 use crate::registry::Claim;
 use crate::route_tag::RouteTag;
-use crate::stamp::{self, Accepted, Invalid, Rejection};
+use crate::stamp::{Invalid, Rejection};
 use crate::subscriptions::{Subscription, Subscriptions};
 use crate::transport::Transport;
 use crate::will::Will;
@@ -17,9 +18,8 @@ use futures_util::stream::{FuturesOrdered, StreamExt};
 use futures_util::FutureExt;
 use roost_auth::acl::is_roost_namespace;
 use roost_auth::rate::TokenBucket;
-use roost_auth::{Decision, MembershipChange, ANONYMOUS};
+use roost_auth::{MembershipChange, ANONYMOUS};
 use roost_protocol::{now_millis, to_payload, InboxNotice, Topic};
-use roost_store::Record;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::{
     valid_filter, Disconnect, DisconnectProperties, DisconnectReasonCode, Filter, Packet, PingResp, PubAck,
@@ -521,47 +521,15 @@ impl Session {
             self.out.push(Packet::Publish(Publish::new(topic, publish.payload, publish.retain), properties));
             return Ok(Routed::Accepted(None));
         };
-        match self.edge.policy.publish(self.user(), &self.identity.client_id, &chat_topic) {
-            Decision::Allow => {}
-            Decision::Forbidden => {
-                let why = Invalid::new(Rejection::Forbidden, "you may not publish on this topic");
-                return Ok(self.refuse(&raw_topic, why));
-            }
-            Decision::NotMember => {
-                return Ok(self.refuse(&raw_topic, Invalid::not_member()));
-            }
-        }
-        let accepted = match stamp::validate(&chat_topic, &publish.payload) {
-            Ok(accepted) => accepted,
-            Err(invalid) => return Ok(self.refuse(&raw_topic, invalid)),
-        };
-        let user = self.identity.user.clone();
-        let (payload, stored) = match (accepted, chat_topic.room()) {
-            (Accepted::Message(message), Some(room)) => {
-                let seq = self.edge.sequencer.next(room).await;
-                // the room was deleted while this waited for its number (its lease is gone): the
-                // message belongs to no room, and never to one re-created under the name
-                if !self.edge.policy.membership().is_member(room, &user) {
-                    return Ok(self.refuse(&raw_topic, Invalid::not_member()));
-                }
-                let envelope = stamp::envelope(room, &user, seq, message);
-                let payload = to_payload(&envelope);
-                metrics::counter!("roost_messages_total").increment(1);
-                (payload, Some(self.edge.ingest.submit_confirmed(Record::Message(envelope)).await))
-            }
-            // typing in a room nobody follows goes nowhere, and is not handed to the router
-            (Accepted::Typing(_), Some(_)) if !self.edge.router_filters.wanted(&raw_topic) => {
-                return Ok(Routed::Accepted(None))
-            }
-            (Accepted::Typing(typing), Some(room)) => (stamp::typing(room, &user, typing), None),
-            (Accepted::Receipt(receipt), Some(room)) => {
-                let receipt = stamp::receipt(room, &user, receipt);
-                let payload = to_payload(&receipt);
-                self.edge.ingest.submit(Record::Receipt(receipt)).await;
-                (payload, None)
-            }
-            (Accepted::Device(status), _) => (stamp::device(status), None),
-            _ => return Ok(Routed::Accepted(None)),
+        let (payload, stored) = match self
+            .edge
+            .chat
+            .publish(&self.identity.user, &self.identity.client_id, &chat_topic, &raw_topic, &publish.payload)
+            .await
+        {
+            Outcome::Deliver { payload, stored } => (payload, stored),
+            Outcome::Dropped => return Ok(Routed::Accepted(None)),
+            Outcome::Refused(why) => return Ok(self.refuse(&raw_topic, why)),
         };
         if expires_at.is_some() {
             // stamped messages go out at the subscription's QoS; only the deadline travels

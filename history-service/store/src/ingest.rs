@@ -4,11 +4,15 @@
 use crate::contract::{retry_until_ok, Store};
 use roost_protocol::{Envelope, ReceiptStamped};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::info;
 
 /// The most records written in one store transaction.
 const MAX_BATCH: usize = 512;
+
+/// Stored messages a slow listener of [`IngestHandle::stored_messages`] may fall behind by
+/// before it misses some (it is told how many).
+const STORED_BACKLOG: usize = 4096;
 
 /// What the ingest persists.
 #[derive(Debug, Clone)]
@@ -26,19 +30,22 @@ struct Submission {
 #[derive(Clone)]
 pub struct IngestHandle {
     tx: mpsc::Sender<Submission>,
+    stored: broadcast::Sender<Envelope>,
 }
 
 /// The ingest worker: owns the receiving side and the store.
 pub struct Ingest {
     rx: mpsc::Receiver<Submission>,
     store: Arc<dyn Store>,
+    stored: broadcast::Sender<Envelope>,
 }
 
 impl Ingest {
     /// A worker with room for `capacity` queued records, and its handle.
     pub fn new(store: Arc<dyn Store>, capacity: usize) -> (Self, IngestHandle) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Self { rx, store }, IngestHandle { tx })
+        let (stored, _) = broadcast::channel(STORED_BACKLOG);
+        (Self { rx, store, stored: stored.clone() }, IngestHandle { tx, stored })
     }
 
     /// Writes batches until every handle is dropped and the queue is drained. A failed write
@@ -68,6 +75,10 @@ impl Ingest {
             for stored in confirmations {
                 let _ = stored.send(());
             }
+            for message in messages {
+                // nobody listening is fine: the store has it
+                let _ = self.stored.send(message);
+            }
         }
         info!("ingest drained");
     }
@@ -79,10 +90,47 @@ impl IngestHandle {
         let _ = self.tx.send(Submission { record, stored: None }).await;
     }
 
+    /// Every room message from now on, once it is stored (a client's retry of one already
+    /// stored may come again: the store keeps one copy, listeners should key on room and seq).
+    pub fn stored_messages(&self) -> broadcast::Receiver<Envelope> {
+        self.stored.subscribe()
+    }
+
     /// Queues `record` and returns a receiver that resolves once it is stored.
     pub async fn submit_confirmed(&self, record: Record) -> oneshot::Receiver<()> {
         let (stored, confirmed) = oneshot::channel();
         let _ = self.tx.send(Submission { record, stored: Some(stored) }).await;
         confirmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Page, SqliteStore};
+
+    #[tokio::test]
+    async fn a_stored_message_is_confirmed_then_reported_to_listeners() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("roost.db")).unwrap());
+        let (ingest, handle) = Ingest::new(store.clone(), 16);
+        let mut stored = handle.stored_messages();
+        let worker = tokio::spawn(ingest.run());
+        let envelope = Envelope {
+            id: "m1".into(),
+            room: "lobby".into(),
+            seq: 1,
+            from: "alice".into(),
+            ts: 5,
+            body: "hi".into(),
+            attachments: None,
+            reply_to: None,
+            data: None,
+        };
+        handle.submit_confirmed(Record::Message(envelope.clone())).await.await.expect("confirmed");
+        assert_eq!(stored.recv().await.expect("reported"), envelope);
+        assert_eq!(store.messages("lobby", Page::Latest { limit: 5 }).await.unwrap(), vec![envelope]);
+        drop(handle);
+        worker.await.unwrap();
     }
 }

@@ -1,0 +1,95 @@
+//! The chat pipeline: what becomes of a publish on one of Roost's own topics. It is authorized
+//! against membership, validated, stamped with its sender and time, numbered and handed to the
+//! ingest (room messages), and comes back as the payload to fan out through the router. The
+//! ingest then reports every stored message to whoever listens
+//! (`IngestHandle::stored_messages`: the seam push notifications and other nodes attach to).
+
+use crate::filters::RouterFilters;
+use crate::sequencer::Sequencer;
+use crate::stamp::{self, Accepted, Invalid, Rejection};
+use roost_auth::{Decision, Policy};
+use roost_protocol::{to_payload, Topic};
+use roost_store::{IngestHandle, Record};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// What the pipeline made of a publish.
+pub(crate) enum Outcome {
+    /// Fan `payload` out on the publish's topic; for a room message, `stored` resolves once the
+    /// store has it (the QoS 1 PUBACK waits for it).
+    Deliver { payload: Vec<u8>, stored: Option<oneshot::Receiver<()>> },
+    /// Accepted, and there is nothing to deliver (typing in a room nobody follows).
+    Dropped,
+    /// Refused: neither delivered nor stored.
+    Refused(Invalid),
+}
+
+/// The chat rules and the parts they use.
+pub(crate) struct Chat {
+    policy: Policy,
+    sequencer: Arc<Sequencer>,
+    ingest: IngestHandle,
+    router_filters: Arc<RouterFilters>,
+}
+
+impl Chat {
+    pub(crate) fn new(
+        policy: Policy,
+        sequencer: Arc<Sequencer>,
+        ingest: IngestHandle,
+        router_filters: Arc<RouterFilters>,
+    ) -> Self {
+        Self { policy, sequencer, ingest, router_filters }
+    }
+
+    /// Runs `payload`, published by (`user`, `client_id`) on `topic` (`raw_topic` as sent),
+    /// through the pipeline.
+    pub(crate) async fn publish(
+        &self,
+        user: &str,
+        client_id: &str,
+        topic: &Topic<'_>,
+        raw_topic: &str,
+        payload: &[u8],
+    ) -> Outcome {
+        match self.policy.publish(user, client_id, topic) {
+            Decision::Allow => {}
+            Decision::Forbidden => {
+                return Outcome::Refused(Invalid::new(Rejection::Forbidden, "you may not publish on this topic"))
+            }
+            Decision::NotMember => return Outcome::Refused(Invalid::not_member()),
+        }
+        let accepted = match stamp::validate(topic, payload) {
+            Ok(accepted) => accepted,
+            Err(invalid) => return Outcome::Refused(invalid),
+        };
+        match (accepted, topic.room()) {
+            (Accepted::Message(message), Some(room)) => {
+                let seq = self.sequencer.next(room).await;
+                // the room was deleted while this waited for its number (its lease is gone): the
+                // message belongs to no room, and never to one re-created under the name
+                if !self.policy.membership().is_member(room, user) {
+                    return Outcome::Refused(Invalid::not_member());
+                }
+                let envelope = stamp::envelope(room, user, seq, message);
+                let payload = to_payload(&envelope);
+                metrics::counter!("roost_messages_total").increment(1);
+                let stored = self.ingest.submit_confirmed(Record::Message(envelope)).await;
+                Outcome::Deliver { payload, stored: Some(stored) }
+            }
+            // typing in a room nobody follows goes nowhere, and is not handed to the router
+            (Accepted::Typing(_), Some(_)) if !self.router_filters.wanted(raw_topic) => Outcome::Dropped,
+            (Accepted::Typing(typing), Some(room)) => {
+                Outcome::Deliver { payload: stamp::typing(room, user, typing), stored: None }
+            }
+            (Accepted::Receipt(receipt), Some(room)) => {
+                let receipt = stamp::receipt(room, user, receipt);
+                let payload = to_payload(&receipt);
+                self.ingest.submit(Record::Receipt(receipt)).await;
+                Outcome::Deliver { payload, stored: None }
+            }
+            (Accepted::Device(status), _) => Outcome::Deliver { payload: stamp::device(status), stored: None },
+            _ => Outcome::Dropped,
+        }
+    }
+}
