@@ -5,6 +5,7 @@
 //! (`IngestHandle::stored_messages`: the seam push notifications and other nodes attach to).
 
 use crate::filters::RouterFilters;
+use crate::retries::RecentMessages;
 use crate::sequencer::Sequencer;
 use crate::stamp::{self, Accepted, Invalid, Rejection};
 use roost_auth::{Decision, Policy};
@@ -18,6 +19,9 @@ pub(crate) enum Outcome {
     /// Fan `payload` out on the publish's topic; for a room message, `stored` resolves once the
     /// store has it (the QoS 1 PUBACK waits for it).
     Deliver { payload: Vec<u8>, stored: Option<oneshot::Receiver<()>> },
+    /// A client's retry of a room message numbered and delivered before: nothing to deliver
+    /// again; `stored` resolves once the store has it (it keeps one copy).
+    Again { stored: oneshot::Receiver<()> },
     /// Accepted, and there is nothing to deliver (typing in a room nobody follows).
     Dropped,
     /// Refused: neither delivered nor stored.
@@ -30,6 +34,7 @@ pub(crate) struct Chat {
     sequencer: Arc<Sequencer>,
     ingest: IngestHandle,
     router_filters: Arc<RouterFilters>,
+    recent: RecentMessages,
 }
 
 impl Chat {
@@ -39,7 +44,7 @@ impl Chat {
         ingest: IngestHandle,
         router_filters: Arc<RouterFilters>,
     ) -> Self {
-        Self { policy, sequencer, ingest, router_filters }
+        Self { policy, sequencer, ingest, router_filters, recent: RecentMessages::default() }
     }
 
     /// Runs `payload`, published by (`user`, `client_id`) on `topic` (`raw_topic` as sent),
@@ -65,11 +70,21 @@ impl Chat {
         };
         match (accepted, topic.room()) {
             (Accepted::Message(message), Some(room)) => {
+                let client_id = message.id.clone();
+                if let Some(seq) = client_id.as_deref().and_then(|id| self.recent.seq_of(room, user, id)) {
+                    // the same message again: its number and delivery stand, the store keeps it once
+                    let again = stamp::envelope(room, user, seq, message);
+                    metrics::counter!("roost_messages_retried_total").increment(1);
+                    return Outcome::Again { stored: self.ingest.submit_confirmed(Record::Message(again)).await };
+                }
                 let seq = self.sequencer.next(room).await;
                 // the room was deleted while this waited for its number (its lease is gone): the
                 // message belongs to no room, and never to one re-created under the name
                 if !self.policy.membership().is_member(room, user) {
                     return Outcome::Refused(Invalid::not_member());
+                }
+                if let Some(id) = &client_id {
+                    self.recent.remember(room, user, id, seq);
                 }
                 let envelope = stamp::envelope(room, user, seq, message);
                 let payload = to_payload(&envelope);

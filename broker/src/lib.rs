@@ -15,6 +15,7 @@ mod listener;
 mod presence;
 mod registry;
 mod relay;
+mod retries;
 mod route_tag;
 mod sequencer;
 mod session;

@@ -528,6 +528,7 @@ impl Session {
             .await
         {
             Outcome::Deliver { payload, stored } => (payload, stored),
+            Outcome::Again { stored } => return Ok(Routed::Accepted(Some(stored))),
             Outcome::Dropped => return Ok(Routed::Accepted(None)),
             Outcome::Refused(why) => return Ok(self.refuse(&raw_topic, why)),
         };

@@ -36,6 +36,24 @@ async fn members_receive_the_stamped_envelope_and_history_returns_it() {
 }
 
 #[tokio::test]
+async fn a_retried_message_keeps_its_number_and_is_delivered_once() {
+    let system = spawn_system().await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+    let mut bob = system.mosquitto_sub("bob", &["rooms/lobby/messages"]).await;
+    let mut alice = Agent::online(&system, "alice", json!({"protocol": 5})).await;
+    // the same client id twice (a retry after a lost PUBACK, from a fresh client), then the next
+    for body in [r#"{"id":"c-1","body":"one"}"#, r#"{"id":"c-1","body":"one"}"#, r#"{"id":"c-2","body":"two"}"#] {
+        alice.publish("rooms/lobby/messages", body, 1).await;
+        assert_eq!(alice.expect("published").await["rc"], 0, "acknowledged: stored");
+    }
+    let one = next_on(&mut bob, "rooms/lobby/messages").await;
+    let two = next_on(&mut bob, "rooms/lobby/messages").await;
+    assert_eq!((one["id"].as_str(), two["id"].as_str()), (Some("c-1"), Some("c-2")), "delivered once each");
+    assert_eq!(two["seq"].as_i64(), one["seq"].as_i64().map(|seq| seq + 1), "the retry took no number");
+    assert_eq!(system.history("lobby", "bob", "?after=0").await, vec![one, two]);
+}
+
+#[tokio::test]
 async fn invalid_and_oversized_payloads_are_neither_delivered_nor_stored() {
     let system = spawn_with(&[("ROOST_MQTT__MAX_PAYLOAD", "1024")]).await;
     system.room("lobby", false, "alice", &["bob"]).await;
