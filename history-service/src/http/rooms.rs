@@ -293,10 +293,13 @@ pub(crate) async fn open_dm(
     }
     let id = dm_room_id(&user, peer);
     let room = Room { id: id.clone(), private: true, owner: user.clone(), direct: true, created_at: now_millis() };
-    let (status, room) = match state.store.create_room(&room).await {
-        Ok(()) => (StatusCode::CREATED, room),
-        Err(StoreError::Conflict) => (StatusCode::OK, state.existing_room(&id).await?),
-        Err(e) => return Err(e.into()),
+    let (status, room) = match state.store.room(&id).await? {
+        Some(existing) => (StatusCode::OK, existing),
+        None => match state.store.create_room(&room).await {
+            Ok(()) => (StatusCode::CREATED, room),
+            Err(StoreError::Conflict) => (StatusCode::OK, state.existing_room(&id).await?),
+            Err(e) => return Err(e.into()),
+        },
     };
     // a room under the id that is not a DM (made before the prefix was reserved) is never
     // handed out: its owner deletes it
@@ -312,9 +315,12 @@ pub(crate) async fn open_dm(
             state.announce(&id, &removed).await?;
         }
     }
-    // both are members again, whichever of them left
-    state.admit(&id, &user).await?;
-    if state.admit(&id, peer).await? {
+    // both are members again, whichever of them left (the creator of a new one is in the store
+    // already, not yet in the live view); reopening a DM both are in changes nothing
+    if !state.membership.is_member(&id, &user) {
+        state.admit(&id, &user).await?;
+    }
+    if !state.membership.is_member(&id, peer) && state.admit(&id, peer).await? {
         state.notify(peer, &InboxNotice::NewDm { room: id, with: user, ts: now_millis() }).await?;
     }
     Ok((status, Json(state.detail(room))))
