@@ -1,6 +1,6 @@
-//! The history service: the HTTP API (axum) over the store: accounts, rooms, history,
-//! presence, bots, health, metrics, OpenAPI, and the browser chat page.
+//! The history service: the HTTP API (axum) over the store, and the rooms service behind it.
 
 pub mod http;
+mod rooms;
 
 pub use http::{ApiConfig, AppState, ClientConfig};

@@ -4,6 +4,7 @@
 use super::auth::Person;
 use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
+use crate::rooms::Rooms;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
@@ -51,20 +52,16 @@ pub(crate) struct BotToken {
     (status = 409, body = ErrorBody)))]
 pub(crate) async fn create_bot(
     State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     Person(owner): Person,
     ApiJson(body): ApiJson<NewBot>,
 ) -> Result<(StatusCode, Json<BotToken>), ApiError> {
     let name = body.name.to_string();
-    let rooms: Vec<String> = body.rooms.iter().map(Name::to_string).collect();
-    if rooms.is_empty() {
+    let room_names: Vec<String> = body.rooms.iter().map(Name::to_string).collect();
+    if room_names.is_empty() {
         return Err(ApiError::bad_request("name at least one room"));
     }
-    for room in &rooms {
-        let room = state.existing_room(room).await?;
-        if room.owner != owner || room.direct {
-            return Err(ApiError::forbidden(format!("you do not own '{}'", room.id)));
-        }
-    }
+    rooms.check_bot_rooms(&owner, &room_names).await?;
     state.store.create_user(&name, NO_PASSWORD).await.map_err(|e| match e {
         StoreError::Conflict => ApiError::conflict(format!("the name '{name}' is taken")),
         other => other.into(),
@@ -73,17 +70,18 @@ pub(crate) async fn create_bot(
     let bot = Bot { name: name.clone(), owner: owner.clone(), token_id: token_id.clone(), created_at: now_millis() };
     state.store.create_bot(&bot).await?;
     state.relay.relay(Directive::EnrollBot { bot: name.clone(), token_id: token_id.clone() }).await?;
-    for room in &rooms {
-        state.admit(room, &name).await?;
+    for room in &room_names {
+        rooms.admit(room, &name).await?;
     }
     let token = state.tokens.issue_bot(&name, &token_id, BOT_TOKEN_TTL_SECS);
-    Ok((StatusCode::CREATED, Json(BotToken { name, owner, rooms, token, expires_in: BOT_TOKEN_TTL_SECS })))
+    Ok((StatusCode::CREATED, Json(BotToken { name, owner, rooms: room_names, token, expires_in: BOT_TOKEN_TTL_SECS })))
 }
 
 #[utoipa::path(delete, path = "/v1/bots/{name}", security(("bearer" = [])), responses(
     (status = 204), (status = 404, body = ErrorBody)))]
 pub(crate) async fn revoke_bot(
     State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     Person(owner): Person,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -92,9 +90,7 @@ pub(crate) async fn revoke_bot(
     }
     // revoked first: its connections end before its memberships go
     state.relay.relay(Directive::RevokeBot { bot: name.clone() }).await?;
-    for room in state.store.rooms_of(&name).await? {
-        state.dismiss(&room.id, &name).await?;
-    }
+    rooms.dismiss_everywhere(&name).await?;
     state.store.delete_bot(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,5 +1,6 @@
 //! The one error type of the API, rendered as `{"error":{"code","message"}}`.
 
+use crate::rooms::RoomError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderValue, StatusCode};
@@ -82,6 +83,28 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "store unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable, retry later")
+            }
+        }
+    }
+}
+
+impl From<RoomError> for ApiError {
+    fn from(e: RoomError) -> Self {
+        use RoomError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::DmWithSelf => Self::bad_request(e.to_string()),
+            E::JoinFirst
+            | E::ReservedName
+            | E::TooManyOwned(_)
+            | E::DirectHasNoOwner
+            | E::NotOwner
+            | E::NotBotOwner(_)
+            | E::DmWithBot(_)
+            | E::NotYours(_) => Self::forbidden(e.to_string()),
+            E::NoRoom(_) | E::NoUser(_) | E::NotMember(_) | E::NoSharedRoom(_) => Self::not_found(e.to_string()),
+            E::Exists(_) | E::OwnerCannotLeave | E::OwnerCannotBeRemoved | E::DmIdTaken => {
+                Self::conflict(e.to_string())
             }
         }
     }

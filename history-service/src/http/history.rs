@@ -3,6 +3,7 @@
 use super::auth::AuthUser;
 use super::error::{ApiQuery, ErrorBody};
 use super::{ApiError, AppState};
+use crate::rooms::Rooms;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -54,11 +55,12 @@ pub(crate) struct Unread {
     (status = 200, body = MessagePage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn messages(
     State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<MessagePage>, ApiError> {
-    state.room_of_member(&id, &user).await?;
+    rooms.of_member(&id, &user).await?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}")));
@@ -75,10 +77,11 @@ pub(crate) async fn messages(
     (status = 200, body = Unread), (status = 404, body = ErrorBody)))]
 pub(crate) async fn unread(
     State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Unread>, ApiError> {
-    state.room_of_member(&id, &user).await?;
+    rooms.of_member(&id, &user).await?;
     let last_read = state.store.last_read(&id, &user).await?;
     let page = Page::After { after: last_read.unwrap_or(0), before: None, limit: UNREAD_COUNTED };
     let after = state.store.messages(&id, page).await?;

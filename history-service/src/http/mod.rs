@@ -17,6 +17,8 @@ pub use server::{serve, ServerLimits};
 pub use throttle::AuthThrottle;
 pub use web::ClientConfig;
 
+use crate::rooms::Rooms;
+use axum::extract::FromRef;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use roost_auth::passwords::PasswordPool;
@@ -49,6 +51,12 @@ pub struct AppState {
     /// Hashing threads of their own for register and login.
     pub passwords: PasswordPool,
     pub throttle: Arc<AuthThrottle>,
+}
+
+impl FromRef<AppState> for Rooms {
+    fn from_ref(state: &AppState) -> Self {
+        Rooms::new(state.store.clone(), state.membership.clone(), state.relay.clone(), state.config.max_rooms_per_user)
+    }
 }
 
 /// The complete API router.

@@ -3,6 +3,7 @@
 use super::auth::AuthUser;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
+use crate::rooms::Rooms;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -44,12 +45,11 @@ impl AppState {
     (status = 200, body = PresenceAggregate), (status = 404, body = ErrorBody)))]
 pub(crate) async fn user_presence(
     State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     AuthUser(user): AuthUser,
     Path(name): Path<String>,
 ) -> Result<Json<PresenceAggregate>, ApiError> {
-    if !state.membership.shares_room(&user, &name) {
-        return Err(ApiError::not_found(format!("no user '{name}' shares a room with you")));
-    }
+    rooms.shares_room(&user, &name)?;
     state.presence_of(&name).await.map(Json)
 }
 
@@ -57,12 +57,12 @@ pub(crate) async fn user_presence(
     (status = 200, body = RoomPresence), (status = 404, body = ErrorBody)))]
 pub(crate) async fn room_presence(
     State(state): State<AppState>,
+    State(rooms): State<Rooms>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<RoomPresence>, ApiError> {
-    state.room_of_member(&id, &user).await?;
     let mut members = Vec::new();
-    for member in state.membership.members(&id) {
+    for member in rooms.members_for(&id, &user).await? {
         let presence = state.presence_of(&member).await?;
         members.push(MemberPresence { user: member, presence });
     }
