@@ -1,17 +1,17 @@
 //! One client connection up to its session: CONNECT in MQTT 3.1.1 or 5, authentication, the
 //! will, takeover and session resumption. [`crate::session`] serves the session itself.
 
-use crate::codec::{self, Frame, Version};
+use crate::codec::Version;
 use crate::config::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
 use crate::edge::Edge;
+use crate::framed::{BeforeConnect, ConnectPacket, Framed};
 use crate::links::{router_disconnect, send_batch};
 use crate::registry::Stored;
-use crate::session::{Identity, Session};
+use crate::session::{ClientLimits, Identity, Session};
 use crate::slots::{Full, Holder};
 use crate::subscriptions::Subscriptions;
 use crate::transport::{Protocol, Transport};
 use crate::will::Will;
-use bytes::BytesMut;
 use roost_auth::{TokenError, ANONYMOUS};
 use roost_protocol::{names, now_millis, Claims, Topic};
 use rumqttd::protocol::{
@@ -56,35 +56,28 @@ impl Refusal {
     }
 }
 
-/// A CONNECT as read from the socket.
-struct ConnectPacket {
-    version: Version,
-    connect: Connect,
-    properties: Option<ConnectProperties>,
-    will: Option<LastWill>,
-    will_properties: Option<LastWillProperties>,
-    login: Option<Login>,
-}
-
 /// Serves one socket of listener `protocol` until it closes.
-pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: Protocol) {
-    let mut rbuf = BytesMut::with_capacity(4096);
-    let connect =
-        tokio::time::timeout(edge.config.connect_timeout, read_connect(&mut transport, &mut rbuf, &edge)).await;
-    let ConnectPacket { version, connect, properties, will, will_properties, login } = match connect {
-        Ok(Ok(Some(packet))) => packet,
-        Ok(Ok(None)) => return,
-        Ok(Err(reason)) => return debug!(reason, "connection refused before CONNECT"),
+pub(crate) async fn serve(edge: Arc<Edge>, transport: Transport, protocol: Protocol) {
+    let mut io = Framed::new(transport, edge.config.max_packet);
+    let connect = tokio::time::timeout(edge.config.connect_timeout, io.read_connect()).await;
+    let ConnectPacket { connect, properties, will, will_properties, login } = match connect {
+        Ok(Ok(packet)) => packet,
+        Ok(Err(BeforeConnect::ProtocolLevel(level))) => {
+            debug!(level, "unsupported protocol level");
+            return send_refusal(&mut io, Refusal::ProtocolVersion, "protocol level").await;
+        }
+        Ok(Err(e)) => return debug!(error = %e, "connection refused before CONNECT"),
         Err(_) => return debug!("no CONNECT within the connect timeout"),
     };
+    let version = io.version();
     if !edge.admit_connect() {
         metrics::counter!("roost_mqtt_connect_rate_limited_total").increment(1);
-        return send_refusal(&mut transport, version, Refusal::RateExceeded, "connect rate").await;
+        return send_refusal(&mut io, Refusal::RateExceeded, "connect rate").await;
     }
     let anonymous_allowed = edge.config.anonymous.iter().any(|name| name == protocol.name());
     let (user, claims) = match authenticate(&edge, login, anonymous_allowed) {
         Ok(identity) => identity,
-        Err(refusal) => return send_refusal(&mut transport, version, refusal, "authentication").await,
+        Err(refusal) => return send_refusal(&mut io, refusal, "authentication").await,
     };
     let mut assigned_client_id = None;
     let client_id = match connect.client_id.as_str() {
@@ -94,13 +87,13 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
             id
         }
         id if roost_protocol::topic::is_client_id(id) => id.to_owned(),
-        _ => return send_refusal(&mut transport, version, Refusal::ClientId, "client id").await,
+        _ => return send_refusal(&mut io, Refusal::ClientId, "client id").await,
     };
     let will = match will {
         None => None,
         Some(will) => match authorize_will(&edge, &user, &client_id, will, will_properties) {
             Ok(will) => will,
-            Err(()) => return send_refusal(&mut transport, version, Refusal::NotAuthorized, "will").await,
+            Err(()) => return send_refusal(&mut io, Refusal::NotAuthorized, "will").await,
         },
     };
     let holder = match claims.as_ref() {
@@ -109,10 +102,8 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
     };
     let _slot = match edge.slots.occupy(holder) {
         Ok(slot) => slot,
-        Err(Full::Broker) => return send_refusal(&mut transport, version, Refusal::Busy, "max connections").await,
-        Err(Full::User) => {
-            return send_refusal(&mut transport, version, Refusal::Quota, "max connections per user").await
-        }
+        Err(Full::Broker) => return send_refusal(&mut io, Refusal::Busy, "max connections").await,
+        Err(Full::User) => return send_refusal(&mut io, Refusal::Quota, "max connections per user").await,
     };
     // Session ids carry the user, so equal client ids of different users never collide.
     let claim = edge.registry.claim(&format!("{user}:{client_id}")).await;
@@ -133,7 +124,7 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
         Err(e) => {
             warn!(%user, %client_id, error = %e, "router refused the link");
             edge.registry.give_back(router_id);
-            return send_refusal(&mut transport, version, Refusal::Unavailable, "router").await;
+            return send_refusal(&mut io, Refusal::Unavailable, "router").await;
         }
     };
     let keepalive = match connect.keep_alive {
@@ -165,90 +156,45 @@ pub(crate) async fn serve(edge: Arc<Edge>, mut transport: Transport, protocol: P
         authentication_method: None,
         authentication_data: None,
     });
-    let mut wbuf = BytesMut::new();
     let connack = ConnAck { session_present: resumed, code: ConnectReturnCode::Success };
-    codec::write(Packet::ConnAck(connack, connack_properties), &mut wbuf, version);
-    if transport.write_all(&wbuf).await.is_err() {
+    if io.send(Packet::ConnAck(connack, connack_properties)).await.is_err() {
         let mut tx = tx;
         let _ = send_batch(&mut tx, [router_disconnect()]).await;
         let kept = (persistent || resumed).then_some((subscriptions, session_expiry));
         return edge.registry.release(&claim.session_id, router_id, kept);
     }
-    wbuf.clear();
     if user != ANONYMOUS {
         edge.presence.connected(&user, &client_id, claim.generation);
     }
     metrics::counter!("roost_mqtt_connections_total").increment(1);
     info!(%user, %client_id, ?version, "connected");
-    let client_max_packet = properties.as_ref().and_then(|p| p.max_packet_size).map(|size| size as usize);
     let token_deadline = claims.as_ref().map(|claims| {
         Instant::now() + Duration::from_millis(u64::try_from(claims.exp * 1000 - now_millis()).unwrap_or(0))
     });
+    let limits = ClientLimits {
+        max_packet: properties.as_ref().and_then(|p| p.max_packet_size).map(|size| size as usize),
+        receive_max: properties.as_ref().and_then(|p| p.receive_maximum).map_or(usize::MAX, usize::from),
+        topic_alias_max: properties.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
+    };
     let identity = Identity {
-        version,
         user,
         client_id,
         generation: claim.generation,
-        client_max_packet,
-        client_receive_max: properties.as_ref().and_then(|p| p.receive_maximum).map_or(usize::MAX, usize::from),
-        client_topic_alias_max: properties.as_ref().and_then(|p| p.topic_alias_max).unwrap_or(0),
+        limits,
         session_expiry,
         bot_token: claims.and_then(|claims| claims.bot),
     };
-    let mut session = Session::new(edge, identity, transport, tx, rbuf, subscriptions);
+    let mut session = Session::new(edge, identity, io, tx, subscriptions);
     let exit = session.run(rx, &claim, keepalive, token_deadline).await;
     let told = session.teardown(exit, &claim, router_id, will, persistent || resumed).await;
     drop(claim);
-    if let Some(transport) = told {
-        linger(transport).await;
+    if let Some(io) = told {
+        io.linger(LINGER).await;
     }
 }
 
 /// How long a socket stays open after the server's DISCONNECT.
 const LINGER: Duration = Duration::from_secs(1);
-
-/// Reads and drops what the client still sends, for at most [`LINGER`], before closing: a
-/// client that keeps writing (acknowledgements in flight) would otherwise get a reset and
-/// could lose the DISCONNECT that tells it why.
-async fn linger(mut transport: Transport) {
-    let mut sink = BytesMut::with_capacity(4096);
-    let _ = tokio::time::timeout(LINGER, async {
-        while matches!(transport.read(&mut sink).await, Ok(read) if read > 0) {
-            sink.clear();
-        }
-    })
-    .await;
-}
-
-/// Reads up to the CONNECT packet, in the version it asks for. `Ok(None)` when the client was
-/// refused (answered already).
-async fn read_connect(
-    transport: &mut Transport,
-    rbuf: &mut BytesMut,
-    edge: &Edge,
-) -> Result<Option<ConnectPacket>, String> {
-    loop {
-        let version = if codec::connect_level(rbuf) == Some(5) { Version::V5 } else { Version::V311 };
-        match codec::next_frame(rbuf, edge.config.max_packet, version) {
-            Ok(Some(Frame::Other(packet))) => match packet {
-                Packet::Connect(connect, properties, will, will_properties, login) => {
-                    return Ok(Some(ConnectPacket { version, connect, properties, will, will_properties, login }))
-                }
-                _ => return Err("the first packet must be CONNECT".into()),
-            },
-            Ok(Some(Frame::Publish { .. })) => return Err("the first packet must be CONNECT".into()),
-            Ok(None) => {}
-            Err(rumqttd::protocol::Error::InvalidProtocolLevel(level)) => {
-                send_refusal(transport, Version::V311, Refusal::ProtocolVersion, "protocol level").await;
-                return Err(format!("unsupported protocol level {level}"));
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-        if transport.read(rbuf).await.map_err(|e| e.to_string())? == 0 {
-            return Err("closed before CONNECT".into());
-        }
-    }
-}
 
 /// The user the credentials prove, with its token's claims, or the refusal. Without
 /// credentials, on a listener that allows it: [`ANONYMOUS`], no token.
@@ -333,11 +279,9 @@ async fn open_link(
     edge.links.build(router_id.to_owned(), !(resumed || persistent)).await
 }
 
-async fn send_refusal(transport: &mut Transport, version: Version, refusal: Refusal, why: &str) {
+async fn send_refusal(io: &mut Framed, refusal: Refusal, why: &str) {
     debug!(?refusal, why, "CONNECT refused");
     metrics::counter!("roost_mqtt_connect_refused_total").increment(1);
-    let mut buf = BytesMut::new();
-    let connack = ConnAck { session_present: false, code: refusal.code(version) };
-    codec::write(Packet::ConnAck(connack, None), &mut buf, version);
-    let _ = transport.write_all(&buf).await;
+    let connack = ConnAck { session_present: false, code: refusal.code(io.version()) };
+    let _ = io.send(Packet::ConnAck(connack, None)).await;
 }

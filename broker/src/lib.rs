@@ -10,6 +10,7 @@ mod config;
 mod connection;
 mod edge;
 mod filters;
+mod framed;
 mod links;
 mod listener;
 mod presence;

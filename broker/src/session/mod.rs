@@ -1,0 +1,384 @@
+//! An established session: its event loop, reading the client's packets and the router's
+//! notifications and reacting to membership changes. Each part of its state has a module:
+//! [`inbound`] the client's publishes in flight, [`publish`] what becomes of one, [`grants`]
+//! its subscriptions, [`delivery`] what the client receives, [`exit`] how it ends.
+
+mod delivery;
+mod exit;
+mod grants;
+mod inbound;
+mod publish;
+
+pub(crate) use delivery::ClientLimits;
+pub(crate) use exit::Exit;
+
+use crate::acks::RouterAcks;
+use crate::codec::{self, Frame, Version};
+use crate::edge::Edge;
+use crate::framed::Framed;
+use crate::links::send_batch;
+use crate::registry::Claim;
+use crate::route_tag::RouteTag;
+use crate::subscriptions::Subscriptions;
+use delivery::{Delivery, Forwarded, Verdict};
+use grants::{Grants, Subscriber};
+use inbound::Inbound;
+use roost_auth::rate::TokenBucket;
+use roost_auth::MembershipChange;
+use roost_protocol::now_millis;
+use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::protocol::{DisconnectReasonCode, Packet, PingResp, PubAck, PubRec, PubRel, Unsubscribe};
+use rumqttd::{Forward, Notification};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+/// Inbox notices of refused publishes one connection causes per second (burst as many); the
+/// MQTT 5 reason code still answers every refusal.
+const NOTICES_PER_SECOND: u32 = 20;
+
+/// Who a session belongs to and what it agreed at CONNECT.
+pub(crate) struct Identity {
+    pub(crate) user: String,
+    pub(crate) client_id: String,
+    /// The generation of the connection's claim: the origin no-local compares against.
+    pub(crate) generation: u64,
+    pub(crate) limits: ClientLimits,
+    /// How long the session outlives the connection.
+    pub(crate) session_expiry: Duration,
+    /// The id a bot's token carries (`None`: a user's token).
+    pub(crate) bot_token: Option<String>,
+}
+
+/// The state of an established session.
+pub(crate) struct Session {
+    edge: Arc<Edge>,
+    identity: Identity,
+    io: Framed,
+    tx: LinkTx,
+    /// Packets for the router, sent once per event.
+    out: Vec<Packet>,
+    inbound: Inbound,
+    grants: Grants,
+    subscriptions: Subscriptions,
+    delivery: Delivery,
+    router_acks: RouterAcks,
+    /// Inbox notices of refused publishes this connection may still cause now.
+    notice_budget: TokenBucket,
+    changes: broadcast::Receiver<MembershipChange>,
+    /// The ACL's last answer for a delivered topic.
+    last_verdict: Verdict,
+}
+
+impl Session {
+    pub(crate) fn new(
+        edge: Arc<Edge>,
+        identity: Identity,
+        io: Framed,
+        tx: LinkTx,
+        subscriptions: Subscriptions,
+    ) -> Self {
+        // rumqttd restores a resumed session's filters but not their identifiers
+        let out =
+            subscriptions.iter().map(|(path, subscription)| grants::router_subscribe(0, path, subscription)).collect();
+        Self {
+            changes: edge.policy.membership().changes(),
+            last_verdict: Verdict::default(),
+            inbound: Inbound::new(io.version() == Version::V5, edge.config.max_publish_rate),
+            notice_budget: TokenBucket::new(NOTICES_PER_SECOND),
+            delivery: Delivery::new(identity.generation, identity.limits),
+            grants: Grants::default(),
+            edge,
+            identity,
+            io,
+            tx,
+            out,
+            subscriptions,
+            router_acks: RouterAcks::default(),
+        }
+    }
+
+    fn user(&self) -> &str {
+        &self.identity.user
+    }
+
+    /// Serves the session until it ends: at the latest at `token_expiry`, when there is one.
+    pub(crate) async fn run(
+        &mut self,
+        mut rx: LinkRx,
+        claim: &Claim,
+        keepalive: Duration,
+        token_expiry: Option<Instant>,
+    ) -> Exit {
+        let grace = keepalive + keepalive / 2;
+        let mut last_read = Instant::now();
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        let token_expired = async move {
+            match token_expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(token_expired);
+        // a revocation between the CONNECT's check and `new` subscribing to changes shows here
+        if let Err(exit) = self.admitted() {
+            return exit;
+        }
+        loop {
+            let step = tokio::select! {
+                _ = claim.kicked.notified() => {
+                    Err(if self.edge.registry.shutting_down() { Exit::ShuttingDown } else { Exit::TakenOver })
+                }
+                _ = &mut token_expired => Err(Exit::TokenExpired),
+                read = self.io.fill() => match read {
+                    Ok(0) => Err(Exit::Closed),
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        self.on_bytes().await
+                    }
+                    Err(e) => Err(Exit::Socket(e)),
+                },
+                notification = rx.next() => match notification {
+                    Ok(first) => self.on_notifications(&mut rx, first).await,
+                    Err(_) => Err(Exit::RouterGone),
+                },
+                ack = self.inbound.next_ack(), if self.inbound.awaiting() => {
+                    if let Some(ack) = ack {
+                        self.io.write(ack);
+                    }
+                    Ok(())
+                }
+                change = self.changes.recv() => self.on_membership(change),
+                _ = &mut deadline => {
+                    if last_read.elapsed() >= grace {
+                        Err(Exit::KeepAlive)
+                    } else {
+                        deadline.as_mut().reset(last_read + grace);
+                        Ok(())
+                    }
+                }
+            };
+            let flushed = self.flush().await;
+            if let Err(exit) = step.and(flushed) {
+                return exit;
+            }
+        }
+    }
+
+    /// Sends what the last event produced: router packets first, then bytes for the client.
+    async fn flush(&mut self) -> Result<(), Exit> {
+        if !self.out.is_empty() {
+            send_batch(&mut self.tx, self.out.drain(..)).await.map_err(|_| Exit::RouterGone)?;
+        }
+        Ok(self.io.flush().await?)
+    }
+
+    /// Handles every complete packet in the read buffer.
+    async fn on_bytes(&mut self) -> Result<(), Exit> {
+        let mut published = false;
+        loop {
+            match self.io.next_frame()? {
+                None if published => {
+                    // Sockets that became readable together wake their connections together, and
+                    // tokio polls the last one woken first. Publishes wait one turn, so that a
+                    // SUBSCRIBE that arrived just before them on another connection reaches the
+                    // router first, as it would on a broker reading its sockets in order.
+                    tokio::task::yield_now().await;
+                    return Ok(());
+                }
+                None => return Ok(()),
+                Some(Frame::Publish { publish, properties, qos, pkid }) => {
+                    published = true;
+                    self.on_publish(publish, properties, qos, pkid).await?
+                }
+                Some(Frame::Other(packet)) => self.on_packet(packet)?,
+            }
+        }
+    }
+
+    fn on_packet(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::PubAck(PubAck { pkid, .. }, _) => {
+                self.router_acks.acknowledged(pkid, &mut self.out);
+                self.delivery.acknowledged(&mut self.io);
+            }
+            Packet::PubRec(PubRec { pkid, .. }, _) => self.router_acks.acknowledged(pkid, &mut self.out),
+            Packet::PubComp(complete, _) => {
+                self.router_acks.completed(complete.pkid, &mut self.out);
+                self.delivery.acknowledged(&mut self.io);
+            }
+            Packet::PubRel(release, _) => {
+                let complete = self.inbound.released(release.pkid);
+                self.io.write(complete);
+            }
+            Packet::Subscribe(subscribe, properties) => {
+                let subscriber =
+                    Subscriber { edge: &self.edge, user: &self.identity.user, v5: self.io.version() == Version::V5 };
+                let suback =
+                    self.grants.subscribe(&subscriber, &mut self.subscriptions, subscribe, properties, &mut self.out);
+                if let Some(suback) = suback {
+                    self.io.write(suback);
+                }
+            }
+            Packet::Unsubscribe(unsubscribe, _) => {
+                let unsuback = grants::unsubscribe(&mut self.subscriptions, unsubscribe, &mut self.out);
+                self.io.write(unsuback);
+            }
+            Packet::PingReq(_) => self.io.write(Packet::PingResp(PingResp)),
+            Packet::Disconnect(disconnect, properties) => {
+                if let Some(seconds) = properties.and_then(|p| p.session_expiry_interval) {
+                    self.identity.session_expiry =
+                        Duration::from_secs(seconds.into()).min(self.edge.config.session_expiry_max);
+                }
+                let with_will = disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
+                return Err(Exit::Disconnected { with_will });
+            }
+            other => return Err(Exit::Protocol(format!("unexpected packet {other:?}"))),
+        }
+        Ok(())
+    }
+
+    /// Writes the router's notifications to the client, draining what is already queued.
+    async fn on_notifications(&mut self, rx: &mut LinkRx, first: Option<Notification>) -> Result<(), Exit> {
+        let mut next = first;
+        let mut parked = false;
+        // a deadline already past: take only what is queued
+        let queued_only = std::time::Instant::now();
+        loop {
+            match next.take() {
+                Some(Notification::Forward(forward)) => self.deliver(forward)?,
+                Some(Notification::DeviceAck(ack)) => match Packet::from(ack) {
+                    Packet::SubAck(suback, _) => self.on_router_suback(suback.pkid),
+                    Packet::PubRel(release, _) => self.on_router_release(release),
+                    _ => {}
+                },
+                Some(Notification::Unschedule) => parked = true,
+                Some(Notification::Disconnect(..)) => return Err(Exit::RouterGone),
+                Some(_) | None => {}
+            }
+            match rx.recv_deadline(queued_only) {
+                Ok(Some(notification)) => next = Some(notification),
+                _ => break,
+            }
+        }
+        // the router parked this link; resume only once the bytes reached the socket
+        self.flush().await?;
+        if parked {
+            rx.wake().await.map_err(|_| Exit::RouterGone)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers a forward as the subscription it matched asks ([`delivery`]), checking
+    /// membership on every delivery. Forwards the client does not get at the router's QoS are
+    /// acknowledged to the router in its place. Messages the router dropped before this
+    /// subscriber read them are counted; for a QoS 1 or 2 subscription they end the connection,
+    /// a gap its client hears of.
+    fn deliver(&mut self, forward: Forward) -> Result<(), Exit> {
+        let Forward { cursor, publish, mut properties, .. } = forward;
+        let tag = RouteTag::take(&mut properties);
+        // the router's identifiers are the edge's internal ones: taken off before the client sees them
+        let internal_id =
+            properties.as_mut().and_then(|p| std::mem::take(&mut p.subscription_identifiers).first().copied());
+        let subscription = match internal_id {
+            Some(id) => self.subscriptions.by_internal_id(id),
+            None => {
+                std::str::from_utf8(&publish.topic).ok().and_then(|topic| self.subscriptions.all_matching(topic).next())
+            }
+        };
+        let Some(subscription) = subscription.cloned() else {
+            // a forward for a filter the session no longer holds
+            metrics::counter!("roost_mqtt_unheld_forwards_total").increment(1);
+            let (router_qos, pkid) = codec::outgoing_qos_pkid(&publish);
+            if router_qos > 0 {
+                self.router_acks.forwarded(pkid, router_qos, None, &mut self.out);
+            }
+            return Ok(());
+        };
+        if let (Some((_, offset)), Some(id)) = (cursor, internal_id) {
+            let skipped = self.subscriptions.skipped_before(id, offset);
+            if skipped > 0 {
+                metrics::counter!("roost_mqtt_messages_skipped_total").increment(skipped);
+                warn!(
+                    user = self.user(),
+                    skipped,
+                    qos = subscription.qos,
+                    "the router dropped messages of a slow subscriber"
+                );
+                if subscription.qos > 0 {
+                    return Err(Exit::SlowSubscriber(skipped));
+                }
+            }
+        }
+        let (policy, user) = (&self.edge.policy, &self.identity.user);
+        let allowed = self.last_verdict.allowed(policy.membership().version(), &publish.topic, |topic| {
+            std::str::from_utf8(topic).is_ok_and(|t| policy.may_receive(user, t))
+        });
+        let topic = std::str::from_utf8(&publish.topic).unwrap_or_default();
+        let may_overlap = tag.is_some_and(|t| t.message.is_some()) && self.subscriptions.len() > 1;
+        let overlapping = if may_overlap { self.subscriptions.all_matching(topic).collect() } else { Vec::new() };
+        let forwarded = Forwarded { subscription: &subscription, overlapping, tag, snapshot: publish.retain, allowed };
+        let router_qos = subscription.router_qos;
+        let (client_qos, pkid) = match self.delivery.decide(&forwarded, now_millis) {
+            Some(decision) => self.delivery.write(publish, properties, router_qos, decision, &mut self.io),
+            None => (None, if router_qos > 0 { codec::outgoing_qos_pkid(&publish).1 } else { 0 }),
+        };
+        if router_qos > 0 {
+            self.router_acks.forwarded(pkid, router_qos, client_qos, &mut self.out);
+        }
+        Ok(())
+    }
+
+    /// The router released a QoS 2 forward: the client completes it, unless the edge does.
+    fn on_router_release(&mut self, release: PubRel) {
+        if self.router_acks.router_released(release.pkid, &mut self.out) {
+            self.io.write(Packet::PubRel(release, None));
+        }
+    }
+
+    /// The router took one filter of SUBSCRIBE `pkid`; once it took them all, the client
+    /// gets its SUBACK and the presence state it subscribed to.
+    fn on_router_suback(&mut self, pkid: u16) {
+        let Some(granted) = self.grants.router_took(pkid) else { return };
+        self.io.write(granted.suback);
+        for filter in granted.presence_replays {
+            for (topic, payload) in self.edge.presence.retained(self.user(), &filter) {
+                self.io.write(Packet::Publish(codec::publish(topic, payload, true), None));
+            }
+        }
+    }
+
+    /// `Exit::Revoked` once a bot's token is no longer the live one.
+    fn admitted(&self) -> Result<(), Exit> {
+        let membership = self.edge.policy.membership();
+        if membership.admits(&self.identity.user, self.identity.bot_token.as_deref()) {
+            Ok(())
+        } else {
+            Err(Exit::Revoked)
+        }
+    }
+
+    /// A member removed from a room loses its subscriptions to the room at once.
+    fn on_membership(&mut self, change: Result<MembershipChange, broadcast::error::RecvError>) -> Result<(), Exit> {
+        // a bot's connection ends with its token, whichever change it missed
+        self.admitted()?;
+        let Ok(MembershipChange::Removed { room, user }) = change else {
+            return Ok(());
+        };
+        if user != self.identity.user {
+            return Ok(());
+        }
+        let revoked = self.subscriptions.filters_starting_with(&format!("rooms/{room}/"));
+        for filter in &revoked {
+            self.subscriptions.remove(filter);
+        }
+        if !revoked.is_empty() {
+            debug!(user, room, "subscriptions revoked");
+            self.out.push(Packet::Unsubscribe(Unsubscribe { pkid: 0, filters: revoked }, None));
+        }
+        Ok(())
+    }
+}
