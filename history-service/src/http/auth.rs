@@ -6,8 +6,7 @@ use super::{ApiError, AppState};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::routing::post;
-use axum::{Json, Router};
+use axum::Json;
 use roost_auth::passwords::PoolError;
 use roost_auth::tokens::{hex, random_secret};
 use roost_protocol::{now_millis, Claims, Name};
@@ -16,12 +15,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/auth/register", post(register))
-        .route("/v1/auth/login", post(login))
-        .route("/v1/auth/refresh", post(refresh))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(register)).routes(routes!(login)).routes(routes!(refresh))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -199,7 +197,7 @@ mod tests {
 
     #[test]
     fn the_documented_password_length_is_the_enforced_one() {
-        let spec = serde_json::to_value(super::super::ops::document()).unwrap();
+        let spec = serde_json::to_value(super::super::api().1).unwrap();
         let password = &spec["components"]["schemas"]["Credentials"]["properties"]["password"];
         assert_eq!(password["minLength"], MIN_PASSWORD);
         assert_eq!(password["maxLength"], MAX_PASSWORD);

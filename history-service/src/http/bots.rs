@@ -7,17 +7,18 @@ use super::{ApiError, AppState};
 use crate::rooms::Rooms;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
-use axum::{Json, Router};
+use axum::Json;
 use roost_auth::tokens::random_secret;
 use roost_protocol::{now_millis, Name};
 use roost_store::Directive;
 use roost_store::{Bot, StoreError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/bots", post(create_bot)).route("/v1/bots/{name}", delete(revoke_bot))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create_bot)).routes(routes!(revoke_bot))
 }
 
 /// How long a bot's token lasts: a year, or until its owner revokes it.

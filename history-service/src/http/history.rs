@@ -5,15 +5,16 @@ use super::error::{ApiQuery, ErrorBody};
 use super::{ApiError, AppState};
 use crate::rooms::Rooms;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use roost_protocol::Envelope;
 use roost_store::Page;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/rooms/{id}/messages", get(messages)).route("/v1/rooms/{id}/unread", get(unread))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(messages)).routes(routes!(unread))
 }
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -96,7 +97,7 @@ mod tests {
 
     #[test]
     fn the_documented_page_limit_is_the_enforced_one() {
-        let spec = serde_json::to_value(super::super::ops::document()).unwrap();
+        let spec = serde_json::to_value(super::super::api().1).unwrap();
         let parameters = spec["paths"]["/v1/rooms/{id}/messages"]["get"]["parameters"].as_array().unwrap().clone();
         let limit = parameters.iter().find(|p| p["name"] == "limit").expect("limit documented");
         assert_eq!(limit["in"], "query");

@@ -26,6 +26,7 @@ use roost_auth::{MembershipView, TokenService};
 use roost_store::Relay;
 use roost_store::{PresenceSource, Store};
 use std::sync::Arc;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Token lifetimes the API hands out, and where browsers reach the broker.
 #[derive(Debug, Clone)]
@@ -59,9 +60,19 @@ impl FromRef<AppState> for Rooms {
     }
 }
 
-/// The complete API router.
+/// The complete API router, serving its OpenAPI document at `/openapi.json`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let (api, document) = api();
+    api.merge(ops::openapi_route(document))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+}
+
+/// Every route of the API and the OpenAPI document of its operations: each handler file
+/// registers an operation with its route, so the document lists exactly the paths served.
+fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, operations) = OpenApiRouter::new()
         .merge(auth::routes())
         .merge(bots::routes())
         .merge(rooms::routes())
@@ -69,7 +80,6 @@ pub fn router(state: AppState) -> Router {
         .merge(presence::routes())
         .merge(ops::routes())
         .merge(web::routes())
-        .fallback(|| async { ApiError::not_found("no such route") })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .with_state(state)
+        .split_for_parts();
+    (router, ops::document(operations))
 }

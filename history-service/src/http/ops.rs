@@ -1,4 +1,4 @@
-//! Operations endpoints: health, Prometheus metrics, the OpenAPI document.
+//! Operations endpoints: health, Prometheus metrics, and the OpenAPI document of the whole API.
 
 use super::error::ErrorBody;
 use super::AppState;
@@ -10,12 +10,25 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(prometheus))
-        .route("/openapi.json", get(openapi))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(prometheus))
+}
+
+/// Serves `document` at `/openapi.json`.
+pub(super) fn openapi_route(document: utoipa::openapi::OpenApi) -> Router<AppState> {
+    Router::new().route("/openapi.json", get(move || async move { Json(document) }))
+}
+
+/// The OpenAPI document of the whole API: its info and bearer scheme around `operations` (the
+/// paths and schemas each handler file registered beside its routes), every operation with the
+/// errors common to its kind.
+pub(super) fn document(operations: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut document = ApiDoc::openapi().merge_from(operations);
+    CommonErrors.modify(&mut document);
+    document
 }
 
 /// A store that does not answer a ping within this is reported unavailable.
@@ -39,15 +52,6 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> (StatusCode, Json<
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 pub(crate) async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
-}
-
-pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(document())
-}
-
-/// The OpenAPI document of the whole API.
-pub(crate) fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
 }
 
 struct BearerAuth;
@@ -100,15 +104,7 @@ impl Modify for CommonErrors {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Roost", description = "Chat messaging and presence over MQTT: accounts, rooms, history, presence."),
-    paths(
-        super::auth::register, super::auth::login, super::auth::refresh,
-        super::rooms::create_room, super::rooms::list_rooms, super::rooms::get_room, super::rooms::join,
-        super::rooms::leave, super::rooms::add_member, super::rooms::remove_member, super::rooms::delete_room,
-        super::rooms::open_dm, super::bots::create_bot, super::bots::revoke_bot,
-        super::history::messages, super::presence::user_presence, super::presence::room_presence,
-        super::history::unread, super::web::client_config, healthz, prometheus,
-    ),
     components(schemas(ErrorBody)),
-    modifiers(&BearerAuth, &CommonErrors),
+    modifiers(&BearerAuth),
 )]
 struct ApiDoc;

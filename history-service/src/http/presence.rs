@@ -5,16 +5,15 @@ use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::rooms::Rooms;
 use axum::extract::{Path, State};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use roost_protocol::{PresenceAggregate, PresenceStatus};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/rooms/{id}/presence", get(room_presence))
-        .route("/v1/users/{name}/presence", get(user_presence))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(room_presence)).routes(routes!(user_presence))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -6,22 +6,23 @@ use super::{ApiError, AppState};
 use crate::rooms::{RoomDetail, Rooms};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use roost_protocol::Name;
 use roost_store::Room;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/rooms", post(create_room).get(list_rooms))
-        .route("/v1/rooms/{id}", get(get_room).delete(delete_room))
-        .route("/v1/rooms/{id}/join", post(join))
-        .route("/v1/rooms/{id}/leave", post(leave))
-        .route("/v1/rooms/{id}/members", post(add_member))
-        .route("/v1/rooms/{id}/members/{user}", delete(remove_member))
-        .route("/v1/dms", post(open_dm))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_room, list_rooms))
+        .routes(routes!(get_room, delete_room))
+        .routes(routes!(join))
+        .routes(routes!(leave))
+        .routes(routes!(add_member))
+        .routes(routes!(remove_member))
+        .routes(routes!(open_dm))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -6,9 +6,11 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 macro_rules! asset {
     ($file:literal) => {
@@ -24,11 +26,11 @@ const ASSETS: [(&str, &str, &[u8]); 4] = [
     ("/assets/mqtt.esm.js", "text/javascript; charset=utf-8", asset!("mqtt.esm.js")),
 ];
 
-pub(super) fn routes() -> Router<AppState> {
-    let pages = ASSETS.into_iter().fold(Router::new(), |router, (path, content_type, body)| {
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    let pages = ASSETS.into_iter().fold(OpenApiRouter::new(), |router, (path, content_type, body)| {
         router.route(path, get(move || async move { ([(header::CONTENT_TYPE, content_type)], body) }))
     });
-    pages.route("/v1/client-config", get(client_config))
+    pages.routes(routes!(client_config))
 }
 
 /// Where browsers reach the broker: MQTT over WebSocket on the page's own host.
