@@ -5,7 +5,7 @@ use crate::codec::Version;
 use crate::config::{RECEIVE_MAXIMUM, TOPIC_ALIAS_MAXIMUM};
 use crate::edge::Edge;
 use crate::framed::{BeforeConnect, ConnectPacket, Framed};
-use crate::links::{router_disconnect, send_batch};
+use crate::links::{router_disconnect, send_batch, Link, LinkFailed};
 use crate::registry::Stored;
 use crate::session::{ClientLimits, Identity, Session};
 use crate::slots::{Full, Holder};
@@ -272,7 +272,7 @@ async fn open_link(
     resumed: bool,
     persistent: bool,
     router_may_hold_state: bool,
-) -> Result<crate::links::Link, String> {
+) -> Result<Link, LinkFailed> {
     if router_may_hold_state && persistent {
         edge.links.clear(router_id).await?;
     }

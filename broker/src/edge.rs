@@ -1,6 +1,7 @@
 //! The edge: the state every connection shares (settings, tokens, policy, the router's links,
 //! presence, sessions, sequence numbers, connection slots, the router's filters).
 
+use crate::background::Background;
 use crate::chat::Chat;
 use crate::config::BrokerConfig;
 use crate::filters::RouterFilters;
@@ -38,6 +39,8 @@ pub(crate) struct Edge {
     /// Present when a TLS or WSS listener is configured.
     pub(crate) tls: Option<TlsAcceptor>,
     pub(crate) registry: Arc<Registry>,
+    /// The background tasks, stopped and awaited with the broker.
+    pub(crate) background: Background,
     pub(crate) sequencer: Arc<Sequencer>,
     pub(crate) slots: Arc<Slots>,
     pub(crate) router_filters: Arc<RouterFilters>,
@@ -54,6 +57,7 @@ impl Edge {
         server: ServerLink,
         presence: Arc<Presence>,
         tls: Option<TlsAcceptor>,
+        background: Background,
     ) -> Self {
         let sequencer = Arc::new(Sequencer::new(deps.store));
         let router_filters = Arc::new(RouterFilters::new(config.max_filters_per_user));
@@ -73,7 +77,8 @@ impl Edge {
             server,
             presence,
             tls,
-            registry: Arc::default(),
+            registry: Arc::new(Registry::new(background.clone())),
+            background,
             sequencer,
             last_message_id: AtomicU64::new(0),
         }

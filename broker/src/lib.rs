@@ -4,6 +4,7 @@
 //! The edge authenticates, authorizes, stamps and times keepalive; the router only routes.
 
 mod acks;
+mod background;
 mod chat;
 mod codec;
 mod config;
@@ -28,18 +29,24 @@ mod will;
 
 pub use config::BrokerConfig;
 pub use edge::BrokerDeps;
-pub use links::router_config;
+pub use links::{router_config, LinkFailed};
 pub use presence::Presence;
 pub use relay::BrokerRelay;
+pub use transport::TlsError;
 
+use background::Background;
 use edge::Edge;
 use links::Links;
 use roost_store::StoreError;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use transport::Protocol;
+
+/// How long the background tasks get to finish once the connections are closed.
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,11 +54,11 @@ pub enum BrokerError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: String, source: std::io::Error },
     #[error("the embedded router refused the server link: {0}")]
-    Router(String),
+    Router(#[from] LinkFailed),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] TlsError),
 }
 
 /// A bound, not yet running broker.
@@ -79,16 +86,15 @@ impl Broker {
             }
         }
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(transport::tls_acceptor(cert, key).map_err(BrokerError::Tls)?),
-            _ if config.tls.is_some() || config.wss.is_some() => {
-                return Err(BrokerError::Tls("a TLS listener needs a certificate and a key".into()))
-            }
+            (Some(cert), Some(key)) => Some(transport::tls_acceptor(cert, key)?),
+            _ if config.tls.is_some() || config.wss.is_some() => return Err(TlsError::Missing.into()),
             _ => None,
         };
         let links = Links::spawn_router(&config);
-        let server = links.server_link().await.map_err(BrokerError::Router)?;
-        let presence = Arc::new(Presence::new(server.clone(), deps.store.clone(), deps.policy.clone()));
-        let edge = Arc::new(Edge::new(config, deps, links, server, presence, tls));
+        let background = Background::default();
+        let server = links.server_link(&background).await?;
+        let presence = Arc::new(Presence::new(server.clone(), deps.store.clone(), deps.policy.clone(), &background));
+        let edge = Arc::new(Edge::new(config, deps, links, server, presence, tls, background));
         Ok(Self { edge, listeners })
     }
 
@@ -131,10 +137,11 @@ impl Broker {
     }
 
     /// Accepts connections until `shutdown` resolves, then closes every connection, waits
-    /// (bounded) for them to publish their offline status, and stores the final presence.
+    /// (bounded) for them to publish their offline status, and stops the background tasks:
+    /// the last of them stores the final presence.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         listener::run(self.edge.clone(), self.listeners, shutdown).await;
-        self.edge.presence.flush().await;
+        self.edge.background.stop(BACKGROUND_STOP_TIMEOUT).await;
     }
 }
 

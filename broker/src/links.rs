@@ -1,10 +1,12 @@
 //! The embedded rumqttd router and the local links into it: one per client connection, plus
 //! the server's own link for presence, room events and inbox notices.
 
+use crate::background::Background;
 use crate::config::BrokerConfig;
 use rumqttd::local::{LinkBuilder, LinkError, LinkRx, LinkTx};
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Publish, PublishProperties};
 use rumqttd::{Notification, Router, RouterConfig};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -12,7 +14,16 @@ use tracing::warn;
 /// A link into the router: sender, receiver and the router's CONNACK notification.
 pub(crate) type Link = (LinkTx, LinkRx, Notification);
 
-type Factory = dyn Fn(&str, bool) -> Result<Link, String> + Send + Sync;
+type Factory = dyn Fn(&str, bool) -> Result<Link, Box<LinkError>> + Send + Sync;
+
+/// Why the router gave no link.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkFailed {
+    #[error("the router refused the link: {0}")]
+    Refused(#[from] Box<LinkError>),
+    #[error("building the link failed: {0}")]
+    Builder(#[from] tokio::task::JoinError),
+}
 
 /// The embedded router's settings: 1 MiB x 10 log segments per filter, 200 outgoing packets
 /// per read. Public so the benchmark's raw rumqttd runs the very same router.
@@ -45,28 +56,29 @@ impl Links {
         let router = router_config(config.max_connections + 64);
         let router_tx = Router::new(0, router).spawn();
         let factory = move |id: &str, clean: bool| {
-            LinkBuilder::new(id, router_tx.clone()).clean_session(clean).build().map_err(|e| e.to_string())
+            LinkBuilder::new(id, router_tx.clone()).clean_session(clean).build().map_err(Box::new)
         };
         Self { factory: Arc::new(factory) }
     }
 
     /// Builds a link; the router answers synchronously, so this runs on the blocking pool.
-    pub(crate) async fn build(&self, id: String, clean: bool) -> Result<Link, String> {
+    pub(crate) async fn build(&self, id: String, clean: bool) -> Result<Link, LinkFailed> {
         let factory = self.factory.clone();
-        tokio::task::spawn_blocking(move || factory(&id, clean)).await.unwrap_or_else(|e| Err(e.to_string()))
+        Ok(tokio::task::spawn_blocking(move || factory(&id, clean)).await??)
     }
 
     /// Clears the session state the router keeps for `id`: a clean link in its place, ended.
-    pub(crate) async fn clear(&self, id: &str) -> Result<(), String> {
+    pub(crate) async fn clear(&self, id: &str) -> Result<(), LinkFailed> {
         let (mut tx, _, _) = self.build(id.to_owned(), true).await?;
-        send_batch(&mut tx, [router_disconnect()]).await.map_err(|e| e.to_string())
+        Ok(send_batch(&mut tx, [router_disconnect()]).await.map_err(Box::new)?)
     }
 
-    /// Opens the server link and the task that feeds it.
-    pub(crate) async fn server_link(&self) -> Result<ServerLink, String> {
+    /// Opens the server link and the tasks that feed and drain it until the broker stops.
+    pub(crate) async fn server_link(&self, background: &Background) -> Result<ServerLink, LinkFailed> {
         let (tx, rx, _) = self.build(SERVER_LINK_ID.to_owned(), true).await?;
         let (queue, outbox) = mpsc::unbounded_channel();
-        tokio::spawn(feed_server_link(tx, rx, outbox));
+        background.spawn_until_stop(drain_server_link(rx));
+        background.spawn(feed_server_link(tx, outbox, background.stopping()));
         Ok(ServerLink { queue })
     }
 }
@@ -88,22 +100,39 @@ impl ServerLink {
     }
 }
 
-/// Moves queued publishes into the router, one router notification per batch.
+/// The server link subscribes to nothing; its notifications are drained so the router never
+/// parks it.
+async fn drain_server_link(mut rx: LinkRx) {
+    while let Ok(notification) = rx.next().await {
+        if matches!(notification, Some(Notification::Unschedule)) && rx.wake().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Moves queued publishes into the router, one router notification per batch, until
+/// `stopping`; then what was queued before it.
 async fn feed_server_link(
     mut tx: LinkTx,
-    mut rx: LinkRx,
     mut outbox: mpsc::UnboundedReceiver<(Publish, Option<PublishProperties>)>,
+    stopping: impl Future<Output = ()>,
 ) {
-    // The server link subscribes to nothing; drain it so the router never parks it.
-    tokio::spawn(async move {
-        while let Ok(notification) = rx.next().await {
-            if matches!(notification, Some(Notification::Unschedule)) && rx.wake().await.is_err() {
-                break;
-            }
-        }
-    });
+    tokio::pin!(stopping);
     let mut batch = Vec::new();
-    while outbox.recv_many(&mut batch, 256).await > 0 {
+    let mut stopped = false;
+    loop {
+        let received = tokio::select! {
+            _ = &mut stopping, if !stopped => {
+                // what is queued still goes; nothing after it
+                outbox.close();
+                stopped = true;
+                continue;
+            }
+            received = outbox.recv_many(&mut batch, 256) => received,
+        };
+        if received == 0 {
+            return;
+        }
         if let Err(e) =
             send_batch(&mut tx, batch.drain(..).map(|(publish, properties)| Packet::Publish(publish, properties))).await
         {

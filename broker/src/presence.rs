@@ -6,11 +6,13 @@
 //! also written to the store (newest per user, by one writer) for the HTTP API of a split
 //! deployment and for last seen across restarts.
 
+use crate::background::Background;
 use crate::links::ServerLink;
 use roost_auth::Policy;
 use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
 use roost_store::{retry_until_ok, PresenceSource, Store};
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tracing::warn;
@@ -67,27 +69,40 @@ impl Unstored {
         self.changed.notify_one();
     }
 
-    /// Writes what is pending; a failed write stays pending unless a newer one replaced it.
+    /// Writes what is pending. An aggregate stays pending until it is stored (or replaced by a
+    /// newer one), so a failed or cancelled flush loses nothing.
     async fn flush(&self, store: &dyn Store) -> Result<(), roost_store::StoreError> {
-        let pending = std::mem::take(&mut *self.latest.lock().expect("unstored presence lock"));
-        let mut pending = pending.into_iter();
-        while let Some((user, aggregate)) = pending.next() {
-            if let Err(e) = store.set_presence(&user, &aggregate).await {
-                let mut latest = self.latest.lock().expect("unstored presence lock");
-                for (user, aggregate) in std::iter::once((user, aggregate)).chain(pending) {
-                    latest.entry(user).or_insert(aggregate);
-                }
-                return Err(e);
+        let pending: Vec<(String, PresenceAggregate)> = self
+            .latest
+            .lock()
+            .expect("unstored presence lock")
+            .iter()
+            .map(|(user, aggregate)| (user.clone(), aggregate.clone()))
+            .collect();
+        for (user, aggregate) in pending {
+            store.set_presence(&user, &aggregate).await?;
+            let mut latest = self.latest.lock().expect("unstored presence lock");
+            if latest.get(&user) == Some(&aggregate) {
+                latest.remove(&user);
             }
         }
         Ok(())
     }
 
-    /// Stores changes as they come.
-    async fn write_behind(self: Arc<Self>, store: Arc<dyn Store>) {
-        loop {
-            self.changed.notified().await;
-            retry_until_ok("cannot store presence", || self.flush(store.as_ref())).await;
+    /// Stores changes as they come until `stopping`, then what the last connections changed.
+    async fn write_behind(self: Arc<Self>, store: Arc<dyn Store>, stopping: impl Future<Output = ()>) {
+        let writing = async {
+            loop {
+                self.changed.notified().await;
+                retry_until_ok("cannot store presence", || self.flush(store.as_ref())).await;
+            }
+        };
+        tokio::select! {
+            _ = stopping => {}
+            _ = writing => {}
+        }
+        if let Err(e) = self.flush(store.as_ref()).await {
+            warn!(error = %e, "presence not stored at shutdown");
         }
     }
 }
@@ -97,23 +112,16 @@ pub struct Presence {
     users: Mutex<HashMap<String, UserPresence>>,
     server: ServerLink,
     unstored: Arc<Unstored>,
-    store: Arc<dyn Store>,
     policy: Policy,
 }
 
 impl Presence {
-    /// A board whose changes are written to `store` in the background.
-    pub(crate) fn new(server: ServerLink, store: Arc<dyn Store>, policy: Policy) -> Self {
+    /// A board whose changes are written to `store` in the background, the last of them when
+    /// the broker stops.
+    pub(crate) fn new(server: ServerLink, store: Arc<dyn Store>, policy: Policy, background: &Background) -> Self {
         let unstored = Arc::<Unstored>::default();
-        tokio::spawn(unstored.clone().write_behind(store.clone()));
-        Self { users: Mutex::default(), server, unstored, store, policy }
-    }
-
-    /// Writes the changes not yet stored (at shutdown).
-    pub(crate) async fn flush(&self) {
-        if let Err(e) = self.unstored.flush(self.store.as_ref()).await {
-            warn!(error = %e, "presence not stored at shutdown");
-        }
+        background.spawn(unstored.clone().write_behind(store, background.stopping()));
+        Self { users: Mutex::default(), server, unstored, policy }
     }
 
     /// Connection `generation` of (`user`, `client_id`) is online.

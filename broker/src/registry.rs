@@ -6,6 +6,7 @@
 //! ids are not derived from client ids: they are recycled, and the router holds at most one
 //! record per session that was alive or saved at the same time.
 
+use crate::background::Background;
 use crate::subscriptions::Subscriptions;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -71,8 +72,9 @@ pub(crate) enum WillFate {
     PublishNow,
 }
 
-#[derive(Default)]
 pub(crate) struct Registry {
+    /// Where deferred wills wait.
+    background: Background,
     live: Mutex<HashMap<String, Entry>>,
     saved: Mutex<SavedSessions>,
     router_ids: Mutex<RouterIds>,
@@ -92,6 +94,18 @@ pub(crate) struct Claim {
 }
 
 impl Registry {
+    pub(crate) fn new(background: Background) -> Self {
+        Self {
+            background,
+            live: Mutex::default(),
+            saved: Mutex::default(),
+            router_ids: Mutex::default(),
+            wills: Mutex::default(),
+            generations: AtomicU64::default(),
+            shutting_down: AtomicBool::default(),
+        }
+    }
+
     /// Claims `session_id`, stopping and awaiting the connection that held it.
     pub(crate) async fn claim(self: &Arc<Self>, session_id: &str) -> Claim {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -183,7 +197,9 @@ impl Registry {
         self.wills.lock().expect("registry lock").insert(session_id.to_owned(), fate_tx);
         let registry = self.clone();
         let session_id = session_id.to_owned();
-        tokio::spawn(async move {
+        // a will still waiting when the broker stops goes with its session: nobody is
+        // connected to receive it, and the router's retained state ends with the process
+        self.background.spawn_until_stop(async move {
             let fate = tokio::time::timeout(delay, fate).await;
             if !matches!(fate, Ok(Ok(WillFate::Cancel))) {
                 publish();

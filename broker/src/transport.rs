@@ -16,6 +16,30 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+/// Why a socket's TLS or WebSocket handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    #[error("a TLS listener without a certificate")]
+    NoCertificate,
+    #[error("TLS handshake: {0}")]
+    Tls(io::Error),
+    #[error("WebSocket handshake: {0}")]
+    WebSocket(Box<tokio_tungstenite::tungstenite::Error>),
+}
+
+/// Why the TLS certificate and key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("a TLS listener needs a certificate and a key")]
+    Missing,
+    #[error("certificate {path}: {source}")]
+    Certificate { path: std::path::PathBuf, source: rustls::pki_types::pem::Error },
+    #[error("private key {path}: {source}")]
+    Key { path: std::path::PathBuf, source: rustls::pki_types::pem::Error },
+    #[error("certificate and key {path}: {source}")]
+    Config { path: std::path::PathBuf, source: rustls::Error },
+}
+
 /// The path browsers connect to.
 pub(crate) const WS_PATH: &str = "/mqtt";
 
@@ -64,12 +88,12 @@ impl Transport {
         protocol: Protocol,
         tls: Option<&TlsAcceptor>,
         max_packet: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, HandshakeError> {
         let stream = match protocol {
             Protocol::Tcp | Protocol::Ws => Stream::Plain(stream),
             Protocol::Tls | Protocol::Wss => {
-                let acceptor = tls.ok_or("a TLS listener without a certificate")?;
-                Stream::Tls(Box::new(acceptor.accept(stream).await.map_err(|e| format!("TLS handshake: {e}"))?))
+                let acceptor = tls.ok_or(HandshakeError::NoCertificate)?;
+                Stream::Tls(Box::new(acceptor.accept(stream).await.map_err(HandshakeError::Tls)?))
             }
         };
         if matches!(protocol, Protocol::Tcp | Protocol::Tls) {
@@ -79,7 +103,7 @@ impl Transport {
         tokio_tungstenite::accept_hdr_async_with_config(stream, choose_subprotocol, Some(config))
             .await
             .map(|ws| Self::Ws(Box::new(ws)))
-            .map_err(|e| format!("WebSocket handshake: {e}"))
+            .map_err(|e| HandshakeError::WebSocket(Box::new(e)))
     }
 
     /// Appends received bytes to `buf`; `Ok(0)` at end of stream. Cancel-safe.
@@ -168,17 +192,17 @@ impl AsyncWrite for Stream {
 }
 
 /// Loads the server certificate chain and private key (PEM files) into an acceptor.
-pub(crate) fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, String> {
+pub(crate) fn tls_acceptor(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsAcceptor, TlsError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("certificate {}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("private key {}: {e}", key.display()))?;
+        .map_err(|source| TlsError::Certificate { path: cert.to_owned(), source })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsError::Key { path: key.to_owned(), source })?;
     let config =
         rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .and_then(|builder| builder.with_no_client_auth().with_single_cert(chain, key))
-            .map_err(|e| format!("certificate and key {}: {e}", cert.display()))?;
+            .map_err(|source| TlsError::Config { path: cert.to_owned(), source })?;
     Ok(TlsAcceptor::from(std::sync::Arc::new(config)))
 }

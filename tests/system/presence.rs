@@ -55,6 +55,26 @@ async fn every_way_of_leaving_ends_offline_within_a_second() {
 }
 
 #[tokio::test]
+async fn a_graceful_stop_stores_when_each_user_was_last_seen() {
+    let mut system = spawn_system().await;
+    system.room("lobby", false, "alice", &["bob"]).await;
+    let _bob = Agent::online(&system, "bob", device("phone")).await;
+    let online = system.presence("bob", "alice").await;
+    assert_eq!(online["status"], "online");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let stopping = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    // the stop closes bob's connection; the broker's last act stores his offline status
+    system.stop_and_restart().await;
+    let stored = system.presence("bob", "alice").await;
+    assert_eq!(stored["status"], "offline");
+    let last_seen = stored["last_seen"].as_i64().unwrap();
+    assert!(
+        last_seen >= stopping,
+        "last seen {last_seen} is when bob connected, not when the broker stopped ({stopping})"
+    );
+}
+
+#[tokio::test]
 async fn a_frozen_client_in_a_busy_room_goes_offline_by_its_keepalive() {
     let system = spawn_system().await;
     let mut alice = watched(&system).await;
