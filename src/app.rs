@@ -6,7 +6,7 @@ use roost_auth::passwords::PasswordPool;
 use roost_auth::tokens::random_secret;
 use roost_auth::{MembershipView, OperatorRules, Policy, TokenService};
 use roost_broker::{Broker, BrokerDeps};
-use roost_history::http::{serve, AuthThrottle, ServerLimits};
+use roost_history::http::{serve, AuthThrottle, HttpConfig};
 use roost_history::{ApiConfig, AppState, ClientConfig};
 use roost_store::{Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store};
 use secrecy::SecretString;
@@ -95,7 +95,7 @@ struct BrokerPart {
 struct HttpPart {
     listener: TcpListener,
     api: axum::Router,
-    limits: ServerLimits,
+    config: HttpConfig,
     retention: (RetentionPolicy, Arc<dyn Store>),
 }
 
@@ -229,12 +229,8 @@ impl App {
                 let listener = TcpListener::bind(&settings.http.listen)
                     .await
                     .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
-                let limits = ServerLimits {
-                    max_connections: settings.http.max_connections,
-                    header_timeout: Duration::from_secs(settings.http.header_timeout),
-                    request_timeout: Duration::from_secs(settings.http.request_timeout),
-                };
-                Some(HttpPart { listener, api: roost_history::http::router(state), limits, retention })
+                let config = settings.http.clone();
+                Some(HttpPart { listener, api: roost_history::http::router(state), config, retention })
             }
         };
         Ok(Self { broker, http })
@@ -262,8 +258,9 @@ impl App {
             }
         };
         let mut tasks = tokio::task::JoinSet::new();
-        if let Some(HttpPart { listener, api, limits, retention }) = self.http {
-            tasks.spawn(serve(listener, api, limits, when_stopped()));
+        if let Some(HttpPart { listener, api, config, retention }) = self.http {
+            let stopped = when_stopped();
+            tasks.spawn(async move { serve(listener, api, &config, stopped).await });
             let (policy, store) = retention;
             tasks.spawn(policy.run(store, when_stopped()));
         }

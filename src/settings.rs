@@ -3,6 +3,7 @@
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use roost_broker::BrokerConfig;
+use roost_history::http::HttpConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -26,7 +27,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The broker's own settings type (`[mqtt]`).
     pub mqtt: BrokerConfig,
-    pub http: HttpSettings,
+    /// The HTTP server's own settings type (`[http]`).
+    pub http: HttpConfig,
     pub store: StoreSettings,
     pub auth: AuthSettings,
     pub retention: RetentionSettings,
@@ -37,24 +39,6 @@ pub struct Settings {
 pub struct RoomSettings {
     /// Rooms one user may own at once (`ROOST_ROOMS__MAX_PER_USER`); creating more answers 403.
     pub max_per_user: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HttpSettings {
-    /// HTTP API address (`ROOST_HTTP__LISTEN`).
-    pub listen: String,
-    /// Connections open at once; more are closed on accept (`ROOST_HTTP__MAX_CONNECTIONS`).
-    pub max_connections: usize,
-    /// Seconds a client has to send a request's headers, and the longest idle wait between
-    /// requests on a kept-alive connection (`ROOST_HTTP__HEADER_TIMEOUT`).
-    pub header_timeout: u64,
-    /// Seconds a request may take from its headers to its answer, its body included
-    /// (`ROOST_HTTP__REQUEST_TIMEOUT`); past it: 408.
-    pub request_timeout: u64,
-    /// The API is reached only through a reverse proxy that appends the client's address to
-    /// `X-Forwarded-For` (`ROOST_HTTP__TRUST_FORWARDED_FOR`): rate limits key on that address.
-    /// Never set it when clients can reach the API directly (they would choose their address).
-    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -99,13 +83,7 @@ impl Default for Settings {
         Self {
             data_dir: PathBuf::from("./data"),
             mqtt: BrokerConfig::default(),
-            http: HttpSettings {
-                listen: "127.0.0.1:8080".into(),
-                max_connections: 10_000,
-                header_timeout: 10,
-                request_timeout: 30,
-                trust_forwarded_for: false,
-            },
+            http: HttpConfig::default(),
             store: StoreSettings::default(),
             auth: AuthSettings {
                 secret: None,

@@ -13,7 +13,7 @@ mod throttle;
 mod web;
 
 pub use error::ApiError;
-pub use server::{serve, ServerLimits};
+pub use server::{serve, HttpConfig};
 pub use throttle::AuthThrottle;
 pub use web::ClientConfig;
 

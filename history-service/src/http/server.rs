@@ -9,6 +9,7 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,16 +20,37 @@ use tower::ServiceExt;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{debug, warn};
 
-/// Limits on what HTTP clients may hold open.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Connections open at once; more are closed as soon as they are accepted.
+/// The HTTP server's settings: the `[http]` section of the configuration as it is
+/// deserialized (durations in seconds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HttpConfig {
+    /// HTTP API address (`ROOST_HTTP__LISTEN`).
+    pub listen: String,
+    /// Connections open at once; more are closed on accept (`ROOST_HTTP__MAX_CONNECTIONS`).
     pub max_connections: usize,
-    /// Time to send a request's headers, counted from the connection's start or the previous
-    /// response: a connection that sends nothing for this long is closed.
-    pub header_timeout: Duration,
-    /// Time a request may take from its headers to the answer, its body included (408 past it).
-    pub request_timeout: Duration,
+    /// Seconds a client has to send a request's headers, counted from the connection's start or
+    /// the previous response: also the longest idle wait between requests on a kept-alive
+    /// connection (`ROOST_HTTP__HEADER_TIMEOUT`).
+    pub header_timeout: u64,
+    /// Seconds a request may take from its headers to its answer, its body included
+    /// (`ROOST_HTTP__REQUEST_TIMEOUT`); past it: 408.
+    pub request_timeout: u64,
+    /// The API is reached only through a reverse proxy that appends the client's address to
+    /// `X-Forwarded-For` (`ROOST_HTTP__TRUST_FORWARDED_FOR`): rate limits key on that address.
+    /// Never set it when clients can reach the API directly (they would choose their address).
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            max_connections: 10_000,
+            header_timeout: 10,
+            request_timeout: 30,
+            trust_forwarded_for: false,
+        }
+    }
 }
 
 /// How long connections still open at shutdown may take to finish.
@@ -38,9 +60,11 @@ const DRAIN: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets open requests finish.
-pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, shutdown: impl Future<Output = ()>) {
-    let router = router.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, limits.request_timeout));
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+pub async fn serve(listener: TcpListener, router: Router, config: &HttpConfig, shutdown: impl Future<Output = ()>) {
+    let request_timeout = Duration::from_secs(config.request_timeout);
+    let header_timeout = Duration::from_secs(config.header_timeout);
+    let router = router.layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, request_timeout));
+    let permits = Arc::new(Semaphore::new(config.max_connections));
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -74,7 +98,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServerLimits, 
             // (HTTP/2 detection would wait for it with none)
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let stop_requested = async {
