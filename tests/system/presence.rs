@@ -59,8 +59,12 @@ async fn a_graceful_stop_stores_when_each_user_was_last_seen() {
     let mut system = spawn_system().await;
     system.room("lobby", false, "alice", &["bob"]).await;
     let _bob = Agent::online(&system, "bob", device("phone")).await;
-    let online = system.presence("bob", "alice").await;
-    assert_eq!(online["status"], "online");
+    // the board marks a device online just after its CONNACK
+    let connected = Instant::now();
+    while system.presence("bob", "alice").await["status"] != "online" {
+        assert!(connected.elapsed() < PATIENCE, "bob never online");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let stopping = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     // the stop closes bob's connection; the broker's last act stores his offline status
