@@ -59,7 +59,8 @@ impl Policy {
         !is_roost_namespace(topic) && self.rules.may_publish(user, topic)
     }
 
-    /// May `user` subscribe to `filter`? Room filters need membership of a named room;
+    /// May `user` subscribe to `filter`? Room filters need membership of a named room, or
+    /// `+` for the room (every room of the user, now and later: the edge follows membership);
     /// presence filters may use `+` for the user level (deliveries are then filtered by
     /// [`Policy::may_receive`]); other `$`-filters and anything else in Roost's namespaces are
     /// denied. Filters outside them, wildcards at the first level included, and shared
@@ -75,9 +76,8 @@ impl Policy {
         let levels: Vec<&str> = filter.split('/').collect();
         match levels.as_slice() {
             ["rooms", room, kind] => {
-                is_valid(room)
-                    && matches!(*kind, "messages" | "typing" | "receipts" | "events" | "+")
-                    && self.membership.is_member(room, user)
+                matches!(*kind, "messages" | "typing" | "receipts" | "events" | "+")
+                    && (*room == "+" || (is_valid(room) && self.membership.is_member(room, user)))
             }
             ["presence", "+"] | ["presence", "+", "+"] => true,
             ["presence", owner] | ["presence", owner, _] if !is_valid(owner) => false,
@@ -139,15 +139,23 @@ mod tests {
     #[test]
     fn subscriptions_follow_the_topic_table() {
         let p = policy();
-        for allowed in
-            ["rooms/lobby/messages", "rooms/lobby/+", "presence/+", "presence/bob", "presence/+/+", "users/alice/inbox"]
-        {
+        for allowed in [
+            "rooms/lobby/messages",
+            "rooms/lobby/+",
+            "rooms/+/messages",
+            "rooms/+/+",
+            "presence/+",
+            "presence/bob",
+            "presence/+/+",
+            "users/alice/inbox",
+        ] {
             assert!(p.subscribe("alice", allowed), "{allowed}");
         }
         for denied in [
             "#",
             "rooms/#",
-            "rooms/+/messages",
+            "rooms/+/#",
+            "rooms/+/other",
             "rooms/secret/messages",
             "$share/x/rooms/+/messages",
             "$share/x/rooms/lobby/messages",

@@ -8,6 +8,6 @@ pub mod rules;
 pub mod tokens;
 
 pub use acl::{Decision, Policy};
-pub use membership::{MembershipChange, MembershipView};
+pub use membership::MembershipView;
 pub use rules::{OperatorRules, Rule, ANONYMOUS};
 pub use tokens::{TokenError, TokenService};

@@ -4,24 +4,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
-use tokio::sync::broadcast;
-
-/// A change to the view, broadcast so connections can revoke subscriptions at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MembershipChange {
-    Added {
-        room: String,
-        user: String,
-    },
-    Removed {
-        room: String,
-        user: String,
-    },
-    /// The bot `user`'s token was revoked: its connections end.
-    BotRevoked {
-        user: String,
-    },
-}
 
 #[derive(Default)]
 struct Rooms {
@@ -34,19 +16,13 @@ pub struct MembershipView {
     rooms: RwLock<Rooms>,
     /// Bot name -> the id its live token carries.
     bots: RwLock<HashMap<String, String>>,
-    changes: broadcast::Sender<MembershipChange>,
     /// Moves with every change of `rooms`, so a reader may keep an answer while it stands still.
     version: AtomicU64,
 }
 
 impl Default for MembershipView {
     fn default() -> Self {
-        Self {
-            rooms: RwLock::default(),
-            bots: RwLock::default(),
-            changes: broadcast::channel(1024).0,
-            version: AtomicU64::new(0),
-        }
+        Self { rooms: RwLock::default(), bots: RwLock::default(), version: AtomicU64::new(0) }
     }
 }
 
@@ -63,11 +39,6 @@ impl MembershipView {
         view
     }
 
-    /// Receives every change made from now on.
-    pub fn changes(&self) -> broadcast::Receiver<MembershipChange> {
-        self.changes.subscribe()
-    }
-
     /// The view's version: answers read at one version hold until it moves. Read it before the
     /// answer it labels.
     pub fn version(&self) -> u64 {
@@ -75,17 +46,11 @@ impl MembershipView {
     }
 
     pub fn add(&self, room: &str, user: &str) {
-        let inserted = self.change(|rooms| rooms.insert(room.to_owned(), user.to_owned()));
-        if inserted {
-            let _ = self.changes.send(MembershipChange::Added { room: room.to_owned(), user: user.to_owned() });
-        }
+        self.change(|rooms| rooms.insert(room.to_owned(), user.to_owned()));
     }
 
     pub fn remove(&self, room: &str, user: &str) {
-        let removed = self.change(|rooms| rooms.remove(room, user));
-        if removed {
-            let _ = self.changes.send(MembershipChange::Removed { room: room.to_owned(), user: user.to_owned() });
-        }
+        self.change(|rooms| rooms.remove(room, user));
     }
 
     /// Applies `edit` under the write lock and moves the version when it changed something.
@@ -118,11 +83,9 @@ impl MembershipView {
         self.bots.write().expect("membership lock").insert(name.to_owned(), token_id.to_owned());
     }
 
-    /// Revokes the bot `name`'s token; its connections are told to end.
+    /// Revokes the bot `name`'s token: [`MembershipView::admits`] refuses it from now on.
     pub fn revoke_bot(&self, name: &str) {
-        if self.bots.write().expect("membership lock").remove(name).is_some() {
-            let _ = self.changes.send(MembershipChange::BotRevoked { user: name.to_owned() });
-        }
+        self.bots.write().expect("membership lock").remove(name);
     }
 
     /// False for a bot token (`bot_token`: the id it carries) that is not `user`'s live one
@@ -148,6 +111,19 @@ impl MembershipView {
             }
             _ => false,
         }
+    }
+
+    /// The rooms `user` is a member of.
+    pub fn rooms_of(&self, user: &str) -> Vec<String> {
+        let rooms = self.rooms.read().expect("membership lock");
+        rooms.rooms_of.get(user).map(|of| of.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The users sharing a room with `user` (`user` among them when it has a room).
+    pub fn peers_of(&self, user: &str) -> HashSet<String> {
+        let rooms = self.rooms.read().expect("membership lock");
+        let Some(of) = rooms.rooms_of.get(user) else { return HashSet::new() };
+        of.iter().filter_map(|room| rooms.members.get(room)).flatten().cloned().collect()
     }
 
     /// The members of `room`, sorted.
@@ -205,14 +181,12 @@ mod tests {
     #[test]
     fn tracks_membership_and_shared_rooms() {
         let view = MembershipView::from_pairs([("a".into(), "alice".into()), ("a".into(), "bob".into())]);
-        let mut changes = view.changes();
         assert!(view.is_member("a", "alice"));
         assert!(view.shares_room("alice", "bob"));
         assert!(!view.shares_room("alice", "carol"));
         view.remove("a", "bob");
         assert!(!view.is_member("a", "bob"));
         assert!(!view.shares_room("alice", "bob"));
-        assert_eq!(changes.try_recv().unwrap(), MembershipChange::Removed { room: "a".into(), user: "bob".into() });
         view.remove_room("a");
         assert_eq!(view.members("a"), Vec::<String>::new());
     }

@@ -4,7 +4,7 @@
 //! ingest then reports every stored message to whoever listens
 //! (`IngestHandle::stored_messages`: the seam push notifications and other nodes attach to).
 
-use crate::filters::RouterFilters;
+use crate::hub::{Hub, Kinds};
 use crate::retries::RecentMessages;
 use crate::sequencer::Sequencer;
 use crate::stamp::{self, Accepted, Invalid, Rejection};
@@ -33,30 +33,17 @@ pub(crate) struct Chat {
     policy: Policy,
     sequencer: Arc<Sequencer>,
     ingest: IngestHandle,
-    router_filters: Arc<RouterFilters>,
+    hub: Arc<Hub>,
     recent: RecentMessages,
 }
 
 impl Chat {
-    pub(crate) fn new(
-        policy: Policy,
-        sequencer: Arc<Sequencer>,
-        ingest: IngestHandle,
-        router_filters: Arc<RouterFilters>,
-    ) -> Self {
-        Self { policy, sequencer, ingest, router_filters, recent: RecentMessages::default() }
+    pub(crate) fn new(policy: Policy, sequencer: Arc<Sequencer>, ingest: IngestHandle, hub: Arc<Hub>) -> Self {
+        Self { policy, sequencer, ingest, hub, recent: RecentMessages::default() }
     }
 
-    /// Runs `payload`, published by (`user`, `client_id`) on `topic` (`raw_topic` as sent),
-    /// through the pipeline.
-    pub(crate) async fn publish(
-        &self,
-        user: &str,
-        client_id: &str,
-        topic: &Topic<'_>,
-        raw_topic: &str,
-        payload: &[u8],
-    ) -> Outcome {
+    /// Runs `payload`, published by (`user`, `client_id`) on `topic`, through the pipeline.
+    pub(crate) async fn publish(&self, user: &str, client_id: &str, topic: &Topic<'_>, payload: &[u8]) -> Outcome {
         match self.policy.publish(user, client_id, topic) {
             Decision::Allow => {}
             Decision::Forbidden => {
@@ -92,8 +79,8 @@ impl Chat {
                 let stored = self.ingest.submit_confirmed(Record::Message(envelope)).await;
                 Outcome::Deliver { payload, stored: Some(stored) }
             }
-            // typing in a room nobody follows goes nowhere, and is not handed to the router
-            (Accepted::Typing(_), Some(_)) if !self.router_filters.wanted(raw_topic) => Outcome::Dropped,
+            // typing in a room nobody follows goes nowhere
+            (Accepted::Typing(_), Some(room)) if !self.hub.follows_room(room, Kinds::TYPING) => Outcome::Dropped,
             (Accepted::Typing(typing), Some(room)) => {
                 Outcome::Deliver { payload: stamp::typing(room, user, typing), stored: None }
             }

@@ -113,10 +113,8 @@ pub(crate) async fn serve(edge: Arc<Edge>, transport: Transport, protocol: Proto
     edge.registry.settle_will(&claim.session_id, resumed);
     let (subscriptions, router_id, router_may_hold_state) = match stored {
         Stored::Live(subscriptions, router_id) if resumed => (subscriptions, router_id, false),
-        Stored::Live(_, router_id) | Stored::Expired(router_id) => {
-            (Subscriptions::new(edge.router_filters.clone()), router_id, true)
-        }
-        Stored::None(router_id) => (Subscriptions::new(edge.router_filters.clone()), router_id, false),
+        Stored::Live(_, router_id) | Stored::Expired(router_id) => (Subscriptions::default(), router_id, true),
+        Stored::None(router_id) => (Subscriptions::default(), router_id, false),
     };
     let persistent = !session_expiry.is_zero();
     let (tx, rx, _) = match open_link(&edge, &router_id, resumed, persistent, router_may_hold_state).await {

@@ -5,6 +5,7 @@ use crate::background::Background;
 use crate::chat::Chat;
 use crate::config::BrokerConfig;
 use crate::filters::RouterFilters;
+use crate::hub::Hub;
 use crate::links::{Links, ServerLink};
 use crate::presence::Presence;
 use crate::registry::Registry;
@@ -35,6 +36,8 @@ pub(crate) struct Edge {
     pub(crate) chat: Chat,
     pub(crate) links: Links,
     pub(crate) server: ServerLink,
+    /// The routing of Roost's own topics.
+    pub(crate) hub: Arc<Hub>,
     pub(crate) presence: Arc<Presence>,
     /// Present when a TLS or WSS listener is configured.
     pub(crate) tls: Option<TlsAcceptor>,
@@ -55,15 +58,17 @@ impl Edge {
         deps: BrokerDeps,
         links: Links,
         server: ServerLink,
-        presence: Arc<Presence>,
         tls: Option<TlsAcceptor>,
         background: Background,
     ) -> Self {
+        let hub = Arc::new(Hub::new(deps.policy.membership().clone()));
+        let presence = Arc::new(Presence::new(hub.clone(), deps.store.clone(), deps.policy.clone(), &background));
         let sequencer = Arc::new(Sequencer::new(deps.store));
         let router_filters = Arc::new(RouterFilters::new(config.max_filters_per_user));
         Self {
             connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
-            chat: Chat::new(deps.policy.clone(), sequencer.clone(), deps.ingest, router_filters.clone()),
+            chat: Chat::new(deps.policy.clone(), sequencer.clone(), deps.ingest, hub.clone()),
+            hub,
             router_filters,
             slots: Arc::new(Slots::new(
                 config.max_connections,

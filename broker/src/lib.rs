@@ -12,6 +12,7 @@ mod connection;
 mod edge;
 mod filters;
 mod framed;
+mod hub;
 mod links;
 mod listener;
 mod presence;
@@ -93,8 +94,7 @@ impl Broker {
         let links = Links::spawn_router(&config);
         let background = Background::default();
         let server = links.server_link(&background).await?;
-        let presence = Arc::new(Presence::new(server.clone(), deps.store.clone(), deps.policy.clone(), &background));
-        let edge = Arc::new(Edge::new(config, deps, links, server, presence, tls, background));
+        let edge = Arc::new(Edge::new(config, deps, links, server, tls, background));
         Ok(Self { edge, listeners })
     }
 
@@ -128,7 +128,7 @@ impl Broker {
             self.edge.policy.membership().clone(),
             self.edge.server.clone(),
             self.edge.sequencer.clone(),
-            self.edge.router_filters.clone(),
+            self.edge.hub.clone(),
         )
     }
 

@@ -2,12 +2,12 @@
 //!
 //! The router's retained store is bounded per subscribe (rumqttd drops retained messages past
 //! its outgoing limit) and RAM-only, so presence state lives here; the edge replays it to new
-//! subscribers itself and the router carries only the live changes. Every aggregate change is
+//! subscribers itself and the hub carries the live changes to peers. Every aggregate change is
 //! also written to the store (newest per user, by one writer) for the HTTP API of a split
 //! deployment and for last seen across restarts.
 
 use crate::background::Background;
-use crate::links::ServerLink;
+use crate::hub::{Hub, Message};
 use roost_auth::Policy;
 use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
 use roost_store::{retry_until_ok, PresenceSource, Store};
@@ -107,10 +107,15 @@ impl Unstored {
     }
 }
 
+/// A presence message as the hub carries it.
+fn message(topic: Topic<'_>, payload: Vec<u8>) -> Message {
+    Message::server(topic.to_string(), payload)
+}
+
 /// The presence board: updated by connections, published through the server link.
 pub struct Presence {
     users: Mutex<HashMap<String, UserPresence>>,
-    server: ServerLink,
+    hub: Arc<Hub>,
     unstored: Arc<Unstored>,
     policy: Policy,
 }
@@ -118,10 +123,10 @@ pub struct Presence {
 impl Presence {
     /// A board whose changes are written to `store` in the background, the last of them when
     /// the broker stops.
-    pub(crate) fn new(server: ServerLink, store: Arc<dyn Store>, policy: Policy, background: &Background) -> Self {
+    pub(crate) fn new(hub: Arc<Hub>, store: Arc<dyn Store>, policy: Policy, background: &Background) -> Self {
         let unstored = Arc::<Unstored>::default();
         background.spawn(unstored.clone().write_behind(store, background.stopping()));
-        Self { users: Mutex::default(), server, unstored, policy }
+        Self { users: Mutex::default(), hub, unstored, policy }
     }
 
     /// Connection `generation` of (`user`, `client_id`) is online.
@@ -162,13 +167,13 @@ impl Presence {
         let ts = now_millis();
         presence.last_seen = Some(ts);
         let device = DeviceStatus { status, ts: Some(ts) };
-        self.server.publish(Topic::Device { user, client_id }.to_string(), to_payload(&device));
+        self.hub.publish_presence(user, message(Topic::Device { user, client_id }, to_payload(&device)));
         presence.devices.insert(client_id.to_owned(), device);
         if status == PresenceStatus::Offline {
             presence.forget_old_devices();
         }
         let aggregate = presence.aggregate();
-        self.server.publish(Topic::Presence(user).to_string(), to_payload(&aggregate));
+        self.hub.publish_presence(user, message(Topic::Presence(user), to_payload(&aggregate)));
         self.unstored.put(user, aggregate);
     }
 
@@ -184,12 +189,11 @@ impl Presence {
     /// The current statuses matching `filter` that `viewer` may see: the retained messages a
     /// new subscription receives.
     pub(crate) fn retained(&self, viewer: &str, filter: &str) -> Vec<(String, Vec<u8>)> {
+        let mut peers = self.policy.membership().peers_of(viewer);
+        peers.insert(viewer.to_owned());
         let users = self.users.lock().expect("presence lock");
         let mut out = Vec::new();
-        for (user, presence) in users.iter() {
-            if !self.policy.membership().shares_room(viewer, user) {
-                continue;
-            }
+        for (user, presence) in peers.iter().filter_map(|peer| users.get_key_value(peer)) {
             let topic = Topic::Presence(user).to_string();
             if rumqttd::protocol::matches(&topic, filter) {
                 out.push((topic, to_payload(&presence.aggregate())));

@@ -1,11 +1,12 @@
 //! The broker's end of the relay: directives from the HTTP API applied to the membership view
 //! and published, handed over in-process (`roost serve`) or read from the store's outbox (split).
 
-use crate::filters::RouterFilters;
+use crate::hub::{Hub, Kinds, Message};
 use crate::links::ServerLink;
 use crate::sequencer::Sequencer;
 use async_trait::async_trait;
 use roost_auth::MembershipView;
+use roost_protocol::Topic;
 use roost_store::{Directive, Relay, Store, StoreError};
 use std::future::Future;
 use std::sync::Arc;
@@ -27,38 +28,58 @@ pub struct BrokerRelay {
     view: Arc<MembershipView>,
     server: ServerLink,
     sequencer: Arc<Sequencer>,
-    router_filters: Arc<RouterFilters>,
+    hub: Arc<Hub>,
 }
 
 impl BrokerRelay {
-    pub(crate) fn new(
-        view: Arc<MembershipView>,
-        server: ServerLink,
-        sequencer: Arc<Sequencer>,
-        router_filters: Arc<RouterFilters>,
-    ) -> Self {
-        Self { view, server, sequencer, router_filters }
+    pub(crate) fn new(view: Arc<MembershipView>, server: ServerLink, sequencer: Arc<Sequencer>, hub: Arc<Hub>) -> Self {
+        Self { view, server, sequencer, hub }
     }
 
     fn apply(&self, directive: Directive) {
         // a room without members does not exist (an owner cannot leave): its first admission
         // is a room created anew
         let created = matches!(&directive, Directive::Admit { room, .. } if self.view.members(room).is_empty());
+        let closed_members = match &directive {
+            Directive::CloseRoom { room } => self.view.members(room),
+            _ => Vec::new(),
+        };
         directive.apply_to(&self.view);
         match &directive {
             // a deleted room's lease goes; the store then raises its floor over every number
             // leased. A room created under the name numbers from a lease taken after that, above
             // the floor, even if a publish in flight for the deleted one leased meanwhile.
-            Directive::CloseRoom { room } => self.sequencer.forget(room),
-            Directive::Admit { room, .. } if created => self.sequencer.forget(room),
-            _ => {}
-        }
-        // room events and inbox notices that no session follows are not handed to the router
-        if let Directive::Publish { topic, payload } = directive {
-            if self.router_filters.wanted(&topic) {
-                self.server.publish(topic, payload.into_bytes());
+            Directive::CloseRoom { room } => {
+                self.sequencer.forget(room);
+                for user in &closed_members {
+                    self.hub.left(room, user);
+                }
             }
+            Directive::Admit { room, user } => {
+                if created {
+                    self.sequencer.forget(room);
+                }
+                self.hub.joined(room, user);
+            }
+            Directive::Dismiss { room, user } => self.hub.left(room, user),
+            Directive::RevokeBot { bot } => self.hub.revoked(bot),
+            Directive::EnrollBot { .. } => {}
+            Directive::Publish { topic, payload } => self.publish(topic, payload),
         }
+    }
+
+    /// A server message: room events and inbox notices through the hub, to the sessions that
+    /// follow them; anything else through the router.
+    fn publish(&self, topic: &str, payload: &str) {
+        let message = || Message::server(topic.to_owned(), payload.to_owned());
+        match Topic::parse(topic) {
+            Some(Topic::Events(room)) => self.hub.publish_room(room, Kinds::EVENTS, message()),
+            Some(Topic::Inbox(user)) => self.hub.publish_inbox(user, message()),
+            _ => {
+                self.server.publish(topic.to_owned(), payload.as_bytes().to_vec());
+                0
+            }
+        };
     }
 
     /// Applies the outbox entries after position `from` until `shutdown` (split deployment).

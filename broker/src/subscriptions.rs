@@ -1,10 +1,8 @@
 //! A session's subscriptions as the edge keeps them: the MQTT 5 options rumqttd does not apply,
 //! and the internal subscription identifier that tells which filter a forward matched.
 
-use crate::filters::RouterFilters;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 /// One granted subscription.
 #[derive(Debug, Clone)]
@@ -33,29 +31,15 @@ struct Held {
 }
 
 /// The subscriptions of one session, kept across connections while the session lives. Indexed
-/// by internal identifier: every forward is looked up by it. What it holds is counted in the
-/// edge's [`RouterFilters`] until it is dropped.
+/// by internal identifier: every forward is looked up by it.
 #[derive(Default)]
 pub(crate) struct Subscriptions {
     by_internal_id: HashMap<usize, Held>,
     internal_ids: HashMap<String, usize>,
     last_internal_id: usize,
-    router_filters: Arc<RouterFilters>,
-}
-
-impl Drop for Subscriptions {
-    fn drop(&mut self) {
-        for filter in self.internal_ids.keys() {
-            self.router_filters.release(filter);
-        }
-    }
 }
 
 impl Subscriptions {
-    pub(crate) fn new(router_filters: Arc<RouterFilters>) -> Self {
-        Self { by_internal_id: HashMap::new(), internal_ids: HashMap::new(), last_internal_id: 0, router_filters }
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.by_internal_id.len()
     }
@@ -72,7 +56,6 @@ impl Subscriptions {
             None => {
                 self.last_internal_id += 1;
                 self.internal_ids.insert(filter.to_owned(), self.last_internal_id);
-                self.router_filters.hold(filter);
                 self.last_internal_id
             }
         };
@@ -91,10 +74,7 @@ impl Subscriptions {
 
     pub(crate) fn remove(&mut self, filter: &str) -> bool {
         match self.internal_ids.remove(filter) {
-            Some(internal_id) => {
-                self.router_filters.release(filter);
-                self.by_internal_id.remove(&internal_id).is_some()
-            }
+            Some(internal_id) => self.by_internal_id.remove(&internal_id).is_some(),
             None => false,
         }
     }

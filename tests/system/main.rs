@@ -13,6 +13,7 @@ mod limits;
 mod mqtt5;
 mod openapi;
 mod presence;
+mod rooms_all;
 mod security;
 mod split;
 mod startup;

@@ -360,9 +360,11 @@ async fn a_user_churning_filters_cannot_grow_the_router_or_hold_up_the_chat() {
     templates.extend((0..templates.len() * 4).map(|_| "presence/mallory/d{n}".to_owned()));
     let templates: Vec<&str> = templates.iter().map(String::as_str).collect();
     let (granted, refused) = churn_filters(&system, "mallory", 20_000, &templates).await;
-    assert!(granted.len() <= 40, "{} distinct filters granted: {granted:?}", granted.len());
+    // Roost's topics never reach the router: all 81 of her own are granted, nothing else
+    assert!(granted.len() <= 81, "{} distinct filters granted: {granted:?}", granted.len());
     assert!(!granted.iter().any(|f| f.starts_with("presence/mallory/d")), "a device that is not connected");
-    assert!(refused >= 16_000, "refused {refused}");
+    let to_absent_devices = (0..20_000).filter(|n| templates[n % templates.len()].starts_with("presence/mallory/d"));
+    assert_eq!(refused, to_absent_devices.count() as u64, "every subscription to a device that is not connected");
     let router_filters = system.metric("roost_router_filters").await.unwrap_or_default();
     assert!(router_filters <= 60.0, "the router holds {router_filters} filters");
 

@@ -3,12 +3,13 @@
 //! overlapping filters; then the client's own limits: topic aliases, its receive maximum and
 //! its maximum packet size.
 
+use crate::codec;
 use crate::framed::Framed;
 use crate::route_tag::RouteTag;
 use crate::subscriptions::Subscription;
 use bytes::Bytes;
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// How many publishes delivered once for overlapping filters a session remembers: the other
 /// filters' copies arrive right behind the first.
@@ -74,6 +75,53 @@ impl Verdict {
     }
 }
 
+/// Where a delivery comes from, which decides its packet id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// A forward the router sent at `qos`, numbered by the router.
+    Router { qos: u8 },
+    /// A message the edge routed itself (the hub), numbered by the edge.
+    Edge,
+}
+
+/// Whether `pkid` numbers a delivery of the edge's own routing: rumqttd numbers a link's
+/// forwards 1..=100 (`MAX_PKID` in rumqttd 0.20's `router/iobufs.rs`), the edge above that, so
+/// one client sees one space of packet ids.
+pub(crate) fn is_edge_pkid(pkid: u16) -> bool {
+    pkid > ROUTER_MAX_PKID
+}
+
+const ROUTER_MAX_PKID: u16 = 100;
+
+/// The packet ids of the edge's deliveries in flight to the client.
+#[derive(Default)]
+struct EdgePkids {
+    in_flight: HashSet<u16>,
+    last: u16,
+}
+
+impl EdgePkids {
+    /// A free packet id; `None` when every one is in flight.
+    fn take(&mut self, qos: u8) -> Option<u16> {
+        debug_assert!(qos > 0);
+        if self.in_flight.len() >= usize::from(u16::MAX - ROUTER_MAX_PKID) {
+            return None;
+        }
+        loop {
+            self.last =
+                if self.last <= ROUTER_MAX_PKID || self.last == u16::MAX { ROUTER_MAX_PKID + 1 } else { self.last + 1 };
+            if self.in_flight.insert(self.last) {
+                return Some(self.last);
+            }
+        }
+    }
+
+    /// True when `pkid` was in flight.
+    fn release(&mut self, pkid: u16) -> bool {
+        self.in_flight.remove(&pkid)
+    }
+}
+
 /// The delivery state of one connection.
 pub(crate) struct Delivery {
     /// The generation of the connection's claim: the origin no-local compares against.
@@ -87,6 +135,7 @@ pub(crate) struct Delivery {
     held: VecDeque<Bytes>,
     /// The newest publishes delivered once for several overlapping filters.
     delivered_once: VecDeque<u64>,
+    edge_pkids: EdgePkids,
 }
 
 impl Delivery {
@@ -98,6 +147,7 @@ impl Delivery {
             in_flight: 0,
             held: VecDeque::new(),
             delivered_once: VecDeque::new(),
+            edge_pkids: EdgePkids::default(),
         }
     }
 
@@ -109,15 +159,18 @@ impl Delivery {
         // overlapping filters: one delivery, at the highest QoS granted, with every identifier
         let (mut granted_qos, mut subscription_ids) = (subscription.qos, Vec::from_iter(subscription.client_id));
         let mut duplicate = false;
-        if let (Some(message), true) = (tag.and_then(|t| t.message), overlapping.len() > 1) {
-            duplicate = self.delivered_once.contains(&message);
+        if overlapping.len() > 1 {
             granted_qos = overlapping.iter().map(|s| s.qos).max().unwrap_or(granted_qos);
             subscription_ids = overlapping.iter().filter_map(|s| s.client_id).collect();
-            if !duplicate {
-                if self.delivered_once.len() == DELIVERED_ONCE_KEPT {
-                    self.delivered_once.pop_front();
+            // the router forwards a copy per filter: the first is delivered
+            if let Some(message) = tag.and_then(|t| t.message) {
+                duplicate = self.delivered_once.contains(&message);
+                if !duplicate {
+                    if self.delivered_once.len() == DELIVERED_ONCE_KEPT {
+                        self.delivered_once.pop_front();
+                    }
+                    self.delivered_once.push_back(message);
                 }
-                self.delivered_once.push_back(message);
             }
         }
         let expires_at = tag.and_then(|t| t.expires_at);
@@ -137,14 +190,13 @@ impl Delivery {
         })
     }
 
-    /// Writes forward `publish`, which the router sent at `router_qos`, to `io` as `decision`
-    /// says. Returns the QoS the client got it at (`None`: too large for the client) and the
-    /// packet id the router expects acknowledged.
+    /// Writes `publish` from `source` to `io` as `decision` says. Returns the QoS the client got
+    /// it at (`None`: not sent, too large for the client) and its packet id.
     pub(crate) fn write(
         &mut self,
         mut publish: Publish,
         mut properties: Option<PublishProperties>,
-        router_qos: u8,
+        source: Source,
         decision: Decision,
         io: &mut Framed,
     ) -> (Option<u8>, u16) {
@@ -161,17 +213,35 @@ impl Delivery {
             self.alias_topic(&mut publish, &mut properties);
         }
         let start = io.unsent().len();
-        let pkid = if qos == router_qos {
-            io.write(Packet::Publish(publish, properties));
-            crate::codec::encoded_qos_pkid(&io.unsent()[start..]).1
-        } else {
-            let pkid = crate::codec::outgoing_qos_pkid(&publish).1;
-            io.write(Packet::Publish(crate::codec::with_qos(&publish, qos, pkid), properties));
-            pkid
+        let pkid = match source {
+            Source::Router { qos: router_qos } if qos == router_qos => {
+                io.write(Packet::Publish(publish, properties));
+                codec::encoded_qos_pkid(&io.unsent()[start..]).1
+            }
+            Source::Router { .. } => {
+                let pkid = codec::outgoing_qos_pkid(&publish).1;
+                io.write(Packet::Publish(codec::with_qos(&publish, qos, pkid), properties));
+                pkid
+            }
+            Source::Edge if qos == 0 => {
+                io.write(Packet::Publish(publish, properties));
+                0
+            }
+            Source::Edge => {
+                let Some(pkid) = self.edge_pkids.take(qos) else {
+                    metrics::counter!("roost_mqtt_messages_skipped_total").increment(1);
+                    return (None, 0);
+                };
+                io.write(Packet::Publish(codec::with_qos(&publish, qos, pkid), properties));
+                pkid
+            }
         };
         let unsent = io.unsent();
         if self.limits.max_packet.is_some_and(|max| unsent.len() - start > max) {
             unsent.truncate(start);
+            if matches!(source, Source::Edge) {
+                self.edge_pkids.release(pkid);
+            }
             return (None, pkid);
         }
         if hold {
@@ -180,6 +250,13 @@ impl Delivery {
             self.in_flight += 1;
         }
         (Some(qos), pkid)
+    }
+
+    /// The client acknowledged (PUBACK) or completed (PUBCOMP) the edge's delivery `pkid`.
+    pub(crate) fn edge_done(&mut self, pkid: u16, io: &mut Framed) {
+        if self.edge_pkids.release(pkid) {
+            self.acknowledged(io);
+        }
     }
 
     /// The client acknowledged a delivery: those held back by its receive maximum may go.
@@ -323,6 +400,19 @@ mod tests {
         assert!(ask(2, b"rooms/a/messages"));
         assert!(ask(2, b"rooms/b/messages"));
         assert_eq!(asked, 3);
+    }
+
+    #[test]
+    fn the_edge_numbers_its_deliveries_above_the_routers_ids_and_reuses_freed_ones() {
+        let mut pkids = EdgePkids::default();
+        let first = pkids.take(1).unwrap();
+        assert_eq!(first, ROUTER_MAX_PKID + 1);
+        assert!(is_edge_pkid(first) && !is_edge_pkid(ROUTER_MAX_PKID));
+        pkids.last = u16::MAX - 1;
+        assert_eq!(pkids.take(1), Some(u16::MAX));
+        assert_eq!(pkids.take(1), Some(ROUTER_MAX_PKID + 2), "wraps past the one still in flight");
+        assert!(pkids.release(first));
+        assert!(!pkids.release(first), "released once");
     }
 
     #[test]

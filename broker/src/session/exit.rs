@@ -101,7 +101,8 @@ impl Session {
         will: Option<Will>,
         kept: bool,
     ) -> Option<Framed> {
-        let Identity { ref user, ref client_id, session_expiry, .. } = self.identity;
+        let Identity { ref user, ref client_id, session_expiry, generation, .. } = self.identity;
+        self.edge.hub.leave(generation);
         if user != ANONYMOUS {
             self.edge.presence.disconnected(user, client_id, claim.generation);
         }

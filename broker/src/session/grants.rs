@@ -2,6 +2,7 @@
 //! SUBACKs that wait for the router to take them; UNSUBSCRIBE answered by the edge.
 
 use crate::edge::Edge;
+use crate::hub::SessionId;
 use crate::subscriptions::{Subscription, Subscriptions};
 use roost_auth::acl::is_roost_namespace;
 use rumqttd::protocol::{
@@ -35,6 +36,8 @@ pub(crate) struct Grants {
 pub(crate) struct Subscriber<'a> {
     pub(crate) edge: &'a Edge,
     pub(crate) user: &'a str,
+    /// The session, as the hub knows it.
+    pub(crate) session: SessionId,
     pub(crate) v5: bool,
 }
 
@@ -54,7 +57,9 @@ impl Subscriber<'_> {
                 SubscribeReasonCode::Failure
             });
         }
-        (!held && !self.edge.router_filters.admit(self.user, path)).then_some(quota)
+        // Roost's topics are routed by the hub and never grow the router
+        let grows_router = !held && !is_roost_namespace(path);
+        (grows_router && !self.edge.router_filters.admit(self.user, path)).then_some(quota)
     }
 
     /// A filter on one device's status (`presence/{user}/{client_id}`) must name a device that
@@ -69,8 +74,9 @@ impl Subscriber<'_> {
 }
 
 impl Grants {
-    /// Grants or refuses each filter of `subscribe` and appends what the router must do to
-    /// `router`. Returns the SUBACK when no filter waits for the router.
+    /// Grants or refuses each filter of `subscribe`: Roost's filters are followed in the hub at
+    /// once, what the router must do for the others is appended to `router`. Returns the SUBACK
+    /// when no filter waits for the router.
     pub(crate) fn subscribe(
         &mut self,
         subscriber: &Subscriber<'_>,
@@ -78,7 +84,7 @@ impl Grants {
         subscribe: Subscribe,
         properties: Option<SubscribeProperties>,
         router: &mut Vec<Packet>,
-    ) -> Option<Packet> {
+    ) -> Option<Granted> {
         let client_id = properties.and_then(|p| p.id);
         let mut pending = PendingSubscribe { codes: Vec::new(), awaiting: 0, presence_replays: Vec::new() };
         for filter in subscribe.filters {
@@ -98,10 +104,11 @@ impl Grants {
             // rumqttd replays retained messages only to a filter it did not hold, and keeps the
             // QoS it first saw: renewing elsewhere than Roost's topics (whose retained state the
             // edge replays) starts the filter afresh in the router
-            let renew_in_router = held.is_some() && send_retained && !is_roost_namespace(&path);
+            let in_hub = is_roost_namespace(&path);
+            let renew_in_router = held.is_some() && send_retained && !in_hub;
             let qos = filter.qos as u8;
             let router_qos = match held {
-                Some(router_qos) if !renew_in_router => router_qos,
+                Some(router_qos) if !renew_in_router && !in_hub => router_qos,
                 _ => qos,
             };
             let subscription = Subscription {
@@ -113,21 +120,26 @@ impl Grants {
                 client_id,
                 internal_id: 0,
             };
-            let router_subscribe = router_subscribe(subscribe.pkid, &path, subscriptions.grant(&path, subscription));
+            let granted = subscriptions.grant(&path, subscription);
+            if path.starts_with("presence/") && send_retained {
+                pending.presence_replays.push(path.clone());
+            }
+            pending.codes.push(SubscribeReasonCode::Success(filter.qos));
+            if subscriber.edge.hub.follow(subscriber.session, &path) {
+                continue;
+            }
+            let router_subscribe = router_subscribe(subscribe.pkid, &path, granted);
             if renew_in_router {
                 subscriptions.reread(&path);
                 let unsubscribe = Unsubscribe { pkid: subscribe.pkid, filters: vec![path.clone()] };
                 router.push(Packet::Unsubscribe(unsubscribe, None));
             }
-            if path.starts_with("presence/") && send_retained {
-                pending.presence_replays.push(path);
-            }
             router.push(router_subscribe);
             pending.awaiting += 1;
-            pending.codes.push(SubscribeReasonCode::Success(filter.qos));
         }
         if pending.awaiting == 0 {
-            return Some(Packet::SubAck(SubAck { pkid: subscribe.pkid, return_codes: pending.codes }, None));
+            let suback = Packet::SubAck(SubAck { pkid: subscribe.pkid, return_codes: pending.codes }, None);
+            return Some(Granted { suback, presence_replays: pending.presence_replays });
         }
         self.pending.insert(subscribe.pkid, pending);
         None
@@ -146,12 +158,13 @@ impl Grants {
     }
 }
 
-/// Drops the filters of `unsubscribe` the session holds, passes it on to the router (in
-/// `router`) and returns the UNSUBACK: the router acks only filters it knew, so the edge
+/// Drops the filters of `unsubscribe` the session holds, in the hub or, passed on in `router`,
+/// in the router, and returns the UNSUBACK: the router acks only filters it knew, so the edge
 /// answers every UNSUBSCRIBE itself.
 pub(crate) fn unsubscribe(
+    subscriber: &Subscriber<'_>,
     subscriptions: &mut Subscriptions,
-    unsubscribe: Unsubscribe,
+    mut unsubscribe: Unsubscribe,
     router: &mut Vec<Packet>,
 ) -> Packet {
     let reasons = unsubscribe
@@ -163,7 +176,10 @@ pub(crate) fn unsubscribe(
         })
         .collect();
     let unsuback = Packet::UnsubAck(UnsubAck { pkid: unsubscribe.pkid, reasons }, None);
-    router.push(Packet::Unsubscribe(unsubscribe, None));
+    unsubscribe.filters.retain(|filter| !subscriber.edge.hub.unfollow(subscriber.session, filter));
+    if !unsubscribe.filters.is_empty() {
+        router.push(Packet::Unsubscribe(unsubscribe, None));
+    }
     unsuback
 }
 

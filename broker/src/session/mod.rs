@@ -16,22 +16,24 @@ use crate::acks::RouterAcks;
 use crate::codec::{self, Frame, Version};
 use crate::edge::Edge;
 use crate::framed::Framed;
+use crate::hub::{Mailbox, Message, Notice};
 use crate::links::send_batch;
 use crate::registry::Claim;
 use crate::route_tag::RouteTag;
-use crate::subscriptions::Subscriptions;
-use delivery::{Delivery, Forwarded, Verdict};
-use grants::{Grants, Subscriber};
+use crate::subscriptions::{Subscription, Subscriptions};
+use delivery::{is_edge_pkid, Delivery, Forwarded, Source, Verdict};
+use grants::{Granted, Grants, Subscriber};
 use inbound::Inbound;
+use roost_auth::acl::is_roost_namespace;
 use roost_auth::rate::TokenBucket;
-use roost_auth::MembershipChange;
 use roost_protocol::now_millis;
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::protocol::{DisconnectReasonCode, Packet, PingResp, PubAck, PubRec, PubRel, Unsubscribe};
+use rumqttd::protocol::{
+    DisconnectReasonCode, Packet, PingResp, PubAck, PubComp, PubRec, PubRel, PubRelReason, Publish,
+};
 use rumqttd::{Forward, Notification};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -67,7 +69,8 @@ pub(crate) struct Session {
     router_acks: RouterAcks,
     /// Inbox notices of refused publishes this connection may still cause now.
     notice_budget: TokenBucket,
-    changes: broadcast::Receiver<MembershipChange>,
+    /// What the edge's own routing hands this session (Roost's topics).
+    mailbox: Mailbox,
     /// The ACL's last answer for a delivered topic.
     last_verdict: Verdict,
 }
@@ -80,11 +83,16 @@ impl Session {
         tx: LinkTx,
         subscriptions: Subscriptions,
     ) -> Self {
-        // rumqttd restores a resumed session's filters but not their identifiers
-        let out =
-            subscriptions.iter().map(|(path, subscription)| grants::router_subscribe(0, path, subscription)).collect();
+        let mailbox = edge.hub.enter(identity.generation, &identity.user);
+        // Roost's topics are followed in the hub again; rumqttd restores a resumed session's
+        // other filters but not their identifiers
+        let out = subscriptions
+            .iter()
+            .filter(|(path, _)| !edge.hub.follow(identity.generation, path))
+            .map(|(path, subscription)| grants::router_subscribe(0, path, subscription))
+            .collect();
         Self {
-            changes: edge.policy.membership().changes(),
+            mailbox,
             last_verdict: Verdict::default(),
             inbound: Inbound::new(io.version() == Version::V5, edge.config.max_publish_rate),
             notice_budget: TokenBucket::new(NOTICES_PER_SECOND),
@@ -151,7 +159,8 @@ impl Session {
                     }
                     Ok(())
                 }
-                change = self.changes.recv() => self.on_membership(change),
+                Some(message) = self.mailbox.messages.recv() => self.on_messages(message),
+                Some(notice) = self.mailbox.notices.recv() => self.on_notice(notice),
                 _ = &mut deadline => {
                     if last_read.elapsed() >= grace {
                         Err(Exit::KeepAlive)
@@ -201,6 +210,12 @@ impl Session {
 
     fn on_packet(&mut self, packet: Packet) -> Result<(), Exit> {
         match packet {
+            Packet::PubAck(PubAck { pkid, .. }, _) | Packet::PubComp(PubComp { pkid, .. }, _) if is_edge_pkid(pkid) => {
+                self.delivery.edge_done(pkid, &mut self.io)
+            }
+            Packet::PubRec(PubRec { pkid, .. }, _) if is_edge_pkid(pkid) => {
+                self.io.write(Packet::PubRel(PubRel { pkid, reason: PubRelReason::Success }, None))
+            }
             Packet::PubAck(PubAck { pkid, .. }, _) => {
                 self.router_acks.acknowledged(pkid, &mut self.out);
                 self.delivery.acknowledged(&mut self.io);
@@ -215,16 +230,16 @@ impl Session {
                 self.io.write(complete);
             }
             Packet::Subscribe(subscribe, properties) => {
-                let subscriber =
-                    Subscriber { edge: &self.edge, user: &self.identity.user, v5: self.io.version() == Version::V5 };
-                let suback =
+                let subscriber = subscriber(&self.edge, &self.identity, &self.io);
+                let granted =
                     self.grants.subscribe(&subscriber, &mut self.subscriptions, subscribe, properties, &mut self.out);
-                if let Some(suback) = suback {
-                    self.io.write(suback);
+                if let Some(granted) = granted {
+                    self.on_granted(granted);
                 }
             }
             Packet::Unsubscribe(unsubscribe, _) => {
-                let unsuback = grants::unsubscribe(&mut self.subscriptions, unsubscribe, &mut self.out);
+                let subscriber = subscriber(&self.edge, &self.identity, &self.io);
+                let unsuback = grants::unsubscribe(&subscriber, &mut self.subscriptions, unsubscribe, &mut self.out);
                 self.io.write(unsuback);
             }
             Packet::PingReq(_) => self.io.write(Packet::PingResp(PingResp)),
@@ -323,7 +338,9 @@ impl Session {
         let forwarded = Forwarded { subscription: &subscription, overlapping, tag, snapshot: publish.retain, allowed };
         let router_qos = subscription.router_qos;
         let (client_qos, pkid) = match self.delivery.decide(&forwarded, now_millis) {
-            Some(decision) => self.delivery.write(publish, properties, router_qos, decision, &mut self.io),
+            Some(decision) => {
+                self.delivery.write(publish, properties, Source::Router { qos: router_qos }, decision, &mut self.io)
+            }
             None => (None, if router_qos > 0 { codec::outgoing_qos_pkid(&publish).1 } else { 0 }),
         };
         if router_qos > 0 {
@@ -339,10 +356,15 @@ impl Session {
         }
     }
 
-    /// The router took one filter of SUBSCRIBE `pkid`; once it took them all, the client
-    /// gets its SUBACK and the presence state it subscribed to.
+    /// The router took one filter of SUBSCRIBE `pkid`; once it took them all, the SUBACK is due.
     fn on_router_suback(&mut self, pkid: u16) {
-        let Some(granted) = self.grants.router_took(pkid) else { return };
+        if let Some(granted) = self.grants.router_took(pkid) {
+            self.on_granted(granted);
+        }
+    }
+
+    /// Sends a SUBACK, then the presence state the client subscribed to.
+    fn on_granted(&mut self, granted: Granted) {
         self.io.write(granted.suback);
         for filter in granted.presence_replays {
             for (topic, payload) in self.edge.presence.retained(self.user(), &filter) {
@@ -361,24 +383,61 @@ impl Session {
         }
     }
 
-    /// A member removed from a room loses its subscriptions to the room at once.
-    fn on_membership(&mut self, change: Result<MembershipChange, broadcast::error::RecvError>) -> Result<(), Exit> {
-        // a bot's connection ends with its token, whichever change it missed
-        self.admitted()?;
-        let Ok(MembershipChange::Removed { room, user }) = change else {
-            return Ok(());
-        };
-        if user != self.identity.user {
-            return Ok(());
+    /// Delivers what the hub handed over, draining what is already queued.
+    fn on_messages(&mut self, first: Arc<Message>) -> Result<(), Exit> {
+        let dropped = self.mailbox.dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            warn!(user = self.user(), dropped, "a slow subscriber lost messages of Roost's topics");
+            let reliable = self.subscriptions.iter().any(|(filter, s)| s.qos > 0 && is_roost_namespace(filter));
+            if reliable {
+                return Err(Exit::SlowSubscriber(dropped));
+            }
         }
-        let revoked = self.subscriptions.filters_starting_with(&format!("rooms/{room}/"));
-        for filter in &revoked {
-            self.subscriptions.remove(filter);
-        }
-        if !revoked.is_empty() {
-            debug!(user, room, "subscriptions revoked");
-            self.out.push(Packet::Unsubscribe(Unsubscribe { pkid: 0, filters: revoked }, None));
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            self.mailbox.queued.fetch_sub(message.size(), std::sync::atomic::Ordering::Relaxed);
+            self.deliver_edge(&message);
+            next = self.mailbox.messages.try_recv().ok();
         }
         Ok(())
     }
+
+    /// Delivers a message of Roost's topics once, as the session's subscriptions matching it
+    /// ask together (the highest QoS, every identifier), checking membership again.
+    fn deliver_edge(&mut self, message: &Message) {
+        let topic = std::str::from_utf8(&message.topic).unwrap_or_default();
+        let overlapping: Vec<&Subscription> = self.subscriptions.all_matching(topic).collect();
+        let Some(&subscription) = overlapping.first() else { return };
+        let (policy, user) = (&self.edge.policy, &self.identity.user);
+        let allowed = self.last_verdict.allowed(policy.membership().version(), &message.topic, |topic| {
+            std::str::from_utf8(topic).is_ok_and(|t| policy.may_receive(user, t))
+        });
+        // stamped messages go out at the subscription's QoS; only the deadline travels
+        let tag = RouteTag { qos: 2, retain: false, origin: None, expires_at: message.expires_at, message: None };
+        let forwarded = Forwarded { subscription, overlapping, tag: Some(tag), snapshot: false, allowed };
+        if let Some(decision) = self.delivery.decide(&forwarded, now_millis) {
+            let publish = Publish::new(message.topic.clone(), message.payload.clone(), false);
+            self.delivery.write(publish, message.properties.clone(), Source::Edge, decision, &mut self.io);
+        }
+    }
+
+    /// A membership change of this session's user: subscriptions to a room left go at once; a
+    /// revoked bot's connection ends.
+    fn on_notice(&mut self, notice: Notice) -> Result<(), Exit> {
+        match notice {
+            Notice::Revoked => Err(Exit::Revoked),
+            Notice::LeftRoom(room) => {
+                for filter in self.subscriptions.filters_starting_with(&format!("rooms/{room}/")) {
+                    self.subscriptions.remove(&filter);
+                }
+                debug!(user = self.user(), room, "subscriptions revoked");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The session's user as a subscriber, borrowing only what it needs.
+fn subscriber<'a>(edge: &'a Edge, identity: &'a Identity, io: &Framed) -> Subscriber<'a> {
+    Subscriber { edge, user: &identity.user, session: identity.generation, v5: io.version() == Version::V5 }
 }

@@ -5,9 +5,10 @@ use super::exit::Exit;
 use super::inbound::{Admission, Routed};
 use super::Session;
 use crate::chat::Outcome;
-use crate::codec;
+use crate::hub::{Kinds, Message};
 use crate::route_tag::RouteTag;
 use crate::stamp::{Invalid, Rejection};
+use bytes::Bytes;
 use roost_auth::ANONYMOUS;
 use roost_protocol::{now_millis, to_payload, InboxNotice, Topic};
 use rumqttd::protocol::{Packet, Publish, PublishProperties};
@@ -68,7 +69,7 @@ impl Session {
         let (payload, stored) = match self
             .edge
             .chat
-            .publish(&self.identity.user, &self.identity.client_id, &chat_topic, &raw_topic, &publish.payload)
+            .publish(&self.identity.user, &self.identity.client_id, &chat_topic, &publish.payload)
             .await
         {
             Outcome::Deliver { payload, stored } => (payload, stored),
@@ -76,11 +77,15 @@ impl Session {
             Outcome::Dropped => return Ok(Routed::Accepted(None)),
             Outcome::Refused(why) => return Ok(self.refuse(&raw_topic, why)),
         };
-        if expires_at.is_some() {
-            // stamped messages go out at the subscription's QoS; only the deadline travels
-            RouteTag { qos: 2, retain: false, origin: None, expires_at, message: None }.attach(&mut properties);
-        }
-        self.out.push(Packet::Publish(codec::publish(raw_topic, payload, false), properties));
+        let message = Message { topic, payload: Bytes::from(payload), properties, expires_at };
+        match chat_topic {
+            Topic::Device { user, .. } => self.edge.hub.publish_presence(user, message),
+            Topic::Messages(room) => self.edge.hub.publish_room(room, Kinds::MESSAGES, message),
+            Topic::Typing(room) => self.edge.hub.publish_room(room, Kinds::TYPING, message),
+            Topic::Receipts(room) => self.edge.hub.publish_room(room, Kinds::RECEIPTS, message),
+            // the chat pipeline refuses the rest: only the server writes them
+            Topic::Events(_) | Topic::Presence(_) | Topic::Inbox(_) => 0,
+        };
         Ok(Routed::Accepted(stored))
     }
 
@@ -99,11 +104,12 @@ impl Session {
                 ts: now_millis(),
             };
             let inbox = Topic::Inbox(self.user()).to_string();
-            // nobody reading the inbox: the router is not asked to match a topic for no one; a
-            // flood of refused publishes gets the first notices of each second, not a queue
-            if self.edge.router_filters.wanted(&inbox) {
+            // nobody reading the inbox: no notice is made; a flood of refused publishes gets the
+            // first notices of each second, not a queue
+            if self.edge.hub.follows_inbox(self.user()) {
                 if self.notice_budget.take() {
-                    self.edge.server.publish(inbox, to_payload(&notice));
+                    let message = Message::server(inbox, to_payload(&notice));
+                    self.edge.hub.publish_inbox(self.user(), message);
                 } else {
                     metrics::counter!("roost_inbox_notices_dropped_total").increment(1);
                 }
