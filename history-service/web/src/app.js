@@ -98,11 +98,8 @@ function signOut() {
 
 // ---- rooms ------------------------------------------------------------------------------------
 
-function roomTopics(id) {
-  return [`rooms/${id}/messages`, `rooms/${id}/typing`, `rooms/${id}/receipts`, `rooms/${id}/events`];
-}
-
-/** Adds a room the user is a member of: its members, unread count, and live topics. */
+/** Adds a room the user is a member of: its members and unread count. Its live topics arrive
+ * on the one `rooms/+/+` subscription, which follows the user's rooms as they change. */
 async function addRoom(id) {
   const detail = await api("GET", `/v1/rooms/${id}`);
   const existing = state.rooms.get(id);
@@ -110,7 +107,6 @@ async function addRoom(id) {
   Object.assign(room, { direct: detail.direct, owner: detail.owner, members: detail.members });
   await fetchUnread(room);
   state.rooms.set(id, room);
-  if (!existing) state.client?.subscribe(roomTopics(id), { qos: 1 });
   renderRooms();
   return room;
 }
@@ -123,7 +119,6 @@ async function fetchUnread(room) {
 
 function dropRoom(id, why) {
   state.rooms.delete(id);
-  state.client?.unsubscribe(roomTopics(id));
   if (state.current === id) {
     state.current = null;
     localStorage.removeItem(ROOM_KEY);
@@ -357,7 +352,7 @@ async function connect() {
   });
   state.client = client;
   client.on("connect", () => {
-    const topics = [`users/${user}/inbox`, "presence/+", ...[...state.rooms.keys()].flatMap(roomTopics)];
+    const topics = [`users/${user}/inbox`, "presence/+", "rooms/+/+"];
     client.subscribe(topics, { qos: 1 });
     setConnection("online");
     if (state.connectedOnce) recoverGaps().catch(showSidebarError);
