@@ -3,8 +3,9 @@
 # Roost (auth, ACL, stamping, persistence), same load generator, same machine, one run.
 #
 #   bench/run.sh                 all scenarios
-#   bench/run.sh fanout chat     some of: fanout chat connections persistence history
+#   bench/run.sh fanout chat     some of: fanout chat connections persistence history presence rooms
 #
+# presence and rooms run on Roost only: the other brokers have no presence or rooms of ours.
 # Brokers are pinned to CPU 0 and the load generator to CPU 1 (BENCH_PIN=0 turns that off).
 # Roost uses its embedded store; BENCH_STORE_URI=mongodb://... points it at an empty MongoDB
 # database instead (the server is yours to start, e.g. secantusd-rs, pinned where you like).
@@ -13,9 +14,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history presence rooms)
 : "${CHAT_ROOMS:=1000}" "${CHAT_MEMBERS:=10}" "${CHAT_SECONDS:=20}"
 : "${PERSIST_MESSAGES:=1000000}"
+: "${PRESENCE_USERS:=2000 5000 10000 19000}" "${PRESENCE_SECONDS:=20}"
+: "${ROOMS_CHURN:=10000 100000}"  # rooms created, used and deleted in all, one measurement after each
 
 for tool in mosquitto wrk python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install mosquitto wrk python3" >&2; exit 1; }
@@ -105,6 +108,24 @@ for scenario in "${scenarios[@]}"; do
         # history pages are read from what the persistence scenario stored
         wants persistence || [ $broker != roost ] && continue
         start_broker roost; loadgen roost persistence --messages "$PERSIST_MESSAGES"; history_load; stop_broker ;;
+      presence)
+        [ $broker = roost ] || continue
+        for users in $PRESENCE_USERS; do
+          if [ "$users" -gt "$CONNECTIONS" ]; then
+            echo "presence: $users users need more descriptors than allowed ($CONNECTIONS connections), skipped" >&2
+            continue
+          fi
+          start_broker roost; loadgen roost presence --users "$users" --seconds "$PRESENCE_SECONDS"; stop_broker
+        done ;;
+      rooms)
+        [ $broker = roost ] || continue
+        start_broker roost
+        loadgen roost rooms  # the baseline, before any room is churned
+        churned=0
+        for total in $ROOMS_CHURN; do
+          loadgen roost rooms --churned-before "$churned" --churn $((total - churned)); churned=$total
+        done
+        stop_broker ;;
     esac
   done
 done

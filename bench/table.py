@@ -67,14 +67,58 @@ def ratio(roost, other):
     return f"{roost / other:.2f}x"
 
 
-print("| metric | mosquitto | raw rumqttd | Roost | Roost/mosquitto | Roost/raw rumqttd |")
-print("|---|---:|---:|---:|---:|---:|")
+def mib(kib):
+    return None if kib is None else round(kib / 1024, 1)
+
+
+def table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+side_by_side = []
 for label, scenario, match, path, higher_is_better in ROWS:
     values = [dig(find(b, scenario, **match), path) for b in BROKERS]
     if all(v is None for v in values):
         continue
     ratios = [ratio(values[2], values[0]), ratio(values[2], values[1])] if higher_is_better is not None else ["", ""]
-    print(f"| {label} | {' | '.join(fmt(v) for v in values)} | {' | '.join(ratios)} |")
+    side_by_side.append([label] + [fmt(v) for v in values] + ratios)
+if side_by_side:
+    table(["metric", "mosquitto", "raw rumqttd", "Roost", "Roost/mosquitto", "Roost/raw rumqttd"], side_by_side)
+
+# presence (Roost): one row per number of users; the cost per change beside the fewest users'
+presence = sorted((r["run"] for r in runs if r["run"].get("scenario") == "presence"), key=lambda run: run["users"])
+if presence:
+    first = presence[0]
+    print(f"\npresence: rooms of {first['room_size']}, {first['percent_per_s']}% of the users reconnecting per second")
+    print(f"for {first['seconds']} s; latency from a DISCONNECT sent or CONNACK read to a peer reading the aggregate\n")
+    table(
+        ["users", "presence changes", "broker CPU s", "CPU µs per change", "vs fewest users", "idle CPU ms/s",
+         "p50 ms", "p99 ms", "RSS MiB", "refused filters"],
+        [[fmt(run["users"]), fmt(run["presence_changes"]), fmt(run["cpu_s"]), fmt(run["cpu_us_per_change"]),
+          ratio(run["cpu_us_per_change"], first["cpu_us_per_change"]), fmt(run["idle_cpu_ms_per_s"]),
+          fmt(dig(run, "latency.p50_ms")), fmt(dig(run, "latency.p99_ms")), fmt(mib(run["rss_kib"])),
+          fmt(run["refused_filters"])] for run in presence],
+    )
+
+# rooms (Roost): the chat load after each number of rooms churned, beside the baseline's
+rooms = sorted((r["run"] for r in runs if r["run"].get("scenario") == "rooms"), key=lambda run: run["rooms_churned"])
+if rooms:
+    base = rooms[0]["load"]
+    print(f"\nrooms: the chat load ({base['rooms']} rooms of {base['members']}, {fmt(base['offered_msgs_per_s'])} msg/s)")
+    print("after rooms were created, used and deleted; ratios to the first row\n")
+    table(
+        ["rooms churned", "churned/s", "RSS MiB", "RSS ratio", "CPU µs per message", "CPU ratio", "p50 ms", "p99 ms",
+         "p99 ratio", "lost (load)", "lost (churn)"],
+        [[fmt(run["rooms_churned"]), fmt(run["rooms_per_s"] if run["churned_now"] else None),
+          fmt(mib(run["load"]["rss_kib"])), ratio(run["load"]["rss_kib"], base["rss_kib"]),
+          fmt(run["load"]["cpu_us_per_message"]), ratio(run["load"]["cpu_us_per_message"], base["cpu_us_per_message"]),
+          fmt(dig(run, "load.latency.p50_ms")), fmt(dig(run, "load.latency.p99_ms")),
+          ratio(dig(run, "load.latency.p99_ms"), dig(base, "latency.p99_ms")),
+          fmt(run["load"]["lost"]), fmt(run["churn_lost"])] for run in rooms],
+    )
 failures = [r for r in runs if "error" in r["run"]]
 for r in failures:
     print(f"\nfailed: {r['broker']}: {r['run']['error']}")

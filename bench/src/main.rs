@@ -79,6 +79,36 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Users in rooms of ten, all online on `presence/+` and `rooms/+/+`, a share of them
+    /// reconnecting every second: the broker's CPU time per presence change (Roost).
+    Presence {
+        #[arg(long, default_value_t = 2000)]
+        users: usize,
+        /// Users reconnecting per second, in percent of all (round robin).
+        #[arg(long, default_value_t = 2.0)]
+        percent: f64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    /// Rooms created, used and deleted over HTTP, then a fixed chat load measured (Roost).
+    Rooms {
+        /// Rooms to create, use (one message) and delete before the load; 0: the baseline.
+        #[arg(long, default_value_t = 0)]
+        churn: usize,
+        /// Rooms earlier runs churned on this broker: names go on from there, the report counts them.
+        #[arg(long, default_value_t = 0)]
+        churned_before: usize,
+        /// Rooms in flight at once, each worked through by its own owner account.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// The load: rooms of `load_members`, each member sending 1 msg/s for `seconds`.
+        #[arg(long, default_value_t = 100)]
+        load_rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        load_members: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// QoS 1 messages through the broker, then (Roost) counted back from history.
     Persistence {
         #[arg(long, default_value_t = 1_000_000)]
@@ -104,6 +134,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Connections { count, concurrency } => scenarios::connections(&target, count, concurrency).await?,
         Scenario::History { room, reader, rate, seconds } => {
             scenarios::history(&target, &room, &reader, rate, seconds).await?
+        }
+        Scenario::Presence { users, percent, seconds } => scenarios::presence(&target, users, percent, seconds).await?,
+        Scenario::Rooms { churn, churned_before, concurrency, load_rooms, load_members, seconds } => {
+            scenarios::rooms(&target, churned_before, churn, concurrency, load_rooms, load_members, seconds).await?
         }
         Scenario::Persistence { messages, publishers, size } => {
             scenarios::persistence(&target, messages, publishers, size).await?

@@ -1,6 +1,12 @@
 //! The scenarios. Each returns one JSON report.
 
-use crate::stats::{age_ns, histogram, payload, percentiles};
+mod presence;
+mod rooms;
+
+pub(crate) use presence::presence;
+pub(crate) use rooms::rooms;
+
+use crate::stats::{age_ns, histogram, micros_per, payload, percentiles, round2};
 use crate::target::Target;
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -239,6 +245,7 @@ pub(crate) async fn chat(
         members.spawn(member(client, Some(publishing), go.clone(), permit, run.clone()));
     }
     Run::reach(&run.subscribed, total as u64, Duration::from_secs(300)).await?;
+    let cpu_before = target.cpu_seconds();
     let start = Instant::now();
     let _ = go_tx.send(true);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -246,6 +253,7 @@ pub(crate) async fn chat(
     let published = run.sent.load(Relaxed);
     let expected = published * members_per_room as u64;
     let last = run.settle(expected).await;
+    let cpu_s = cpu_before.zip(target.cpu_seconds()).map(|(before, after)| after - before);
     let rss_kib = target.rss_kib();
     let _ = stop.send(true);
     let latencies = merged(members).await?;
@@ -256,6 +264,7 @@ pub(crate) async fn chat(
         "published": published, "deliveries": delivered, "lost": expected.saturating_sub(delivered),
         "deliveries_per_s": (delivered as f64 / elapsed).round(),
         "latency": percentiles(&latencies), "rss_kib": rss_kib,
+        "cpu_s": cpu_s.map(round2), "cpu_us_per_message": cpu_s.map(|cpu| micros_per(cpu, published)),
     }))
 }
 

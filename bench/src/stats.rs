@@ -1,4 +1,4 @@
-//! Payloads carrying their send time, latency histograms, and the broker's memory.
+//! Payloads carrying their send time, latency histograms, and the broker's memory and CPU time.
 
 use hdrhistogram::Histogram;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,11 +44,37 @@ pub(crate) fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
     })
 }
 
+/// `value` rounded to two decimals, for reports.
+pub(crate) fn round2(value: f64) -> f64 {
+    (value * 100.0).round() / 100.0
+}
+
+/// Microseconds of `cpu_s` CPU seconds per unit of work, `units` of it done.
+pub(crate) fn micros_per(cpu_s: f64, units: u64) -> f64 {
+    round2(cpu_s * 1e6 / units.max(1) as f64)
+}
+
 /// Resident memory of process `pid` in KiB.
 pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Clock ticks per second of the times in `/proc/PID/stat` (`USER_HZ`, which Linux fixes at 100
+/// for what it shows user space; proc(5): divide by `sysconf(_SC_CLK_TCK)`).
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds process `pid` has used so far, user and system, all its threads (`utime` +
+/// `stime` of `/proc/PID/stat`, to 10 ms).
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name (field 2) is in parentheses and may hold spaces; fields 14 and 15 are
+    // the 12th and 13th after it
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
 }
 
 #[cfg(test)]
@@ -61,5 +87,14 @@ mod tests {
         assert!(value["body"].is_string());
         let envelope = format!(r#"{{"id":"x","seq":1,"body":{}}}"#, value["body"]);
         assert!(super::age_ns(envelope.as_bytes()).unwrap() < 60_000_000_000);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_is_read_and_grows() {
+        let before = super::cpu_seconds(std::process::id()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while super::cpu_seconds(std::process::id()).unwrap() <= before {
+            assert!(std::time::Instant::now() < deadline, "no CPU time counted after 10 s of spinning");
+        }
     }
 }

@@ -16,6 +16,7 @@ struct Roost {
 }
 
 /// A broker to load.
+#[derive(Clone)]
 pub(crate) struct Target {
     port: u16,
     roost: Option<Arc<Roost>>,
@@ -61,14 +62,22 @@ impl Target {
         options
     }
 
-    /// Creates `room` with `members` (first one owns it). Nothing to do on anonymous brokers.
+    /// Creates each room with its members (the first one owns it), `SETUP_CONCURRENCY` requests
+    /// in flight. Nothing to do on anonymous brokers.
     pub(crate) async fn make_rooms(&self, rooms: Vec<(String, Vec<String>)>) -> anyhow::Result<()> {
         let Some(roost) = &self.roost else { return Ok(()) };
-        for (room, members) in &rooms {
-            let owner = &members[0];
-            roost.post(owner, "/v1/rooms", Some(serde_json::json!({"name": room}))).await?;
-        }
         let limit = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+        let mut creates = JoinSet::new();
+        for (room, members) in &rooms {
+            let (roost, limit, owner, room) = (roost.clone(), limit.clone(), members[0].clone(), room.clone());
+            creates.spawn(async move {
+                let _permit = limit.acquire_owned().await?;
+                roost.create_room(&owner, &room).await
+            });
+        }
+        while let Some(created) = creates.join_next().await {
+            created??;
+        }
         let mut joins = JoinSet::new();
         for (room, members) in rooms {
             for member in members.into_iter().skip(1) {
@@ -82,6 +91,26 @@ impl Target {
         while let Some(joined) = joins.join_next().await {
             joined??;
         }
+        Ok(())
+    }
+
+    /// Creates `room` owned by `owner` (Roost only).
+    pub(crate) async fn create_room(&self, owner: &str, room: &str) -> anyhow::Result<()> {
+        let Some(roost) = &self.roost else { anyhow::bail!("creating rooms needs --http and --secret") };
+        roost.create_room(owner, room).await
+    }
+
+    /// Deletes `room` as its owner `owner` (Roost only).
+    pub(crate) async fn delete_room(&self, owner: &str, room: &str) -> anyhow::Result<()> {
+        let Some(roost) = &self.roost else { anyhow::bail!("deleting rooms needs --http and --secret") };
+        let path = format!("/v1/rooms/{room}");
+        let response = roost
+            .client
+            .delete(format!("{}{path}", roost.http))
+            .bearer_auth(roost.tokens.issue(owner, 3600))
+            .send()
+            .await?;
+        anyhow::ensure!(response.status().is_success(), "DELETE {path} as {owner}: {}", response.status());
         Ok(())
     }
 
@@ -112,9 +141,18 @@ impl Target {
     pub(crate) fn rss_kib(&self) -> Option<u64> {
         self.pid.and_then(crate::stats::rss_kib)
     }
+
+    /// CPU seconds the broker has used so far, when its pid is known.
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        self.pid.and_then(crate::stats::cpu_seconds)
+    }
 }
 
 impl Roost {
+    async fn create_room(&self, owner: &str, room: &str) -> anyhow::Result<()> {
+        self.post(owner, "/v1/rooms", Some(serde_json::json!({"name": room}))).await
+    }
+
     async fn post(&self, user: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<()> {
         let mut request = self.client.post(format!("{}{path}", self.http)).bearer_auth(self.tokens.issue(user, 3600));
         if let Some(body) = body {

@@ -31,12 +31,14 @@ pub(crate) struct Message {
     pub(crate) properties: Option<PublishProperties>,
     /// When it expires (MQTT 5 message expiry), milliseconds since the epoch.
     pub(crate) expires_at: Option<i64>,
+    /// The connection that published it (its claim's generation), for no-local; `None`: the server.
+    pub(crate) origin: Option<SessionId>,
 }
 
 impl Message {
     /// A server message on `topic`: no properties, no expiry.
     pub(crate) fn server(topic: impl Into<Bytes>, payload: impl Into<Bytes>) -> Self {
-        Self { topic: topic.into(), payload: payload.into(), properties: None, expires_at: None }
+        Self { topic: topic.into(), payload: payload.into(), properties: None, expires_at: None, origin: None }
     }
 
     /// What it holds in a session's queue.

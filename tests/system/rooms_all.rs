@@ -195,8 +195,8 @@ async fn wildcard_deliveries_carry_the_subscription_identifier() {
     )
     .await;
     assert_eq!(bob.expect("suback").await["codes"], json!([1]));
+    // not waiting for the PUBACK: `expect` would skip a message delivered before it
     bob.publish("rooms/lobby/messages", r#"{"body":"my own"}"#, 1).await;
-    assert_eq!(bob.expect("published").await["rc"], 0);
 
     let mut alice = Agent::online(&system, "alice", json!({"protocol": 5})).await;
     alice.publish("rooms/lobby/messages", r#"{"body":"hello bob"}"#, 1).await;

@@ -412,8 +412,9 @@ impl Session {
         let allowed = self.last_verdict.allowed(policy.membership().version(), &message.topic, |topic| {
             std::str::from_utf8(topic).is_ok_and(|t| policy.may_receive(user, t))
         });
-        // stamped messages go out at the subscription's QoS; only the deadline travels
-        let tag = RouteTag { qos: 2, retain: false, origin: None, expires_at: message.expires_at, message: None };
+        // stamped messages go out at the subscription's QoS
+        let tag =
+            RouteTag { qos: 2, retain: false, origin: message.origin, expires_at: message.expires_at, message: None };
         let forwarded = Forwarded { subscription, overlapping, tag: Some(tag), snapshot: false, allowed };
         if let Some(decision) = self.delivery.decide(&forwarded, now_millis) {
             let publish = Publish::new(message.topic.clone(), message.payload.clone(), false);

@@ -77,7 +77,8 @@ impl Session {
             Outcome::Dropped => return Ok(Routed::Accepted(None)),
             Outcome::Refused(why) => return Ok(self.refuse(&raw_topic, why)),
         };
-        let message = Message { topic, payload: Bytes::from(payload), properties, expires_at };
+        let origin = Some(self.identity.generation);
+        let message = Message { topic, payload: Bytes::from(payload), properties, expires_at, origin };
         match chat_topic {
             Topic::Device { user, .. } => self.edge.hub.publish_presence(user, message),
             Topic::Messages(room) => self.edge.hub.publish_room(room, Kinds::MESSAGES, message),
