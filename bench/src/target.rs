@@ -149,6 +149,7 @@ impl Target {
 }
 
 impl Roost {
+    /// `POST /v1/rooms` as `owner`, who becomes its owner and first member.
     async fn create_room(&self, owner: &str, room: &str) -> anyhow::Result<()> {
         self.post(owner, "/v1/rooms", Some(serde_json::json!({"name": room}))).await
     }
