@@ -213,20 +213,23 @@ pub(crate) async fn presence(target: &Target, users: usize, percent: f64, second
     let window = start.elapsed().as_secs_f64();
     let cpu_s = cpu_before.zip(target.cpu_seconds()).map(|(before, after)| after - before);
     let rss_kib = target.rss_kib();
+    // read before the users stop: their closing connections make offline changes of their own,
+    // which peers still listening would time from each user's departure in the window
+    let latency = percentiles(&shared.latencies.lock().expect("latency lock"));
+    let deliveries = shared.deliveries.load(Relaxed);
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
 
     let (departures, returns) = (shared.departures.load(Relaxed), shared.returns.load(Relaxed));
     // each departure changes the device and the aggregate to offline, each return both to online
     let changes = 2 * (departures + returns);
-    let latencies = shared.latencies.lock().expect("latency lock");
     Ok(json!({
         "scenario": "presence", "users": users, "room_size": ROOM_SIZE, "percent_per_s": percent, "seconds": seconds,
         "refused_filters": shared.refused.load(Relaxed), "departures": departures, "returns": returns,
-        "not_back": back, "presence_changes": changes, "aggregate_deliveries": shared.deliveries.load(Relaxed),
+        "not_back": back, "presence_changes": changes, "aggregate_deliveries": deliveries,
         "connection_errors": shared.errors.load(Relaxed), "window_s": round2(window),
         "cpu_s": cpu_s.map(round2), "cpu_us_per_change": cpu_s.map(|cpu| micros_per(cpu, changes)),
         "idle_cpu_ms_per_s": idle.map(|cpu| round2(cpu * 1000.0)),
-        "latency": percentiles(&latencies), "rss_kib": rss_kib,
+        "latency": latency, "rss_kib": rss_kib,
     }))
 }
