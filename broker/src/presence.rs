@@ -112,7 +112,7 @@ fn message(topic: Topic<'_>, payload: Vec<u8>) -> Message {
     Message::server(topic.to_string(), payload)
 }
 
-/// The presence board: updated by connections, published through the server link.
+/// The presence board: updated by connections, carried to peers by the hub.
 pub struct Presence {
     users: Mutex<HashMap<String, UserPresence>>,
     hub: Arc<Hub>,

@@ -73,13 +73,14 @@ impl BrokerRelay {
     fn publish(&self, topic: &str, payload: &str) {
         let message = || Message::server(topic.to_owned(), payload.to_owned());
         match Topic::parse(topic) {
-            Some(Topic::Events(room)) => self.hub.publish_room(room, Kinds::EVENTS, message()),
-            Some(Topic::Inbox(user)) => self.hub.publish_inbox(user, message()),
-            _ => {
-                self.server.publish(topic.to_owned(), payload.as_bytes().to_vec());
-                0
+            Some(Topic::Events(room)) => {
+                self.hub.publish_room(room, Kinds::EVENTS, message());
             }
-        };
+            Some(Topic::Inbox(user)) => {
+                self.hub.publish_inbox(user, message());
+            }
+            _ => self.server.publish(topic.to_owned(), payload.as_bytes().to_vec()),
+        }
     }
 
     /// Applies the outbox entries after position `from` until `shutdown` (split deployment).

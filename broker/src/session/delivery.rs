@@ -102,8 +102,7 @@ struct EdgePkids {
 
 impl EdgePkids {
     /// A free packet id; `None` when every one is in flight.
-    fn take(&mut self, qos: u8) -> Option<u16> {
-        debug_assert!(qos > 0);
+    fn take(&mut self) -> Option<u16> {
         if self.in_flight.len() >= usize::from(u16::MAX - ROUTER_MAX_PKID) {
             return None;
         }
@@ -228,7 +227,7 @@ impl Delivery {
                 0
             }
             Source::Edge => {
-                let Some(pkid) = self.edge_pkids.take(qos) else {
+                let Some(pkid) = self.edge_pkids.take() else {
                     metrics::counter!("roost_mqtt_messages_skipped_total").increment(1);
                     return (None, 0);
                 };
@@ -405,12 +404,12 @@ mod tests {
     #[test]
     fn the_edge_numbers_its_deliveries_above_the_routers_ids_and_reuses_freed_ones() {
         let mut pkids = EdgePkids::default();
-        let first = pkids.take(1).unwrap();
+        let first = pkids.take().unwrap();
         assert_eq!(first, ROUTER_MAX_PKID + 1);
         assert!(is_edge_pkid(first) && !is_edge_pkid(ROUTER_MAX_PKID));
         pkids.last = u16::MAX - 1;
-        assert_eq!(pkids.take(1), Some(u16::MAX));
-        assert_eq!(pkids.take(1), Some(ROUTER_MAX_PKID + 2), "wraps past the one still in flight");
+        assert_eq!(pkids.take(), Some(u16::MAX));
+        assert_eq!(pkids.take(), Some(ROUTER_MAX_PKID + 2), "wraps past the one still in flight");
         assert!(pkids.release(first));
         assert!(!pkids.release(first), "released once");
     }
