@@ -406,8 +406,13 @@ impl Session {
     /// ask together (the highest QoS, every identifier), checking membership again.
     fn deliver_edge(&mut self, message: &Message) {
         let topic = std::str::from_utf8(&message.topic).unwrap_or_default();
-        let overlapping: Vec<&Subscription> = self.subscriptions.all_matching(topic).collect();
-        let Some(&subscription) = overlapping.first() else { return };
+        let mut matching = self.subscriptions.all_matching(topic);
+        let Some(subscription) = matching.next() else { return };
+        // the list of every match is made only when there are several (no allocation otherwise)
+        let overlapping: Vec<&Subscription> = match matching.next() {
+            Some(second) => [subscription, second].into_iter().chain(matching).collect(),
+            None => Vec::new(),
+        };
         let (policy, user) = (&self.edge.policy, &self.identity.user);
         let allowed = self.last_verdict.allowed(policy.membership().version(), &message.topic, |topic| {
             std::str::from_utf8(topic).is_ok_and(|t| policy.may_receive(user, t))
