@@ -258,6 +258,7 @@ impl App {
             }
         };
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(crate::memory::release_periodically(when_stopped()));
         if let Some(HttpPart { listener, api, config, retention }) = self.http {
             let stopped = when_stopped();
             tasks.spawn(async move { serve(listener, api, &config, stopped).await });
