@@ -212,6 +212,14 @@ impl Index {
     fn sessions_of(&self, user: &str) -> &[SessionId] {
         self.by_user.get(user).map_or(&[], Vec::as_slice)
     }
+
+    /// The sessions of `user` that follow their inbox.
+    fn inbox_followers(&self, user: &str) -> impl Iterator<Item = &Follower> {
+        self.sessions_of(user)
+            .iter()
+            .filter_map(|id| self.followers.get(id))
+            .filter(|follower| follower.interests.contains(&Interest::Inbox))
+    }
 }
 
 /// The routing table of Roost's namespaces.
@@ -389,23 +397,12 @@ impl Hub {
     pub(crate) fn publish_inbox(&self, user: &str, message: Message) -> usize {
         let message = Arc::new(message);
         let index = self.index.read().expect("hub lock");
-        index
-            .sessions_of(user)
-            .iter()
-            .filter_map(|id| index.followers.get(id))
-            .filter(|follower| follower.interests.contains(&Interest::Inbox))
-            .filter(|follower| follower.send(&message))
-            .count()
+        index.inbox_followers(user).filter(|follower| follower.send(&message)).count()
     }
 
     /// Whether any session of `user` follows their inbox.
     pub(crate) fn follows_inbox(&self, user: &str) -> bool {
-        let index = self.index.read().expect("hub lock");
-        index
-            .sessions_of(user)
-            .iter()
-            .filter_map(|id| index.followers.get(id))
-            .any(|follower| follower.interests.contains(&Interest::Inbox))
+        self.index.read().expect("hub lock").inbox_followers(user).next().is_some()
     }
 }
 
