@@ -4,11 +4,14 @@ use crate::settings::Settings;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use roost_auth::passwords::PasswordPool;
 use roost_auth::tokens::random_secret;
-use roost_auth::{MembershipView, OperatorRules, Policy, TokenService};
+use roost_auth::{MembershipView, OperatorRules, Policy, TokenService, UrlSigner};
 use roost_broker::{Broker, BrokerDeps};
 use roost_history::http::{serve, AuthThrottle, HttpConfig};
+use roost_history::media::Uploads;
 use roost_history::{ApiConfig, AppState, ClientConfig};
-use roost_store::{Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store};
+use roost_store::{
+    FsBlobs, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store,
+};
 use secrecy::SecretString;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +34,8 @@ pub enum AppError {
     Bind { addr: String, source: std::io::Error },
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("media store: {0}")]
+    Media(String),
 }
 
 /// Queued records the ingest may hold before publishers wait.
@@ -97,6 +102,7 @@ struct HttpPart {
     api: axum::Router,
     config: HttpConfig,
     retention: (RetentionPolicy, Arc<dyn Store>),
+    uploads: Uploads,
 }
 
 /// A bound, ready-to-run Roost (or one half of it).
@@ -166,6 +172,19 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
+/// The uploads service over the blob store `media.store` names (files under the data dir).
+fn open_uploads(
+    settings: &Settings,
+    store: Arc<dyn Store>,
+    membership: Arc<MembershipView>,
+    signer: UrlSigner,
+) -> Result<Uploads, AppError> {
+    let dir = settings.data_dir.join("media");
+    let blobs = FsBlobs::open(dir.join("blobs")).map_err(|e| AppError::Media(e.to_string()))?;
+    Uploads::new(settings.media.clone(), store, Arc::new(blobs), membership, signer, dir.join("spool"))
+        .map_err(|e| AppError::Media(e.to_string()))
+}
+
 impl App {
     /// Opens the store, loads membership and binds the listeners of `role`.
     pub async fn build(settings: Settings, role: Role) -> Result<Self, AppError> {
@@ -173,7 +192,8 @@ impl App {
         if role != Role::AllInOne {
             settings.validate_split()?;
         }
-        let tokens = TokenService::new(&signing_secret(&settings)?);
+        let secret = signing_secret(&settings)?;
+        let tokens = TokenService::new(&secret);
         let store = open_store(&settings).await?;
         // split, the broker follows the outbox from here: read before the view it updates
         let outbox_start = if role == Role::Broker { Some(store.outbox_head().await?) } else { None };
@@ -224,13 +244,24 @@ impl App {
                     auth.attempts_per_user,
                     settings.http.trust_forwarded_for,
                 ));
-                let state =
-                    AppState { store, tokens, membership, relay, presence, metrics, config, passwords, throttle };
+                let uploads = open_uploads(&settings, store.clone(), membership.clone(), UrlSigner::new(&secret))?;
+                let state = AppState {
+                    store,
+                    tokens,
+                    membership,
+                    relay,
+                    presence,
+                    metrics,
+                    config,
+                    passwords,
+                    throttle,
+                    uploads: uploads.clone(),
+                };
                 let listener = TcpListener::bind(&settings.http.listen)
                     .await
                     .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
                 let config = settings.http.clone();
-                Some(HttpPart { listener, api: roost_history::http::router(state), config, retention })
+                Some(HttpPart { listener, api: roost_history::http::router(state), config, retention, uploads })
             }
         };
         Ok(Self { broker, http })
@@ -259,7 +290,8 @@ impl App {
         };
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(crate::memory::release_periodically(when_stopped()));
-        if let Some(HttpPart { listener, api, config, retention }) = self.http {
+        if let Some(HttpPart { listener, api, config, retention, uploads }) = self.http {
+            tasks.spawn(uploads.sweep_until(when_stopped()));
             let stopped = when_stopped();
             tasks.spawn(async move { serve(listener, api, &config, stopped).await });
             let (policy, store) = retention;

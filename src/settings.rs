@@ -4,6 +4,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use roost_broker::BrokerConfig;
 use roost_history::http::HttpConfig;
+use roost_history::media::MediaConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub retention: RetentionSettings,
     pub rooms: RoomSettings,
+    /// The uploads service's own settings type (`[media]`).
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +98,7 @@ impl Default for Settings {
             },
             retention: RetentionSettings { max_age: None, max_messages: None, interval: 300 },
             rooms: RoomSettings { max_per_user: 1000 },
+            media: MediaConfig::default(),
         }
     }
 }
@@ -169,6 +173,10 @@ impl Settings {
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "ROOST_MQTT__MAX_CONNECTIONS", "must be at least 1".into());
         }
+        if self.media.store != "fs" {
+            let reason = format!("'{}' is not a media store (this build has: fs)", self.media.store);
+            return invalid("media.store", "ROOST_MEDIA__STORE", reason);
+        }
         if let Some(secret) = &self.auth.secret {
             if secret.expose_secret().len() < MIN_SECRET_BYTES {
                 let reason = format!(
@@ -191,6 +199,9 @@ impl Settings {
                 "ROOST_MQTT__MAX_CONNECTIONS_PER_BOT",
                 self.mqtt.max_connections_per_bot as u64,
             ),
+            ("media.max_upload_size", "ROOST_MEDIA__MAX_UPLOAD_SIZE", self.media.max_upload_size),
+            ("media.url_ttl", "ROOST_MEDIA__URL_TTL", self.media.url_ttl),
+            ("media.max_pixels", "ROOST_MEDIA__MAX_PIXELS", self.media.max_pixels),
             ("http.header_timeout", "ROOST_HTTP__HEADER_TIMEOUT", self.http.header_timeout),
             ("http.request_timeout", "ROOST_HTTP__REQUEST_TIMEOUT", self.http.request_timeout),
             ("auth.attempts_per_address", "ROOST_AUTH__ATTEMPTS_PER_ADDRESS", self.auth.attempts_per_address.into()),

@@ -1,4 +1,5 @@
-//! Who may connect and what they may touch: tokens, passwords, room membership, topic ACL.
+//! Who may connect and what they may touch: tokens, signed media URLs, passwords, room
+//! membership, topic ACL.
 
 pub mod acl;
 pub mod membership;
@@ -6,8 +7,10 @@ pub mod passwords;
 pub mod rate;
 pub mod rules;
 pub mod tokens;
+pub mod urls;
 
 pub use acl::{Decision, Policy};
 pub use membership::MembershipView;
 pub use rules::{OperatorRules, Rule, ANONYMOUS};
 pub use tokens::{TokenError, TokenService};
+pub use urls::UrlSigner;

@@ -1,5 +1,6 @@
 //! The chat pipeline: what becomes of a publish on one of Roost's own topics. It is authorized
-//! against membership, validated, stamped with its sender and time, numbered and handed to the
+//! against membership, validated, its attachments expanded from the room's uploads, stamped
+//! with its sender and time, numbered and handed to the
 //! ingest (room messages), and comes back as the payload to fan out through the router. The
 //! ingest then reports every stored message to whoever listens
 //! (`IngestHandle::stored_messages`: the seam push notifications and other nodes attach to).
@@ -9,8 +10,8 @@ use crate::retries::RecentMessages;
 use crate::sequencer::Sequencer;
 use crate::stamp::{self, Accepted, Invalid, Rejection};
 use roost_auth::{Decision, Policy};
-use roost_protocol::{to_payload, Topic};
-use roost_store::{IngestHandle, Record};
+use roost_protocol::{to_payload, Attachment, AttachmentRef, Topic};
+use roost_store::{retry_until_ok, IngestHandle, Record, Store};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
@@ -34,12 +35,45 @@ pub(crate) struct Chat {
     sequencer: Arc<Sequencer>,
     ingest: IngestHandle,
     hub: Arc<Hub>,
+    store: Arc<dyn Store>,
     recent: RecentMessages,
 }
 
 impl Chat {
-    pub(crate) fn new(policy: Policy, sequencer: Arc<Sequencer>, ingest: IngestHandle, hub: Arc<Hub>) -> Self {
-        Self { policy, sequencer, ingest, hub, recent: RecentMessages::default() }
+    pub(crate) fn new(
+        policy: Policy,
+        sequencer: Arc<Sequencer>,
+        ingest: IngestHandle,
+        hub: Arc<Hub>,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self { policy, sequencer, ingest, hub, store, recent: RecentMessages::default() }
+    }
+
+    /// The uploads `refs` names, each an upload to `room`, as a message shows them.
+    async fn attachments(
+        &self,
+        room: &str,
+        refs: Option<&[AttachmentRef]>,
+    ) -> Result<Option<Vec<Attachment>>, Invalid> {
+        let Some(refs) = refs.filter(|refs| !refs.is_empty()) else { return Ok(None) };
+        let mut attachments = Vec::with_capacity(refs.len());
+        for AttachmentRef { media } in refs {
+            let found = retry_until_ok("looking up an attachment", || self.store.media(media)).await;
+            // another room's upload reads as no upload: ids say nothing of rooms one is not in
+            match found.filter(|found| found.room == room) {
+                Some(found) => attachments.push(found.attachment()),
+                None => return Err(Invalid::new(Rejection::UnknownMedia, format!("no upload {media} in this room"))),
+            }
+        }
+        Ok(Some(attachments))
+    }
+
+    /// Records that message `seq` shows `attachments`, so their uploads are kept while it is.
+    async fn reference(&self, attachments: Option<&[Attachment]>, seq: i64) {
+        for attachment in attachments.into_iter().flatten() {
+            retry_until_ok("referencing an attachment", || self.store.reference_media(&attachment.media, seq)).await;
+        }
     }
 
     /// Runs `payload`, published by (`user`, `client_id`) on `topic`, through the pipeline.
@@ -56,11 +90,15 @@ impl Chat {
             Err(invalid) => return Outcome::Refused(invalid),
         };
         match (accepted, topic.room()) {
-            (Accepted::Message(message), Some(room)) => {
+            (Accepted::Message(mut message), Some(room)) => {
+                let attachments = match self.attachments(room, message.attachments.take().as_deref()).await {
+                    Ok(attachments) => attachments,
+                    Err(invalid) => return Outcome::Refused(invalid),
+                };
                 let client_id = message.id.clone();
                 if let Some(seq) = client_id.as_deref().and_then(|id| self.recent.seq_of(room, user, id)) {
                     // the same message again: its number and delivery stand, the store keeps it once
-                    let again = stamp::envelope(room, user, seq, message);
+                    let again = stamp::envelope(room, user, seq, message, attachments);
                     metrics::counter!("roost_messages_retried_total").increment(1);
                     return Outcome::Again { stored: self.ingest.submit_confirmed(Record::Message(again)).await };
                 }
@@ -73,7 +111,8 @@ impl Chat {
                 if let Some(id) = &client_id {
                     self.recent.remember(room, user, id, seq);
                 }
-                let envelope = stamp::envelope(room, user, seq, message);
+                self.reference(attachments.as_deref(), seq).await;
+                let envelope = stamp::envelope(room, user, seq, message, attachments);
                 let payload = to_payload(&envelope);
                 metrics::counter!("roost_messages_total").increment(1);
                 let stored = self.ingest.submit_confirmed(Record::Message(envelope)).await;

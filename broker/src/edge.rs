@@ -63,11 +63,11 @@ impl Edge {
     ) -> Self {
         let hub = Arc::new(Hub::new(deps.policy.membership().clone()));
         let presence = Arc::new(Presence::new(hub.clone(), deps.store.clone(), deps.policy.clone(), &background));
-        let sequencer = Arc::new(Sequencer::new(deps.store));
+        let sequencer = Arc::new(Sequencer::new(deps.store.clone()));
         let router_filters = Arc::new(RouterFilters::new(config.max_filters_per_user));
         Self {
             connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
-            chat: Chat::new(deps.policy.clone(), sequencer.clone(), deps.ingest, hub.clone()),
+            chat: Chat::new(deps.policy.clone(), sequencer.clone(), deps.ingest, hub.clone(), deps.store),
             hub,
             router_filters,
             slots: Arc::new(Slots::new(

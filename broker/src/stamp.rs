@@ -2,8 +2,8 @@
 //! the room's next sequence number.
 
 use roost_protocol::{
-    now_millis, to_payload, ClientMessage, DeviceStatus, Envelope, ReceiptIn, ReceiptStamped, Topic, TypingIn,
-    TypingStamped,
+    now_millis, to_payload, Attachment, ClientMessage, DeviceStatus, Envelope, ReceiptIn, ReceiptStamped, Topic,
+    TypingIn, TypingStamped,
 };
 use rumqttd::protocol::PubAckReason;
 use serde_json::{Map, Value};
@@ -21,6 +21,7 @@ pub(crate) enum Rejection {
     InvalidReplyTo,
     UnstorableValue,
     InvalidReadSeq,
+    UnknownMedia,
 }
 
 impl Rejection {
@@ -35,6 +36,7 @@ impl Rejection {
             Self::InvalidReplyTo => "invalid_reply_to",
             Self::UnstorableValue => "unstorable_value",
             Self::InvalidReadSeq => "invalid_read_seq",
+            Self::UnknownMedia => "unknown_media",
         }
     }
 
@@ -48,7 +50,8 @@ impl Rejection {
             | Self::InvalidId
             | Self::InvalidReplyTo
             | Self::UnstorableValue
-            | Self::InvalidReadSeq => PubAckReason::PayloadFormatInvalid,
+            | Self::InvalidReadSeq
+            | Self::UnknownMedia => PubAckReason::PayloadFormatInvalid,
         }
     }
 }
@@ -81,8 +84,10 @@ pub(crate) enum Accepted {
 }
 
 const MAX_ID: usize = 64;
-/// Nesting allowed in a message's `attachments` and `data` (MongoDB refuses documents past 100).
+/// Nesting allowed in a message's `data` (MongoDB refuses documents past 100).
 const MAX_DEPTH: usize = 32;
+/// Attachments one message may carry.
+pub(crate) const MAX_ATTACHMENTS: usize = 10;
 
 /// Parses and checks `payload` for `topic`, a topic the sender may publish on.
 pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, Invalid> {
@@ -108,8 +113,14 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
             if message.reply_to.is_some_and(|seq| seq < 1) {
                 return Err(Invalid::new(Rejection::InvalidReplyTo, "reply_to is the seq of an earlier message"));
             }
-            for fields in message.attachments.iter().flatten().chain(&message.data) {
-                storable(fields, 1)?;
+            if message.attachments.as_ref().is_some_and(|attachments| attachments.len() > MAX_ATTACHMENTS) {
+                return Err(Invalid::new(
+                    Rejection::InvalidPayload,
+                    format!("a message carries at most {MAX_ATTACHMENTS} attachments"),
+                ));
+            }
+            if let Some(data) = &message.data {
+                storable(data, 1)?;
             }
             Ok(Accepted::Message(message))
         }
@@ -142,10 +153,9 @@ fn storable(fields: &Map<String, Value>, depth: usize) -> Result<(), Invalid> {
 
 fn storable_value(value: &Value, depth: usize) -> Result<(), Invalid> {
     match value {
-        Value::Object(_) | Value::Array(_) if depth > MAX_DEPTH => Err(Invalid::new(
-            Rejection::UnstorableValue,
-            format!("attachments and data nest at most {MAX_DEPTH} levels"),
-        )),
+        Value::Object(_) | Value::Array(_) if depth > MAX_DEPTH => {
+            Err(Invalid::new(Rejection::UnstorableValue, format!("data nests at most {MAX_DEPTH} levels")))
+        }
         Value::Number(n) if !n.is_i64() && !n.is_f64() => {
             Err(Invalid::new(Rejection::UnstorableValue, format!("{n} is beyond a signed 64-bit integer")))
         }
@@ -155,8 +165,14 @@ fn storable_value(value: &Value, depth: usize) -> Result<(), Invalid> {
     }
 }
 
-/// A stamped message envelope.
-pub(crate) fn envelope(room: &str, from: &str, seq: i64, message: ClientMessage) -> Envelope {
+/// A stamped message envelope, its attachments expanded from the uploads they name.
+pub(crate) fn envelope(
+    room: &str,
+    from: &str,
+    seq: i64,
+    message: ClientMessage,
+    attachments: Option<Vec<Attachment>>,
+) -> Envelope {
     Envelope {
         // time-ordered, so the store's (room, from, id) index grows at its end: random ids
         // there cut SQLite ingest 3.5x (16k instead of 56k msg/s)
@@ -166,7 +182,7 @@ pub(crate) fn envelope(room: &str, from: &str, seq: i64, message: ClientMessage)
         from: from.to_owned(),
         ts: now_millis(),
         body: message.body,
-        attachments: message.attachments,
+        attachments,
         reply_to: message.reply_to,
         data: message.data,
     }
@@ -205,10 +221,6 @@ mod tests {
         let nested = |levels: usize| format!("{}1{}", "[".repeat(levels), "]".repeat(levels));
         assert_eq!(code(r#"{"body":"21.4 C","data":{"celsius":21.4,"n":-9223372036854775808}}"#.into()), None);
         assert_eq!(code(r#"{"body":"x","data":{"n":18446744073709551615}}"#.into()), Some("unstorable_value"));
-        assert_eq!(
-            code(r#"{"body":"x","attachments":[{"a":[{"n":9223372036854775808}]}]}"#.into()),
-            Some("unstorable_value")
-        );
         assert_eq!(code(r#"{"body":"x","data":{"a\u0000b":1}}"#.into()), Some("unstorable_value"));
         assert_eq!(code(format!(r#"{{"body":"x","data":{{"d":{}}}}}"#, nested(31))), None);
         assert_eq!(code(format!(r#"{{"body":"x","data":{{"d":{}}}}}"#, nested(32))), Some("unstorable_value"));
@@ -216,11 +228,23 @@ mod tests {
     }
 
     #[test]
+    fn attachments_name_uploads_and_nothing_else() {
+        let topic = Topic::Messages("lobby");
+        let code = |payload: String| validate(&topic, payload.as_bytes()).err().map(|e| e.rejection.code());
+        assert_eq!(code(r#"{"body":"","attachments":[{"media":"m1"}]}"#.into()), None);
+        // the server says what an upload is; a client's own facts are not taken
+        assert_eq!(code(r#"{"body":"x","attachments":[{"media":"m1","size":1}]}"#.into()), Some("invalid_payload"));
+        assert_eq!(code(r#"{"body":"x","attachments":[{"url":"http://x"}]}"#.into()), Some("invalid_payload"));
+        let many = [r#"{"media":"m"}"#; MAX_ATTACHMENTS + 1].join(",");
+        assert_eq!(code(format!(r#"{{"body":"x","attachments":[{many}]}}"#)), Some("invalid_payload"));
+    }
+
+    #[test]
     fn stamping_overwrites_the_sender() {
         let Ok(Accepted::Message(m)) = validate(&Topic::Messages("lobby"), br#"{"body":"hi","from":"mallory"}"#) else {
             panic!("valid message refused");
         };
-        let stamped = envelope("lobby", "alice", 7, m);
+        let stamped = envelope("lobby", "alice", 7, m, None);
         assert_eq!((stamped.from.as_str(), stamped.seq, stamped.room.as_str()), ("alice", 7, "lobby"));
     }
 }

@@ -9,12 +9,37 @@ pub struct ClientMessage {
     /// Client-chosen id (for retries and local echo); the server makes one when absent.
     pub id: Option<String>,
     pub body: String,
+    /// Uploads (`POST /v1/rooms/{id}/media`) this message shows; the server expands each.
     #[serde(default)]
-    pub attachments: Option<Vec<Map<String, Value>>>,
+    pub attachments: Option<Vec<AttachmentRef>>,
     pub reply_to: Option<i64>,
     /// Machine-readable content beside the body, e.g. a sensor reading.
     #[serde(default)]
     pub data: Option<Map<String, Value>>,
+}
+
+/// An attachment as a client sends it: the id of an upload to the same room.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentRef {
+    pub media: String,
+}
+
+/// An attachment as members receive it: the upload's facts, from the server's record of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Attachment {
+    /// The upload's id: `GET /v1/media/{media}` serves it.
+    pub media: String,
+    pub content_type: String,
+    /// Bytes.
+    pub size: u64,
+    pub filename: String,
+    /// Pixels, for images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
 }
 
 /// A stamped chat message: what every subscriber receives and history stores.
@@ -31,8 +56,7 @@ pub struct Envelope {
     pub ts: i64,
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
-    pub attachments: Option<Vec<Map<String, Value>>>,
+    pub attachments: Option<Vec<Attachment>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<i64>,
     /// The sender's machine-readable content (a JSON object), passed through as sent.

@@ -10,6 +10,7 @@ mod durability;
 mod examples;
 mod harness;
 mod limits;
+mod media;
 mod mqtt5;
 mod openapi;
 mod presence;

@@ -3,7 +3,7 @@
 use super::error::{ApiJson, ErrorBody};
 use super::throttle::ClientAddress;
 use super::{ApiError, AppState};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Json;
@@ -59,6 +59,20 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         Ok(Self(bearer_claims(parts, state)?.sub))
+    }
+}
+
+/// Without an `Authorization` header: no user (a route that also takes other proof); with
+/// one, it must hold.
+impl OptionalFromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, ApiError> {
+        if parts.headers.contains_key(axum::http::header::AUTHORIZATION) {
+            Ok(Some(Self(bearer_claims(parts, state)?.sub)))
+        } else {
+            Ok(None)
+        }
     }
 }
 

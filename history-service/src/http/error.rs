@@ -1,5 +1,6 @@
 //! The one error type of the API, rendered as `{"error":{"code","message"}}`.
 
+use crate::media::MediaError;
 use crate::rooms::RoomError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::header::RETRY_AFTER;
@@ -74,6 +75,17 @@ impl ApiError {
     pub fn method_not_allowed() -> Self {
         Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
     }
+
+    /// 413: an upload past its size limit (`payload_too_large`) or the uploader's quota
+    /// (`quota_exceeded`).
+    fn too_large(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, code, message)
+    }
+
+    /// 415: an upload whose bytes are of a type not accepted, or not the type declared.
+    fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
+    }
 }
 
 impl From<StoreError> for ApiError {
@@ -83,6 +95,29 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "store unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", "the store is unavailable, retry later")
+            }
+        }
+    }
+}
+
+impl From<MediaError> for ApiError {
+    fn from(e: MediaError) -> Self {
+        use MediaError as E;
+        match e {
+            E::Store(e) => e.into(),
+            E::NotFound => Self::not_found(e.to_string()),
+            E::TooLarge(_) => Self::too_large("payload_too_large", e.to_string()),
+            E::OverQuota(_) => Self::too_large("quota_exceeded", e.to_string()),
+            E::Unsupported(_) => Self::unsupported_media_type(e.to_string()),
+            E::BadImage(_) | E::Body(_) => Self::bad_request(e.to_string()),
+            E::NotDeletable => Self::forbidden(e.to_string()),
+            E::Blobs(_) | E::Spool(_) => {
+                tracing::error!(error = %e, "media storage failed");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the media store is unavailable, retry later",
+                )
             }
         }
     }

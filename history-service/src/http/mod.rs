@@ -5,6 +5,7 @@ mod auth;
 mod bots;
 mod error;
 mod history;
+mod media;
 mod ops;
 mod presence;
 mod rooms;
@@ -17,6 +18,7 @@ pub use server::{serve, HttpConfig};
 pub use throttle::AuthThrottle;
 pub use web::ClientConfig;
 
+use crate::media::Uploads;
 use crate::rooms::Rooms;
 use axum::extract::FromRef;
 use axum::Router;
@@ -52,6 +54,13 @@ pub struct AppState {
     /// Hashing threads of their own for register and login.
     pub passwords: PasswordPool,
     pub throttle: Arc<AuthThrottle>,
+    pub uploads: Uploads,
+}
+
+impl FromRef<AppState> for Uploads {
+    fn from_ref(state: &AppState) -> Self {
+        state.uploads.clone()
+    }
 }
 
 impl FromRef<AppState> for Rooms {
@@ -77,6 +86,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(bots::routes())
         .merge(rooms::routes())
         .merge(history::routes())
+        .merge(media::routes())
         .merge(presence::routes())
         .merge(ops::routes())
         .merge(web::routes())

@@ -99,6 +99,40 @@ pub struct Bot {
     pub created_at: i64,
 }
 
+/// An upload to a room: the facts about its bytes, which live in the blob store under `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Media {
+    pub id: String,
+    pub room: String,
+    pub uploader: String,
+    /// As sniffed from the bytes, never as declared.
+    pub content_type: String,
+    pub size: u64,
+    /// Hex SHA-256 of the bytes as stored.
+    pub sha256: String,
+    pub filename: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+    /// The newest message of its room that references it; `None` while none does.
+    pub referenced_by: Option<i64>,
+}
+
+impl Media {
+    /// What a message shows of it.
+    pub fn attachment(&self) -> roost_protocol::Attachment {
+        roost_protocol::Attachment {
+            media: self.id.clone(),
+            content_type: self.content_type.clone(),
+            size: self.size,
+            filename: self.filename.clone(),
+            width: self.width,
+            height: self.height,
+        }
+    }
+}
+
 /// Which slice of a room's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -175,6 +209,27 @@ pub trait Store: Send + Sync + 'static {
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError>;
     /// Deletes the messages `retention` no longer keeps, in every room; returns how many.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;
+
+    /// Keeps the record of an upload; `Conflict` when the id is taken.
+    async fn put_media(&self, media: &Media) -> Result<(), StoreError>;
+    /// The upload `id`, unless its room was deleted since.
+    async fn media(&self, id: &str) -> Result<Option<Media>, StoreError>;
+    /// Records that message `seq` of the upload's room shows it (the newest reference counts).
+    async fn reference_media(&self, id: &str, seq: i64) -> Result<(), StoreError>;
+    /// Bytes of the uploads of `uploader` still kept: what counts against their quota.
+    async fn media_bytes_of(&self, uploader: &str) -> Result<u64, StoreError>;
+    /// Uploads whose bytes may go, at most `limit`: never referenced and made before
+    /// `unused_before`, of a deleted room, or referenced last by a message that history no
+    /// longer keeps (referenced before `referenced_before`, so a message still on its way to
+    /// the store is not mistaken for a pruned one).
+    async fn sweepable_media(
+        &self,
+        unused_before: i64,
+        referenced_before: i64,
+        limit: u32,
+    ) -> Result<Vec<Media>, StoreError>;
+    /// Forgets the upload `id`; true when it was kept.
+    async fn delete_media(&self, id: &str) -> Result<bool, StoreError>;
 
     /// Keeps `presence` as `user`'s current status (the broker writes, the API reads).
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError>;

@@ -1,7 +1,8 @@
 //! Persistence under both halves of Roost: the store contract and its two stores (embedded
-//! SQLite, MongoDB), the ingest that batches stamped traffic into it, retention, and the outbox
-//! that carries the HTTP API's changes to the broker.
+//! SQLite, MongoDB), the blob stores of uploads, the ingest that batches stamped traffic into
+//! it, retention, and the outbox that carries the HTTP API's changes to the broker.
 
+mod blobs;
 mod contract;
 mod ingest;
 mod mongo;
@@ -11,7 +12,8 @@ mod relay;
 mod retention;
 mod sqlite;
 
-pub use contract::{retry_until_ok, Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+pub use blobs::{BlobError, BlobStream, Blobs, FsBlobs};
+pub use contract::{retry_until_ok, Bot, Media, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use mongo::MongoStore;
 pub use outbox::Directive;

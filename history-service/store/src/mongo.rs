@@ -1,7 +1,7 @@
 //! The production store: MongoDB through the official driver. Portable to any mongod: no
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
-use crate::contract::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+use crate::contract::{Bot, Media, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
 use crate::outbox::Directive;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
@@ -58,6 +58,45 @@ struct BotDoc {
 impl From<BotDoc> for Bot {
     fn from(doc: BotDoc) -> Self {
         Bot { name: doc.name, owner: doc.owner, token_id: doc.token_id, created_at: doc.created_at }
+    }
+}
+
+/// An upload; `room_gone`: its room was deleted, the bytes await the sweeper.
+#[derive(Serialize, Deserialize)]
+struct MediaDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    room: String,
+    uploader: String,
+    content_type: String,
+    /// BSON has no unsigned integers.
+    size: i64,
+    sha256: String,
+    filename: String,
+    width: Option<u32>,
+    height: Option<u32>,
+    created_at: i64,
+    referenced_by: Option<i64>,
+    referenced_at: Option<i64>,
+    #[serde(default)]
+    room_gone: bool,
+}
+
+impl From<MediaDoc> for Media {
+    fn from(d: MediaDoc) -> Self {
+        Media {
+            id: d.id,
+            room: d.room,
+            uploader: d.uploader,
+            content_type: d.content_type,
+            size: u64::try_from(d.size).unwrap_or_default(),
+            sha256: d.sha256,
+            filename: d.filename,
+            width: d.width,
+            height: d.height,
+            created_at: d.created_at,
+            referenced_by: d.referenced_by,
+        }
     }
 }
 
@@ -175,6 +214,10 @@ impl MongoStore {
             .await
             .map_err(unavailable)?;
         self.receipts().create_index(unique(doc! {"room": 1, "user": 1})).await.map_err(unavailable)?;
+        self.media_docs()
+            .create_indexes([plain(doc! {"room": 1}), plain(doc! {"uploader": 1})])
+            .await
+            .map_err(unavailable)?;
         self.refresh_tokens()
             .create_indexes([plain(doc! {"family": 1}), plain(doc! {"expires_at": 1})])
             .await
@@ -212,6 +255,9 @@ impl MongoStore {
     }
     fn presence_docs(&self) -> Collection<PresenceDoc> {
         self.db.collection("presence")
+    }
+    fn media_docs(&self) -> Collection<MediaDoc> {
+        self.db.collection("media")
     }
     fn outbox(&self) -> Collection<OutboxDoc> {
         self.db.collection("outbox")
@@ -338,6 +384,10 @@ impl Store for MongoStore {
         self.receipts().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         self.messages().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         self.rooms().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
+        self.media_docs()
+            .update_many(doc! {"room": id}, doc! {"$set": {"room_gone": true}})
+            .await
+            .map_err(unavailable)?;
         // everything numbered so far belongs to the deleted room: a message in flight that is
         // written after this never shows in a room re-created under the name
         let floor = self.reserve(id, 0).await?;
@@ -480,6 +530,82 @@ impl Store for MongoStore {
             }
         }
         Ok(pruned)
+    }
+
+    async fn put_media(&self, media: &Media) -> Result<(), StoreError> {
+        let m = media.clone();
+        let doc = MediaDoc {
+            id: m.id,
+            room: m.room,
+            uploader: m.uploader,
+            content_type: m.content_type,
+            size: i64::try_from(m.size).unwrap_or(i64::MAX),
+            sha256: m.sha256,
+            filename: m.filename,
+            width: m.width,
+            height: m.height,
+            created_at: m.created_at,
+            referenced_by: m.referenced_by,
+            referenced_at: None,
+            room_gone: false,
+        };
+        self.media_docs().insert_one(doc).await.map(drop).map_err(conflict_or_unavailable)
+    }
+
+    async fn media(&self, id: &str) -> Result<Option<Media>, StoreError> {
+        let found = self.media_docs().find_one(doc! {"_id": id, "room_gone": false}).await.map_err(unavailable)?;
+        Ok(found.map(Media::from))
+    }
+
+    async fn reference_media(&self, id: &str, seq: i64) -> Result<(), StoreError> {
+        let update = doc! {"$max": {"referenced_by": seq}, "$set": {"referenced_at": roost_protocol::now_millis()}};
+        self.media_docs().update_one(doc! {"_id": id}, update).await.map(drop).map_err(unavailable)
+    }
+
+    async fn media_bytes_of(&self, uploader: &str) -> Result<u64, StoreError> {
+        let mut cursor = self.media_docs().find(doc! {"uploader": uploader}).await.map_err(unavailable)?;
+        let mut total = 0u64;
+        while cursor.advance().await.map_err(unavailable)? {
+            total += u64::try_from(cursor.deserialize_current().map_err(unavailable)?.size).unwrap_or_default();
+        }
+        Ok(total)
+    }
+
+    async fn sweepable_media(
+        &self,
+        unused_before: i64,
+        referenced_before: i64,
+        limit: u32,
+    ) -> Result<Vec<Media>, StoreError> {
+        // no joins on every mongod: a referenced upload's message is looked up one by one
+        let filter = doc! {"$or": [
+            {"room_gone": true},
+            {"referenced_by": null, "created_at": {"$lt": unused_before}},
+            {"referenced_by": {"$gt": 0}, "referenced_at": {"$lt": referenced_before}},
+        ]};
+        let mut cursor = self.media_docs().find(filter).await.map_err(unavailable)?;
+        let mut sweepable = Vec::new();
+        while sweepable.len() < limit as usize && cursor.advance().await.map_err(unavailable)? {
+            let media = cursor.deserialize_current().map_err(unavailable)?;
+            let gone = match (media.room_gone, media.referenced_by) {
+                (false, Some(seq)) => self
+                    .messages()
+                    .find_one(doc! {"room": &media.room, "seq": seq})
+                    .await
+                    .map_err(unavailable)?
+                    .is_none(),
+                _ => true,
+            };
+            if gone {
+                sweepable.push(Media::from(media));
+            }
+        }
+        Ok(sweepable)
+    }
+
+    async fn delete_media(&self, id: &str) -> Result<bool, StoreError> {
+        let deleted = self.media_docs().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
+        Ok(deleted.deleted_count == 1)
     }
 
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
-use crate::contract::{Bot, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+use crate::contract::{Bot, Media, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
 use crate::outbox::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
@@ -84,6 +84,24 @@ CREATE TABLE IF NOT EXISTS presence (
     devices INTEGER NOT NULL,
     last_seen INTEGER
 );
+-- uploads; room_gone: the room was deleted, the bytes await the sweeper
+CREATE TABLE IF NOT EXISTS media (
+    id TEXT PRIMARY KEY,
+    room TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    created_at INTEGER NOT NULL,
+    referenced_by INTEGER,
+    referenced_at INTEGER,
+    room_gone INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS media_by_room ON media (room);
+CREATE INDEX IF NOT EXISTS media_by_uploader ON media (uploader);
 CREATE TABLE IF NOT EXISTS outbox (
     position INTEGER PRIMARY KEY AUTOINCREMENT,
     directive TEXT NOT NULL
@@ -198,7 +216,25 @@ fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
     })
 }
 
+fn media_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Media> {
+    Ok(Media {
+        id: row.get(0)?,
+        room: row.get(1)?,
+        uploader: row.get(2)?,
+        content_type: row.get(3)?,
+        size: row.get(4)?,
+        sha256: row.get(5)?,
+        filename: row.get(6)?,
+        width: row.get(7)?,
+        height: row.get(8)?,
+        created_at: row.get(9)?,
+        referenced_by: row.get(10)?,
+    })
+}
+
 const ROOM_COLUMNS: &str = "id, private, owner, direct, created_at";
+const MEDIA_COLUMNS: &str =
+    "id, room, uploader, content_type, size, sha256, filename, width, height, created_at, referenced_by";
 const BOT_COLUMNS: &str = "name, owner, token_id, created_at";
 const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to, data";
 
@@ -344,6 +380,7 @@ impl Store for SqliteStore {
             }
             tx.execute("DELETE FROM rooms WHERE id = ?1", [&id])?;
             tx.execute("UPDATE room_seq SET floor = next WHERE room = ?1", [&id])?;
+            tx.execute("UPDATE media SET room_gone = 1 WHERE room = ?1", [&id])?;
             tx.commit()
         })
         .await
@@ -504,6 +541,88 @@ impl Store for SqliteStore {
             Ok(pruned as u64)
         })
         .await
+    }
+
+    async fn put_media(&self, media: &Media) -> Result<(), StoreError> {
+        let m = media.clone();
+        self.with(move |c| {
+            c.execute(
+                &format!("INSERT INTO media ({MEDIA_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+                params![
+                    m.id,
+                    m.room,
+                    m.uploader,
+                    m.content_type,
+                    m.size,
+                    m.sha256,
+                    m.filename,
+                    m.width,
+                    m.height,
+                    m.created_at,
+                    m.referenced_by
+                ],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn media(&self, id: &str) -> Result<Option<Media>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {MEDIA_COLUMNS} FROM media WHERE id = ?1 AND room_gone = 0"),
+                [id],
+                media_from_row,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn reference_media(&self, id: &str, seq: i64) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE media SET referenced_by = max(coalesce(referenced_by, 0), ?2), referenced_at = ?3 WHERE id = ?1",
+                params![id, seq, roost_protocol::now_millis()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn media_bytes_of(&self, uploader: &str) -> Result<u64, StoreError> {
+        let uploader = uploader.to_owned();
+        self.with(move |c| {
+            c.query_row("SELECT coalesce(sum(size), 0) FROM media WHERE uploader = ?1", [uploader], |r| r.get(0))
+        })
+        .await
+    }
+
+    async fn sweepable_media(
+        &self,
+        unused_before: i64,
+        referenced_before: i64,
+        limit: u32,
+    ) -> Result<Vec<Media>, StoreError> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {MEDIA_COLUMNS} FROM media m WHERE room_gone = 1
+                    OR (referenced_by IS NULL AND created_at < ?1)
+                    OR (referenced_by IS NOT NULL AND referenced_at < ?2 AND NOT EXISTS
+                        (SELECT 1 FROM messages WHERE room = m.room AND seq = m.referenced_by))
+                 LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![unused_before, referenced_before, limit], media_from_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn delete_media(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| c.execute("DELETE FROM media WHERE id = ?1", [id]).map(|n| n == 1)).await
     }
 
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError> {

@@ -3,9 +3,9 @@
 //!
 //! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
-use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_protocol::{Attachment, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use roost_store::{
-    Bot, Directive, MongoStore, Page, Presented, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
+    Bot, Directive, Media, MongoStore, Page, Presented, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
 };
 use std::sync::Arc;
 
@@ -253,8 +253,16 @@ async fn history_pages(backend: impl Backend) {
     assert!(store.messages("other", Page::Latest { limit: 5 }).await.unwrap().is_empty());
 
     let mut rich = envelope("lobby", 12);
-    let attachment = serde_json::json!({"url": "https://example.test/a.png", "size": 1234, "meta": {"w": 2}});
-    rich.attachments = Some(vec![attachment.as_object().unwrap().clone()]);
+    let photo = media("photo", "lobby", "alice", 1234, 1).attachment();
+    let pdf = Attachment {
+        media: "pdf".into(),
+        content_type: "application/pdf".into(),
+        size: 9,
+        filename: "a.pdf".into(),
+        width: None,
+        height: None,
+    };
+    rich.attachments = Some(vec![photo, pdf]);
     rich.reply_to = Some(3);
     let reading = serde_json::json!({"celsius": 21.4, "count": -9_223_372_036_854_775_808i64, "$unit": "C", "a.b": [1, {"c": null}]});
     rich.data = Some(reading.as_object().unwrap().clone());
@@ -302,6 +310,77 @@ async fn receipts_keep_the_furthest_read(backend: impl Backend) {
     assert_eq!(store.last_read("lobby", "bob").await.unwrap(), Some(7));
 }
 
+fn media(id: &str, room: &str, uploader: &str, size: u64, created_at: i64) -> Media {
+    Media {
+        id: id.into(),
+        room: room.into(),
+        uploader: uploader.into(),
+        content_type: "image/png".into(),
+        size,
+        sha256: "00".repeat(32),
+        filename: format!("{id}.png"),
+        width: Some(3),
+        height: Some(2),
+        created_at,
+        referenced_by: None,
+    }
+}
+
+async fn media_records_live_until_swept(backend: impl Backend) {
+    let store = backend.open().await;
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    store.create_room(&room("attic", "alice")).await.unwrap();
+    let (unused, shown, pruned, of_attic) = (
+        media("unused", "lobby", "alice", 10, 1_000),
+        media("shown", "lobby", "alice", 20, 1_000),
+        media("pruned", "lobby", "bob", 40, 1_000),
+        media("of-attic", "attic", "alice", 80, 1_000),
+    );
+    for m in [&unused, &shown, &pruned, &of_attic] {
+        store.put_media(m).await.unwrap();
+    }
+    assert!(matches!(store.put_media(&unused).await, Err(StoreError::Conflict)));
+    assert_eq!(store.media("shown").await.unwrap(), Some(shown.clone()));
+    assert_eq!(store.media("nothing").await.unwrap(), None);
+    assert_eq!(store.media_bytes_of("alice").await.unwrap(), 110);
+
+    // messages 1 and 2 show two uploads; the newest reference is kept
+    assert_eq!(store.reserve_seq("lobby", 2).await.unwrap(), 1);
+    store.write_batch(&[envelope("lobby", 1), envelope("lobby", 2)], &[]).await.unwrap();
+    store.reference_media("shown", 2).await.unwrap();
+    store.reference_media("shown", 1).await.unwrap();
+    store.reference_media("pruned", 1).await.unwrap();
+    assert_eq!(store.media("shown").await.unwrap().unwrap().referenced_by, Some(2));
+
+    let now = roost_protocol::now_millis();
+    let sweepable = |unused_before, referenced_before| {
+        let store = store.clone();
+        async move {
+            let mut ids: Vec<String> = store
+                .sweepable_media(unused_before, referenced_before, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert!(sweepable(0, 0).await.is_empty(), "nothing is old enough, every room and message is there");
+    assert_eq!(sweepable(2_000, 0).await, ["of-attic", "unused"], "never referenced, past the grace");
+    store.prune(Retention { older_than: None, keep_per_room: Some(1) }).await.unwrap();
+    assert_eq!(sweepable(0, now + 1_000).await, ["pruned"], "its message is gone from history");
+    assert_eq!(sweepable(0, 0).await, Vec::<String>::new(), "a reference still on its way is not judged");
+
+    store.delete_room("attic").await.unwrap();
+    assert_eq!(store.media("of-attic").await.unwrap(), None, "a deleted room's uploads are gone at once");
+    assert_eq!(sweepable(0, 0).await, ["of-attic"]);
+    assert!(store.delete_media("of-attic").await.unwrap());
+    assert!(!store.delete_media("of-attic").await.unwrap());
+    assert_eq!(store.media_bytes_of("alice").await.unwrap(), 30);
+}
+
 /// Runs every contract test against the backend `open` makes.
 macro_rules! contract {
     ($backend:ident) => {
@@ -328,6 +407,7 @@ macro_rules! contract {
             run!(late_writes_of_a_deleted_room_stay_hidden);
             run!(receipts_keep_the_furthest_read);
             run!(retention_prunes_by_age_and_count);
+            run!(media_records_live_until_swept);
         }
     };
 }
