@@ -2,6 +2,7 @@
 // (com.hivemq:hivemq-mqtt-client) and OkHttp + org.json for the HTTP API. Same behaviour as the
 // tested python-bot: MQTT 5, username = user, password = access token, stamped envelopes, and
 // gap recovery by `seq` from history after every (re)connect (PROTOCOL.md, sections 2 and 8).
+// Files are uploaded over HTTP first, then attached to a message by id (section 11).
 package dev.roost.example
 
 import androidx.lifecycle.ViewModel
@@ -21,10 +22,35 @@ import okhttp3.MediaType.Companion.toMediaType
 import okhttp3.OkHttpClient
 import okhttp3.Request
 import okhttp3.RequestBody.Companion.toRequestBody
+import org.json.JSONArray
 import org.json.JSONObject
+import java.io.IOException
+import java.net.URLEncoder
 import java.util.UUID
 
-data class Message(val seq: Long, val from: String, val body: String, val ts: Long)
+/** An upload as a message carries it, expanded by the server from its record of the upload. */
+data class Attachment(
+    val media: String,
+    val contentType: String,
+    val size: Long,
+    val filename: String,
+    val width: Int? = null,
+    val height: Int? = null,
+)
+
+data class Message(
+    val seq: Long,
+    val from: String,
+    val body: String,
+    val ts: Long,
+    val attachments: List<Attachment> = emptyList(),
+)
+
+/** The answer of POST /v1/rooms/{room}/media; `url` (a path) works without a bearer header for an hour. */
+data class Upload(val id: String, val url: String, val contentType: String, val size: Long, val filename: String)
+
+/** An upload the server refused: 413 payload_too_large / quota_exceeded, 415 unsupported_media_type, 403/404. */
+class UploadRefused(val status: Int, val code: String?, message: String) : IOException("upload refused: $status $code: $message")
 
 /** Access and refresh tokens from POST /v1/auth/login; refreshed before the access token expires. */
 class Tokens(private val http: OkHttpClient, private val baseUrl: String, var access: String, private var refresh: String) {
@@ -54,6 +80,8 @@ class RoomViewModel(
     private val shown = sortedMapOf<Long, Message>()
     private val _messages = MutableStateFlow<List<Message>>(emptyList())
     val messages: StateFlow<List<Message>> = _messages
+    private val _uploadError = MutableStateFlow<String?>(null)
+    val uploadError: StateFlow<String?> = _uploadError
 
     private val client: Mqtt5AsyncClient = Mqtt5Client.builder()
         .identifier(deviceId) // one stable id per device: it names the device in presence
@@ -76,11 +104,56 @@ class RoomViewModel(
         client.connectWith().cleanStart(false).sessionExpiryInterval(3600).send()
     }
 
-    fun send(body: String) {
+    fun send(body: String, attachments: List<String> = emptyList()) {
         // the client's id makes a re-send after a reconnect idempotent
         val payload = JSONObject().put("id", UUID.randomUUID().toString()).put("body", body)
+        if (attachments.isNotEmpty()) {
+            payload.put("attachments", JSONArray(attachments.map { JSONObject().put("media", it) }))
+        }
         client.publishWith().topic(topic).qos(MqttQos.AT_LEAST_ONCE).payload(payload.toString().toByteArray()).send()
     }
+
+    /**
+     * POST /v1/rooms/{room}/media?filename=…: the raw bytes with their Content-Type and the bearer
+     * header. The server sniffs the bytes: a type outside the declared family is refused (415);
+     * "application/octet-stream" lets the bytes decide. From a picker:
+     * `contentResolver.openInputStream(uri)!!.readBytes()` and `contentResolver.getType(uri)`.
+     */
+    suspend fun upload(bytes: ByteArray, filename: String, contentType: String): Upload = withContext(Dispatchers.IO) {
+        val request = Request.Builder()
+            .url("$baseUrl/v1/rooms/$room/media?filename=${URLEncoder.encode(filename, "UTF-8")}")
+            .header("Authorization", "Bearer ${tokens.access}")
+            .post(bytes.toRequestBody(contentType.toMediaType()))
+            .build()
+        http.newCall(request).execute().use { response ->
+            val text = response.body!!.string()
+            if (response.code != 201) {
+                // {"error":{"code":…,"message":…}}
+                val error = runCatching { JSONObject(text).getJSONObject("error") }.getOrNull()
+                throw UploadRefused(response.code, error?.optString("code"), error?.optString("message").orEmpty())
+            }
+            val json = JSONObject(text)
+            Upload(json.getString("id"), json.getString("url"), json.getString("content_type"),
+                json.getLong("size"), json.getString("filename"))
+        }
+    }
+
+    /** Uploads a file and sends a message attaching it (`{"body","attachments":[{"media":id}]}`). */
+    fun sendFile(bytes: ByteArray, filename: String, contentType: String, body: String = filename) {
+        viewModelScope.launch {
+            try {
+                send(body, listOf(upload(bytes, filename, contentType).id))
+            } catch (failed: IOException) { // UploadRefused, or no network
+                _uploadError.value = failed.message
+            }
+        }
+    }
+
+    /** A request for an attachment's bytes (GET /v1/media/{id}, `Range` supported), for an image loader. */
+    fun download(attachment: Attachment): Request = Request.Builder()
+        .url("$baseUrl/v1/media/${attachment.media}")
+        .header("Authorization", "Bearer ${tokens.access}")
+        .build()
 
     private fun subscribeAndRecover() {
         client.subscribeWith().topicFilter(topic).qos(MqttQos.AT_LEAST_ONCE)
@@ -103,8 +176,19 @@ class RoomViewModel(
         }
     }
 
-    private fun envelope(json: JSONObject) =
-        Message(json.getLong("seq"), json.getString("from"), json.getString("body"), json.getLong("ts"))
+    private fun envelope(json: JSONObject): Message {
+        val attachments = json.optJSONArray("attachments") ?: JSONArray()
+        return Message(
+            json.getLong("seq"), json.getString("from"), json.getString("body"), json.getLong("ts"),
+            (0 until attachments.length()).map { i ->
+                val a = attachments.getJSONObject(i)
+                Attachment(
+                    a.getString("media"), a.getString("content_type"), a.getLong("size"), a.getString("filename"),
+                    if (a.has("width")) a.getInt("width") else null, if (a.has("height")) a.getInt("height") else null,
+                )
+            },
+        )
+    }
 
     /** Live and recovered messages merge by `seq`: each is shown once, in order. */
     private fun show(message: Message) {

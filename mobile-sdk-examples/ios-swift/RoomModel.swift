@@ -2,14 +2,50 @@
 // URLSession for the HTTP API. Same behaviour as the tested python-bot and the Kotlin example:
 // username = user, password = access token, stamped envelopes, gap recovery by `seq` from history
 // after every (re)connect, token refresh on DISCONNECT 0xA0 (PROTOCOL.md, sections 2 and 8).
+// Files are uploaded over HTTP first, then attached to a message by id (section 11).
 import CocoaMQTT
 import Foundation
+
+/// An upload as a message carries it, expanded by the server from its record of the upload.
+struct Attachment: Codable {
+    let media: String
+    let content_type: String
+    let size: Int64
+    let filename: String
+    let width: Int?
+    let height: Int?
+}
 
 struct Message: Codable {
     let seq: Int64
     let from: String
     let body: String
     let ts: Int64
+    let attachments: [Attachment]?
+}
+
+/// The answer of POST /v1/rooms/{room}/media; `url` (a path) works without a bearer header for an hour.
+struct Upload: Codable {
+    let id: String
+    let url: String
+    let content_type: String
+    let size: Int64
+    let sha256: String
+    let filename: String
+    let width: Int?
+    let height: Int?
+}
+
+/// An upload the server refused: 413 payload_too_large / quota_exceeded, 415 unsupported_media_type, 403/404.
+struct UploadRefused: Error {
+    let status: Int
+    let code: String?
+    let message: String?
+}
+
+private struct ErrorBody: Codable {
+    struct Detail: Codable { let code: String; let message: String }
+    let error: Detail
 }
 
 private struct Page: Codable { let messages: [Message] }
@@ -69,11 +105,47 @@ final class RoomModel: ObservableObject, CocoaMQTT5Delegate {
 
     func start() { _ = mqtt.connect() }
 
-    func send(_ body: String) {
+    func send(_ body: String, attachments: [String] = []) {
         // the client's id makes a re-send after a reconnect idempotent
-        let payload = try! JSONSerialization.data(withJSONObject: ["id": UUID().uuidString, "body": body])
+        var message: [String: Any] = ["id": UUID().uuidString, "body": body]
+        if !attachments.isEmpty { message["attachments"] = attachments.map { ["media": $0] } }
+        let payload = try! JSONSerialization.data(withJSONObject: message)
         mqtt.publish(CocoaMQTT5Message(topic: topic, payload: [UInt8](payload), qos: .qos1),
                      DUP: false, retained: false, properties: MqttPublishProperties())
+    }
+
+    /// POST /v1/rooms/{room}/media?filename=…: the raw bytes with their Content-Type and the bearer
+    /// header. The server sniffs the bytes: a type outside the declared family is refused (415);
+    /// "application/octet-stream" lets the bytes decide. From PhotosPicker:
+    /// `item.loadTransferable(type: Data.self)` and `item.supportedContentTypes.first?.preferredMIMEType`.
+    func upload(_ data: Data, filename: String, contentType: String) async throws -> Upload {
+        var components = URLComponents(url: baseURL.appendingPathComponent("v1/rooms/\(room)/media"),
+                                       resolvingAgainstBaseURL: false)!
+        components.queryItems = [URLQueryItem(name: "filename", value: filename)]
+        var request = URLRequest(url: components.url!)
+        request.httpMethod = "POST"
+        request.setValue("Bearer \(tokens.access)", forHTTPHeaderField: "Authorization")
+        request.setValue(contentType, forHTTPHeaderField: "Content-Type")
+        let (body, response) = try await URLSession.shared.upload(for: request, from: data)
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        guard status == 201 else {
+            let error = try? JSONDecoder().decode(ErrorBody.self, from: body)
+            throw UploadRefused(status: status, code: error?.error.code, message: error?.error.message)
+        }
+        return try JSONDecoder().decode(Upload.self, from: body)
+    }
+
+    /// Uploads a file and sends a message attaching it (`{"body","attachments":[{"media":id}]}`).
+    func sendFile(_ data: Data, filename: String, contentType: String, body: String? = nil) async throws {
+        let upload = try await upload(data, filename: filename, contentType: contentType)
+        send(body ?? upload.filename, attachments: [upload.id])
+    }
+
+    /// A request for an attachment's bytes (GET /v1/media/{id}, `Range` supported).
+    func download(_ attachment: Attachment) -> URLRequest {
+        var request = URLRequest(url: baseURL.appendingPathComponent("v1/media/\(attachment.media)"))
+        request.setValue("Bearer \(tokens.access)", forHTTPHeaderField: "Authorization")
+        return request
     }
 
     /// GET /v1/rooms/{room}/messages?after=<highest seq shown>, page by page, oldest first.

@@ -2,9 +2,11 @@
 
 It follows all its rooms on one subscription (`rooms/+/messages`: rooms its owner adds it to
 later too). Commands, as room messages: `!ping` (answers `pong @<sender>`), `!echo <text>`,
-`!stats` (messages seen per sender), answered in the room they came from. With
---readings-every N it posts the machine's load average to --room every N seconds, the number
-also in the message's `data`. After a reconnect it fetches what it missed in each room from
+`!stats` (messages seen per sender), `!report` (the same as a text file, uploaded and attached),
+answered in the room they came from. It prints the attachments of the messages it receives
+(name, type, size). With --send-file PATH it uploads that file to --room once subscribed and
+sends it as an attachment (PROTOCOL.md, 11). With --readings-every N it posts the machine's
+load average to --room every N seconds, the number also in the message's `data`. After a reconnect it fetches what it missed in each room from
 history by `seq` (PROTOCOL.md, 8).
 
     ROOST_USER=helper ROOST_TOKEN=<bot token> python3 bot.py --room lab
@@ -15,10 +17,13 @@ Prints `ready` once subscribed.
 import argparse
 import collections
 import json
+import mimetypes
 import os
 import signal
 import sys
 import threading
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import paho.mqtt.client as mqtt
@@ -59,6 +64,8 @@ class Bot:
         if not self.subscribed_once:
             self.subscribed_once = True
             print("ready", flush=True)
+            if self.args.send_file:
+                self.send_file(self.args.room, self.args.send_file)
             return
         for room, last_seq in list(self.last_seq.items()):
             for envelope in self.missed(room, last_seq):
@@ -81,6 +88,10 @@ class Bot:
         self.last_seq[room] = envelope["seq"]
         sender, body = envelope["from"], envelope["body"]
         self.seen[sender] += 1
+        for attachment in envelope.get("attachments", []):
+            print(f"{room} [{envelope['seq']}] {sender}: attachment {attachment['filename']} "
+                  f"({attachment['content_type']}, {attachment['size']} bytes) media {attachment['media']}",
+                  flush=True)
         if sender == self.user:
             return
         if body == "!ping":
@@ -89,10 +100,57 @@ class Bot:
             self.say(room, body[len("!echo "):])
         elif body == "!stats":
             self.say(room, ", ".join(f"{who}: {count}" for who, count in self.seen.most_common()))
+        elif body == "!report":
+            # uploads on paho's network thread, for brevity: a busy bot would use a worker thread
+            report = "".join(f"{who}\t{count}\n" for who, count in self.seen.most_common())
+            self.send_bytes(room, report.encode(), "report.txt", "text/plain; charset=utf-8",
+                            body=f"report for @{sender}")
 
-    def say(self, room, body, data=None):
-        message = {"body": body} if data is None else {"body": body, "data": data}
+    def say(self, room, body, data=None, attachments=None):
+        message = {"body": body}
+        if data is not None:
+            message["data"] = data
+        if attachments:
+            message["attachments"] = attachments
         self.client.publish(f"rooms/{room}/messages", json.dumps(message), qos=1)
+
+    def upload(self, room, data, filename, content_type):
+        """POST /v1/rooms/{room}/media: the upload ({"id","url","content_type","size",...}).
+
+        The body is the file's bytes, `Content-Type` its type (the server sniffs the bytes and
+        refuses, 415, a type outside the declared family; `application/octet-stream` lets the
+        bytes decide). Raises urllib.error.HTTPError on 413 (too large, quota), 415, 403/404."""
+        query = urllib.parse.urlencode({"filename": filename})
+        url = f"{self.args.http}/v1/rooms/{urllib.parse.quote(room, safe='')}/media?{query}"
+        request = urllib.request.Request(url, data=data, method="POST", headers={
+            "authorization": f"Bearer {self.token}", "content-type": content_type})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.load(response)
+
+    def send_bytes(self, room, data, filename, content_type, body=None):
+        """Uploads `data` to `room` and sends a message that attaches it; False when refused."""
+        try:
+            uploaded = self.upload(room, data, filename, content_type)
+        except urllib.error.HTTPError as refused:
+            # {"error":{"code":"payload_too_large"|"quota_exceeded"|"unsupported_media_type"|...,"message"}}
+            try:
+                detail = json.loads(refused.read())["error"]
+            except (ValueError, KeyError, TypeError):
+                detail = {}
+            print(f"upload of {filename} refused: {refused.code} {detail.get('code')}: {detail.get('message')}",
+                  file=sys.stderr, flush=True)
+            return False
+        except OSError as failed:  # the HTTP API is unreachable
+            print(f"upload of {filename} failed: {failed}", file=sys.stderr, flush=True)
+            return False
+        self.say(room, body if body is not None else uploaded["filename"], attachments=[{"media": uploaded["id"]}])
+        return True
+
+    def send_file(self, room, path, body=None):
+        """Uploads the file at `path` (its type guessed from its name) and sends it to `room`."""
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        with open(path, "rb") as file:
+            return self.send_bytes(room, file.read(), os.path.basename(path), content_type, body)
 
 
 def main():
@@ -101,6 +159,7 @@ def main():
     parser.add_argument("--port", type=int, default=int(os.environ.get("ROOST_MQTT_PORT", "1883")))
     parser.add_argument("--http", default=os.environ.get("ROOST_HTTP", "http://127.0.0.1:8080"))
     parser.add_argument("--room", default="lab", help="where readings go")
+    parser.add_argument("--send-file", metavar="PATH", help="upload PATH to --room once subscribed and send it")
     parser.add_argument("--readings-every", type=float, default=0, help="seconds; 0: no readings")
     bot = Bot(parser.parse_args())
     signal.signal(signal.SIGTERM, lambda *_: bot.stop.set())

@@ -2,6 +2,7 @@
 //! a live Roost, watched by a mosquitto_sub observer.
 
 use crate::harness::{next_on, spawn_system, Output, System, PATIENCE};
+use image::{ImageFormat, RgbImage};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -44,6 +45,19 @@ async fn start_ready(mut command: Command, what: &str) -> (Child, Output) {
     (child, lines)
 }
 
+/// The next line of `out` that contains `text` (earlier ones skipped); panics after PATIENCE.
+async fn line_with(out: &mut Output, text: &str, what: &str) -> String {
+    let wanted = async {
+        while let Some(line) = out.next_line().await.expect("a line") {
+            if line.contains(text) {
+                return line;
+            }
+        }
+        panic!("{what} ended without a line containing {text:?}")
+    };
+    tokio::time::timeout(PATIENCE, wanted).await.unwrap_or_else(|_| panic!("{what} never printed {text:?}"))
+}
+
 /// Runs a build step of an example; panics with its output when it fails.
 async fn build(command: &mut Command, what: &str) {
     let output = command.output().await.unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -81,9 +95,16 @@ async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
     );
     let mut observer = system.mosquitto_sub("observer", &["rooms/lab/messages"]).await;
 
+    // files to send: the Python bot a text file (--send-file), the Node client a small PNG (--file)
+    let (notes, dot) = (built.path().join("notes.txt"), built.path().join("dot.png"));
+    std::fs::write(&notes, "lab notes\n").unwrap();
+    RgbImage::from_fn(4, 3, |x, y| image::Rgb([x as u8 * 60, y as u8 * 80, 90]))
+        .save_with_format(&dot, ImageFormat::Png)
+        .unwrap();
+
     let mut python = example(&system, "helper", &helper, "python3");
-    python.arg(examples().join("python-bot/bot.py")).args(["--room", "lab"]);
-    let (python, _) = start_ready(python, "python-bot").await;
+    python.arg(examples().join("python-bot/bot.py")).args(["--room", "lab", "--send-file"]).arg(&notes);
+    let (python, mut python_out) = start_ready(python, "python-bot").await;
     let mut rust = example(&system, "averager", &averager, rust_target.join("debug/roost-rust-bot").to_str().unwrap());
     rust.args(["--room", "lab", "--every", "3", "--once"]);
     let (mut rust, mut rust_out) = start_ready(rust, "rust-bot").await;
@@ -109,10 +130,28 @@ async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
     assert!(node.status.success(), "node: {printed}{}", String::from_utf8_lossy(&node.stderr));
     assert!(printed.contains("helper: pong @carol"), "{printed}");
 
-    // the observer saw the whole conversation, carol's ping before the bot's pong, and the
-    // average of the readings' data in the averager's
+    // uploads: carol sends a PNG as an attachment and asks the Python bot for its report, a
+    // text file it generates, uploads and attaches; each side prints what it received
+    let node = example(&system, "carol", &system.token("carol", 600), "node")
+        .arg(examples().join("node/chat.mjs"))
+        .args(["--room", "lab", "--file"])
+        .arg(&dot)
+        .args(["--send", "!report", "--until", "report for @carol", "--timeout", "20"])
+        .output()
+        .await
+        .expect("node runs");
+    let printed = String::from_utf8_lossy(&node.stdout);
+    assert!(node.status.success(), "node: {printed}{}", String::from_utf8_lossy(&node.stderr));
+    assert!(printed.contains("carol: dot.png\n  attachment dot.png (image/png, "), "{printed}");
+    assert!(printed.contains(" bytes, 4x3) media "), "{printed}");
+    assert!(printed.contains("helper: report for @carol\n  attachment report.txt (text/plain, "), "{printed}");
+    let got = line_with(&mut python_out, "carol: attachment dot.png", "python-bot").await;
+    assert!(got.contains("(image/png, ") && got.starts_with("lab ["), "{got}");
+
+    // the observer saw the whole conversation, carol's ping before the bot's pong, the average
+    // of the readings' data in the averager's, and the attachments expanded from the uploads
     let mut seen = Vec::new();
-    while seen.len() < 6 {
+    while seen.len() < 10 {
         seen.push(next_on(&mut observer, "rooms/lab/messages").await);
     }
     let said: Vec<String> =
@@ -127,5 +166,37 @@ async fn the_python_c_rust_and_node_examples_chat_with_each_other() {
     let ping = said.iter().position(|m| m == "carol: !ping").expect("carol's ping");
     let pong = said.iter().position(|m| m == "helper: pong @carol").expect("the bot's pong");
     assert!(ping < pong, "{said:?}");
+    let attached = |from: &str, body: &str| {
+        let message = seen.iter().find(|m| m["from"] == from && m["body"] == body);
+        let attachments = message.unwrap_or_else(|| panic!("{from}: {body} in {said:?}"))["attachments"].clone();
+        assert_eq!(attachments.as_array().map(Vec::len), Some(1), "{attachments}");
+        attachments[0].clone()
+    };
+    let sent_notes = attached("helper", "notes.txt");
+    assert_eq!(
+        (&sent_notes["filename"], &sent_notes["content_type"], &sent_notes["size"]),
+        (&json!("notes.txt"), &json!("text/plain"), &json!(10)),
+        "{sent_notes}"
+    );
+    let sent_dot = attached("carol", "dot.png");
+    assert_eq!(
+        (&sent_dot["content_type"], &sent_dot["width"], &sent_dot["height"]),
+        (&json!("image/png"), &json!(4), &json!(3)),
+        "{sent_dot}"
+    );
+    let sent_report = attached("helper", "report for @carol");
+    assert_eq!(
+        (&sent_report["filename"], &sent_report["content_type"]),
+        (&json!("report.txt"), &json!("text/plain")),
+        "{sent_report}"
+    );
+    // a member downloads the generated report with the bearer header: carol's three messages
+    // were counted before her !report
+    let media = sent_report["media"].as_str().expect("a media id");
+    let (status, text) = system.call("GET", &format!("/v1/media/{media}"), Some(&lena), None).await;
+    assert_eq!(status, 200, "{text}");
+    let text = text.as_str().expect("the report's text");
+    assert!(text.contains("carol\t3\n") && text.contains("sensor-1\t3\n"), "{text:?}");
+    assert_eq!(sent_report["size"].as_u64(), Some(text.len() as u64));
     drop(python);
 }
