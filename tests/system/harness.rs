@@ -11,8 +11,11 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+#[path = "../support/s3.rs"]
+mod s3_support;
 #[path = "../support/mongo.rs"]
 mod support;
+pub(crate) use s3_support::{S3Server, BUCKET};
 use support::MongoServer;
 
 /// Line-wise stdout of a client process.
@@ -97,8 +100,14 @@ pub(crate) async fn spawn_with(env: &[(&str, &str)]) -> System {
 
 /// Boots a fresh all-in-one system on a MongoDB-wire server of its own; `None` when skipped.
 pub(crate) async fn spawn_on_mongo(what: &str) -> Option<System> {
+    spawn_on_mongo_with(what, &[]).await
+}
+
+/// The same, with extra `ROOST_*` settings.
+pub(crate) async fn spawn_on_mongo_with(what: &str, env: &[(&str, &str)]) -> Option<System> {
     let mongo = MongoServer::start(what).await?;
-    Some(boot(Some(mongo), Vec::new(), false).await)
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Some(boot(Some(mongo), env, false).await)
 }
 
 /// Boots `roost broker` and `roost history` sharing a MongoDB-wire server; `None` when skipped.

@@ -1,7 +1,7 @@
 //! Uploads (issue 17): in over HTTP, sniffed and cleaned, out to members with ranges and signed
 //! URLs, attached to messages by id.
 
-use crate::harness::{next_on, spawn_with, Agent, System};
+use crate::harness::{next_on, spawn_on_mongo_with, spawn_with, Agent, S3Server, System, BUCKET};
 use image::{DynamicImage, GenericImageView, ImageFormat, RgbImage};
 use serde_json::{json, Value};
 use std::io::Cursor;
@@ -245,4 +245,47 @@ async fn messages_attach_uploads_of_their_own_room_only() {
     assert_eq!(system.call("DELETE", &path(&spare), Some(&bob_token), None).await.0, 403, "not bob's");
     assert_eq!(system.call("DELETE", &path(&spare), Some(&alice_token), None).await.0, 204);
     assert_eq!(fetch(&system, &path(&spare), Some("alice"), &[]).await.0, 404);
+}
+
+/// A PDF in and out, whole and by range, on `system`; its bytes are not under the data dir.
+async fn round_trip_elsewhere(system: &System) {
+    system.room("lobby", false, "alice", &["bob"]).await;
+    let original = pdf();
+    let (status, uploaded) = upload(system, "alice", "lobby", "a.pdf", "application/pdf", original.clone()).await;
+    assert_eq!(status, 201, "{uploaded}");
+    let path = format!("/v1/media/{}", uploaded["id"].as_str().unwrap());
+    let (status, _, bytes) = fetch(system, &path, Some("bob"), &[]).await;
+    assert!(status == 200 && bytes == original, "{status}: byte for byte");
+    let (status, _, part) = fetch(system, &path, Some("bob"), &[("range", "bytes=261000-262999")]).await;
+    assert!(status == 206 && part == original[261_000..263_000], "{status}: a range across chunks");
+    assert!(!system.data_dir().join("media/blobs").exists(), "nothing kept under the data dir");
+    assert_eq!(system.call("DELETE", &path, Some(&system.token("alice", 60)), None).await.0, 204);
+    assert_eq!(fetch(system, &path, Some("bob"), &[]).await.0, 404);
+}
+
+/// Proves: with `media.store = "gridfs"` uploads live in the MongoDB of `store.uri`.
+#[tokio::test]
+async fn uploads_live_in_gridfs() {
+    let Some(system) = spawn_on_mongo_with("uploads in GridFS", &[("ROOST_MEDIA__STORE", "gridfs")]).await else {
+        return;
+    };
+    round_trip_elsewhere(&system).await;
+}
+
+/// Proves: with `media.store = "s3"` uploads live in the bucket (a local S3-compatible server).
+#[tokio::test]
+async fn uploads_live_in_s3() {
+    let Some(s3) = S3Server::start("uploads in S3").await else { return };
+    let endpoint = s3.endpoint();
+    let system = spawn_with(&[
+        ("ROOST_MEDIA__STORE", "s3"),
+        ("ROOST_MEDIA__S3__BUCKET", BUCKET),
+        ("ROOST_MEDIA__S3__ENDPOINT", &endpoint),
+        ("ROOST_MEDIA__S3__REGION", "us-east-1"),
+        ("ROOST_MEDIA__S3__ACCESS_KEY_ID", "test"),
+        ("ROOST_MEDIA__S3__SECRET_ACCESS_KEY", "test"),
+        ("ROOST_MEDIA__S3__ALLOW_HTTP", "true"),
+    ])
+    .await;
+    round_trip_elsewhere(&system).await;
 }

@@ -15,6 +15,10 @@ async fn a_bad_setting_stops_startup_naming_the_key() {
         // an empty or short HS256 key would let anyone who guesses it mint tokens
         ("ROOST_AUTH__SECRET", "", "auth.secret"),
         ("ROOST_AUTH__SECRET", "hunter2", "auth.secret"),
+        ("ROOST_MEDIA__STORE", "ftp", "media.store"),
+        ("ROOST_MEDIA__STORE", "gridfs", "media.store"),
+        ("ROOST_MEDIA__STORE", "s3", "media.s3.bucket"),
+        ("ROOST_MEDIA__MAX_UPLOAD_SIZE", "0", "media.max_upload_size"),
     ] {
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_roost"))
             .arg("serve")

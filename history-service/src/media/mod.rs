@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use roost_auth::{MembershipView, UrlSigner};
 use roost_protocol::now_millis;
-use roost_store::{BlobError, BlobStream, Blobs, Media, Store, StoreError};
+use roost_store::{BlobError, BlobStream, Blobs, Media, S3Config, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -26,7 +26,8 @@ pub(crate) use kinds::safe_inline;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MediaConfig {
-    /// Where the bytes live: `fs` (files under the data dir).
+    /// Where the bytes live: `fs` (files under the data dir), `gridfs` (the MongoDB of
+    /// `store.uri`) or `s3` (`[media.s3]`).
     pub store: String,
     /// Bytes one upload may have (`ROOST_MEDIA__MAX_UPLOAD_SIZE`); past it: 413.
     pub max_upload_size: u64,
@@ -40,6 +41,8 @@ pub struct MediaConfig {
     pub url_ttl: u64,
     /// Pixels an image may have (decompression bombs are refused before decoding).
     pub max_pixels: u64,
+    /// The bucket and its server, for `store = "s3"`.
+    pub s3: S3Config,
 }
 
 impl Default for MediaConfig {
@@ -52,6 +55,7 @@ impl Default for MediaConfig {
             unused_ttl: 24 * 3600,
             url_ttl: 3600,
             max_pixels: 50_000_000,
+            s3: S3Config::default(),
         }
     }
 }

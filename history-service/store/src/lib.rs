@@ -12,7 +12,7 @@ mod relay;
 mod retention;
 mod sqlite;
 
-pub use blobs::{BlobError, BlobStream, Blobs, FsBlobs};
+pub use blobs::{BlobError, BlobStream, Blobs, FsBlobs, GridFsBlobs, S3Blobs, S3Config};
 pub use contract::{retry_until_ok, Bot, Media, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use mongo::MongoStore;
