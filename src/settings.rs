@@ -173,9 +173,25 @@ impl Settings {
         if self.mqtt.max_connections == 0 {
             return invalid("mqtt.max_connections", "ROOST_MQTT__MAX_CONNECTIONS", "must be at least 1".into());
         }
-        if self.media.store != "fs" {
-            let reason = format!("'{}' is not a media store (this build has: fs)", self.media.store);
-            return invalid("media.store", "ROOST_MEDIA__STORE", reason);
+        match self.media.store.as_str() {
+            "fs" => {}
+            "gridfs" if self.store.uri.is_none() => {
+                let reason = "gridfs keeps uploads in the MongoDB of store.uri, which is unset".into();
+                return invalid("media.store", "ROOST_MEDIA__STORE", reason);
+            }
+            "gridfs" => {}
+            "s3" if self.media.s3.bucket.is_empty() => {
+                return invalid(
+                    "media.s3.bucket",
+                    "ROOST_MEDIA__S3__BUCKET",
+                    "media.store = \"s3\" needs a bucket".into(),
+                );
+            }
+            "s3" => {}
+            other => {
+                let reason = format!("'{other}' is not a media store (fs, gridfs or s3)");
+                return invalid("media.store", "ROOST_MEDIA__STORE", reason);
+            }
         }
         if let Some(secret) = &self.auth.secret {
             if secret.expose_secret().len() < MIN_SECRET_BYTES {
@@ -201,6 +217,7 @@ impl Settings {
             ),
             ("media.max_upload_size", "ROOST_MEDIA__MAX_UPLOAD_SIZE", self.media.max_upload_size),
             ("media.url_ttl", "ROOST_MEDIA__URL_TTL", self.media.url_ttl),
+            ("media.sweep_interval", "ROOST_MEDIA__SWEEP_INTERVAL", self.media.sweep_interval),
             ("media.max_pixels", "ROOST_MEDIA__MAX_PIXELS", self.media.max_pixels),
             ("http.header_timeout", "ROOST_HTTP__HEADER_TIMEOUT", self.http.header_timeout),
             ("http.request_timeout", "ROOST_HTTP__REQUEST_TIMEOUT", self.http.request_timeout),

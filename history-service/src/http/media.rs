@@ -6,7 +6,7 @@ use super::{ApiError, AppState};
 use crate::media::{safe_inline, Stored, Uploads};
 use crate::rooms::Rooms;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -19,7 +19,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(upload)).routes(routes!(download, delete_media)).routes(routes!(thumbnail))
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        // the form extractor would stop at axum's 2 MB default; uploads count their own bytes
+        .layer(DefaultBodyLimit::disable())
+        .routes(routes!(download, delete_media))
+        .routes(routes!(thumbnail))
 }
 
 /// Longest file name kept, in characters.
@@ -66,9 +71,10 @@ impl From<Stored> for Uploaded {
 }
 
 /// Uploads a file to a room, for its messages to attach (`{"attachments":[{"media":id}]}`).
-/// The body is the file itself with its `Content-Type`.
+/// The body is the file itself with its `Content-Type`, or `multipart/form-data` whose first
+/// file part is taken (its name and type stand in for `filename` and `Content-Type`).
 #[utoipa::path(post, path = "/v1/rooms/{id}/media", params(UploadQuery), security(("bearer" = [])),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    request_body(content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "multipart/form-data"))),
     responses((status = 201, body = Uploaded), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub(crate) async fn upload(
@@ -77,13 +83,26 @@ pub(crate) async fn upload(
     AuthUser(user): AuthUser,
     Path(room): Path<String>,
     ApiQuery(query): ApiQuery<UploadQuery>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     rooms.of_member(&room, &user).await?;
-    let declared = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let filename = clean_filename(query.filename.as_deref());
-    let stored = uploads.upload(&user, &room, &filename, declared, body.into_data_stream()).await?;
+    let declared = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let stored = if declared.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("multipart/form-data")) {
+        let mut form = Multipart::from_request(request, &()).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let mut file = loop {
+            match form.next_field().await.map_err(|e| ApiError::bad_request(e.body_text()))? {
+                Some(field) if field.file_name().is_some() => break field,
+                Some(_) => continue,
+                None => return Err(ApiError::bad_request("the form has no file part")),
+            }
+        };
+        let filename = clean_filename(query.filename.as_deref().or(file.file_name()));
+        let declared = file.content_type().map(str::to_owned);
+        uploads.upload(&user, &room, &filename, declared.as_deref(), &mut file).await?
+    } else {
+        let filename = clean_filename(query.filename.as_deref());
+        uploads.upload(&user, &room, &filename, declared.as_deref(), request.into_body().into_data_stream()).await?
+    };
     Ok((StatusCode::CREATED, Json(stored.into())))
 }
 

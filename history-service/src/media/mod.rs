@@ -37,6 +37,8 @@ pub struct MediaConfig {
     pub quota_per_user: u64,
     /// Seconds an upload no message shows is kept.
     pub unused_ttl: u64,
+    /// Seconds between sweeps of uploads nothing shows any more.
+    pub sweep_interval: u64,
     /// Seconds a signed URL works.
     pub url_ttl: u64,
     /// Pixels an image may have (decompression bombs are refused before decoding).
@@ -53,6 +55,7 @@ impl Default for MediaConfig {
             allowed_types: kinds::default_allowed(),
             quota_per_user: 1024 * 1024 * 1024,
             unused_ttl: 24 * 3600,
+            sweep_interval: 60,
             url_ttl: 3600,
             max_pixels: 50_000_000,
             s3: S3Config::default(),
@@ -62,8 +65,6 @@ impl Default for MediaConfig {
 
 /// Thumbnail boxes served: a request gets the smallest that holds it, so the cache stays small.
 const THUMBNAIL_SIZES: [u32; 4] = [96, 320, 640, 1280];
-/// Seconds between sweeps of uploads nothing shows any more.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How long after a message referenced an upload its absence from history means it was pruned
 /// (not still on its way to the store).
 const REFERENCE_GRACE_MS: i64 = 60_000;
@@ -294,11 +295,12 @@ impl Uploads {
         Ok(())
     }
 
-    /// Deletes, every minute until `stopped`, the uploads nothing shows any more: unused past
-    /// `media.unused_ttl`, of deleted rooms, or whose message history no longer keeps.
+    /// Deletes, every `media.sweep_interval` until `stopped`, the uploads nothing shows any
+    /// more: unused past `media.unused_ttl`, of deleted rooms, or whose message history no
+    /// longer keeps.
     pub async fn sweep_until(self, stopped: impl Future<Output = ()>) {
         tokio::pin!(stopped);
-        let mut every = tokio::time::interval(SWEEP_EVERY);
+        let mut every = tokio::time::interval(Duration::from_secs(self.inner.config.sweep_interval));
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
