@@ -10,7 +10,8 @@ use roost_history::http::{serve, AuthThrottle, HttpConfig};
 use roost_history::media::Uploads;
 use roost_history::{ApiConfig, AppState, ClientConfig};
 use roost_store::{
-    FsBlobs, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy, SqliteStore, Store,
+    BlobError, Blobs, FsBlobs, GridFsBlobs, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy,
+    S3Blobs, SqliteStore, Store,
 };
 use secrecy::SecretString;
 use std::future::Future;
@@ -34,8 +35,8 @@ pub enum AppError {
     Bind { addr: String, source: std::io::Error },
     #[error("metrics: {0}")]
     Metrics(String),
-    #[error("media store: {0}")]
-    Media(String),
+    #[error("media: {0}")]
+    Media(#[from] BlobError),
 }
 
 /// Queued records the ingest may hold before publishers wait.
@@ -172,17 +173,22 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     options.open(path)?.write_all(contents.as_bytes())
 }
 
-/// The uploads service over the blob store `media.store` names (files under the data dir).
-fn open_uploads(
+/// The uploads service over the blob store `media.store` names: files under the data dir,
+/// GridFS in the MongoDB of `store.uri`, or an S3 bucket.
+async fn open_uploads(
     settings: &Settings,
     store: Arc<dyn Store>,
     membership: Arc<MembershipView>,
     signer: UrlSigner,
 ) -> Result<Uploads, AppError> {
     let dir = settings.data_dir.join("media");
-    let blobs = FsBlobs::open(dir.join("blobs")).map_err(|e| AppError::Media(e.to_string()))?;
-    Uploads::new(settings.media.clone(), store, Arc::new(blobs), membership, signer, dir.join("spool"))
-        .map_err(|e| AppError::Media(e.to_string()))
+    let blobs: Arc<dyn Blobs> = match (settings.media.store.as_str(), &settings.store.uri) {
+        ("gridfs", Some(uri)) => Arc::new(GridFsBlobs::connect(uri).await?),
+        ("s3", _) => Arc::new(S3Blobs::new(&settings.media.s3)?),
+        _ => Arc::new(FsBlobs::open(dir.join("blobs"))?),
+    };
+    Uploads::new(settings.media.clone(), store, blobs, membership, signer, dir.join("spool"))
+        .map_err(|e| AppError::Media(BlobError(e.to_string())))
 }
 
 impl App {
@@ -244,7 +250,8 @@ impl App {
                     auth.attempts_per_user,
                     settings.http.trust_forwarded_for,
                 ));
-                let uploads = open_uploads(&settings, store.clone(), membership.clone(), UrlSigner::new(&secret))?;
+                let uploads =
+                    open_uploads(&settings, store.clone(), membership.clone(), UrlSigner::new(&secret)).await?;
                 let state = AppState {
                     store,
                     tokens,
