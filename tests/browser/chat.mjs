@@ -1,10 +1,11 @@
 // Two users in two browser contexts use the chat page at ROOST_HTTP: register, meet in a room,
 // chat both ways, see typing, presence and unread counts change, open a DM, reload and find
-// the history; one loses his connection for a while and misses nothing; a bot (MQTT.js from
-// Node) fills a room and the page scrolls back to its first message. Screenshots go to
+// the history; one loses his connection for a while and misses nothing; they send each other a
+// picture and a PDF, and a file the server refuses; a bot (MQTT.js from Node) fills a room and
+// the page scrolls back to its first message. Screenshots go to
 // SCREENSHOTS; the page's first-load timings are printed as one "timing {...}" line. Driven by
 // tests/system/browser.rs; exits non-zero on any failure.
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt from "mqtt";
 import { chromium } from "playwright-core";
@@ -125,6 +126,64 @@ async function scenario() {
   await alice.locator('#members li[data-user="bob"] .dot.online').waitFor(patience);
   await shot(bob, "08-bob-reconnected");
 
+  // a picture: alice picks it with the attach button, sees it upload, sends it with a caption;
+  // bob sees its thumbnail and opens the full-size picture in the lightbox
+  const chooser = alice.waitForEvent("filechooser", patience);
+  await alice.locator("#attach").click();
+  await (await chooser).setFiles({ name: "sunset.png", mimeType: "image/png", buffer: await drawPng(alice, 480, 320) });
+  await alice.locator("#pending li", { hasText: "sunset.png" }).locator(".size").waitFor(patience);
+  await shot(alice, "09-alice-attaches-a-picture");
+  await send(alice, "look at this");
+  await alice.locator("#pending li").waitFor({ state: "detached", ...patience });
+  const thumb = bob.locator("#message-list li", { hasText: "look at this" }).locator(".thumb img");
+  await rendered(bob, thumb, 320);
+  await shot(bob, "10-bob-sees-the-picture");
+  await thumb.click();
+  await rendered(bob, bob.locator("#viewer[open] img"), 480);
+  await shot(bob, "11-bob-opens-the-picture");
+  await bob.keyboard.press("Escape");
+  await bob.locator("#viewer").waitFor({ state: "hidden", ...patience });
+
+  // a PDF dropped on bob's messages goes without a caption; alice downloads it by its link
+  const pdf = "%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n";
+  const dropped = await bob.evaluateHandle((text) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([text], "minutes.pdf", { type: "application/pdf" }));
+    return transfer;
+  }, pdf);
+  await bob.dispatchEvent("#messages", "drop", { dataTransfer: dropped });
+  await bob.locator("#pending li", { hasText: "minutes.pdf" }).locator(".size").waitFor(patience);
+  await bob.locator("#message-input").press("Enter");
+  const file = alice.locator("#message-list li", { has: alice.locator(".from", { hasText: "bob" }) }).locator(".file");
+  const link = file.getByRole("link", { name: "minutes.pdf" });
+  await link.waitFor(patience);
+  await file.locator(".size", { hasText: `${pdf.length} bytes` }).waitFor(patience);
+  const saving = alice.waitForEvent("download", patience);
+  await link.click();
+  const saved = await saving;
+  if (saved.suggestedFilename() !== "minutes.pdf") throw new Error(`downloaded as ${saved.suggestedFilename()}`);
+  if (readFileSync(await saved.path(), "utf8") !== pdf) throw new Error("the download is not the PDF sent");
+
+  // a file attached by mistake is removed before sending (and its upload deleted)
+  await alice.locator("#file-input").setInputFiles({ name: "draft.txt", mimeType: "text/plain", buffer: Buffer.from("not yet\n") });
+  const draft = alice.locator("#pending li", { hasText: "draft.txt" });
+  await draft.locator(".size").waitFor(patience);
+  const deleted = alice.waitForResponse((response) => response.request().method() === "DELETE", patience);
+  await alice.getByRole("button", { name: "Remove draft.txt" }).click();
+  await draft.waitFor({ state: "detached", ...patience });
+  if ((await deleted).status() !== 204) throw new Error("the removed upload was not deleted");
+
+  // refused uploads say why: a web page posing as a picture (415), a file over 25 MiB (413)
+  await alice.locator("#file-input").setInputFiles([
+    { name: "cat.png", mimeType: "image/png", buffer: Buffer.from("<!doctype html><script>alert(1)</script>") },
+    { name: "huge.png", mimeType: "image/png", buffer: Buffer.alloc(26 * 1024 * 1024 + 1) },
+  ]);
+  const refusals = alice.locator("#composer-error");
+  await refusals.filter({ hasText: "cat.png: this type of file cannot be sent" }).waitFor(patience);
+  await refusals.filter({ hasText: "huge.png: too large to send (an upload is at most 25 MB)" }).waitFor(patience);
+  await alice.locator("#pending li").waitFor({ state: "detached", ...patience });
+  await shot(alice, "12-alice-got-a-pdf-and-refusals");
+
   // scroll-back: a bot of alice's posts 120 readings with data; after a reload the page holds
   // the newest 50 and pages back to the first, by button and by scrolling to the top
   await roomForm(alice, "meters", "create");
@@ -165,10 +224,10 @@ async function scenario() {
   await alice.keyboard.press("Enter");
   await seeHistory(alice, readings);
   await alice.locator("#older").waitFor({ state: "hidden", ...patience });
-  await shot(alice, "09-scrolled-back-to-the-first-reading");
+  await shot(alice, "13-scrolled-back-to-the-first-reading");
 
   await alice.setViewportSize({ width: 390, height: 760 });
-  await shot(alice, "10-phone-width");
+  await shot(alice, "14-phone-width");
   console.log("browser scenario passed");
 }
 
@@ -202,6 +261,37 @@ async function seeHistory(page, bodies) {
     if (Date.now() > deadline) throw new Error(`shown ${JSON.stringify(shown)}, expected ${JSON.stringify(bodies)}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
+}
+
+/** A PNG picture drawn on a canvas in `page`: a sunset over the sea. */
+async function drawPng(page, width, height) {
+  const base64 = await page.evaluate(
+    ([width, height]) => {
+      const canvas = Object.assign(document.createElement("canvas"), { width, height });
+      const paint = canvas.getContext("2d");
+      const sky = paint.createLinearGradient(0, 0, 0, height);
+      sky.addColorStop(0, "#1f3b73");
+      sky.addColorStop(1, "#f59e0b");
+      paint.fillStyle = sky;
+      paint.fillRect(0, 0, width, height);
+      paint.fillStyle = "#fde047";
+      paint.beginPath();
+      paint.arc(width / 2, height * 0.7, height / 6, 0, 2 * Math.PI);
+      paint.fill();
+      paint.fillStyle = "#0e4f7a";
+      paint.fillRect(0, height * 0.7, width, height * 0.3);
+      return canvas.toDataURL("image/png").split(",")[1];
+    },
+    [width, height],
+  );
+  return Buffer.from(base64, "base64");
+}
+
+/** Waits until the image `locator` finds has loaded, `width` pixels wide. */
+async function rendered(page, locator, width) {
+  await locator.waitFor(patience);
+  const image = await locator.elementHandle();
+  await page.waitForFunction(([image, width]) => image.complete && image.naturalWidth === width, [image, width], patience);
 }
 
 /** A context's MQTT WebSockets, relayed to the broker until the test cuts them. */

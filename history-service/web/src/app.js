@@ -9,6 +9,10 @@ const PAGE = 50;
 const TYPING_RENEW_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const TYPING_SHOWN_MS = 6000;
+/** Attachments one message may carry (the server refuses more). */
+const MAX_ATTACHMENTS = 10;
+/** CSS pixels of the box a picture's thumbnail fits in. */
+const THUMB_BOX = 320;
 
 const state = {
   session: JSON.parse(localStorage.getItem(SESSION_KEY) || "null"),
@@ -18,24 +22,40 @@ const state = {
   client: null,
   connectedOnce: false,
   refreshTimer: null,
+  thumbnails: new Map(),
 };
 
 // ---- HTTP -------------------------------------------------------------------------------
 
 class ApiError extends Error {}
 
-async function api(method, path, body, retried = false) {
-  const headers = { "content-type": "application/json" };
+/** `fetch` with the access token, refreshed once if the server says it expired. */
+async function authorized(path, init = {}, retried = false) {
+  const headers = { ...init.headers };
   if (state.session) headers.authorization = `Bearer ${state.session.access}`;
-  const response = await fetch(path, { method, headers, body: body && JSON.stringify(body) });
+  const response = await fetch(path, { ...init, headers });
   if (response.status === 401 && state.session && !retried) {
     await refreshTokens();
-    return api(method, path, body, true);
+    return authorized(path, init, true);
   }
+  return response;
+}
+
+async function api(method, path, body) {
+  const init = { method, headers: { "content-type": "application/json" }, body: body && JSON.stringify(body) };
+  const response = await authorized(path, init);
   const text = await response.text();
   const json = text ? JSON.parse(text) : null;
   if (!response.ok) throw new ApiError(json?.error?.message || `${method} ${path}: ${response.status}`);
   return json;
+}
+
+/** An upload's bytes (or its thumbnail's). Envelopes carry no signed URL, so the page fetches
+ * them with its token and shows them through object URLs. */
+async function mediaBlob(path) {
+  const response = await authorized(path);
+  if (!response.ok) throw new ApiError(`${path}: ${response.status}`);
+  return response.blob();
 }
 
 function keepSession(user, tokens) {
@@ -103,7 +123,7 @@ function signOut() {
 async function addRoom(id) {
   const detail = await api("GET", `/v1/rooms/${id}`);
   const existing = state.rooms.get(id);
-  const room = existing || { id, messages: new Map(), loaded: false, hasOlder: true, typing: new Map() };
+  const room = existing || { id, messages: new Map(), loaded: false, hasOlder: true, typing: new Map(), pending: [] };
   Object.assign(room, { direct: detail.direct, owner: detail.owner, members: detail.members });
   await fetchUnread(room);
   state.rooms.set(id, room);
@@ -219,10 +239,20 @@ async function loadOlder() {
   }
 }
 
+/** Whether the message list showed its newest messages when last scrolled. */
+let showsNewest = true;
+
 $("older").addEventListener("click", () => loadOlder().catch(showSidebarError));
 $("messages").addEventListener("scroll", (event) => {
-  if (event.target.scrollTop === 0) loadOlder().catch(showSidebarError);
+  const list = event.target;
+  showsNewest = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  if (list.scrollTop === 0) loadOlder().catch(showSidebarError);
 });
+// the list shrinks as the composer grows (files to send, upload errors): one that showed the
+// newest messages goes on showing them
+new ResizeObserver(() => {
+  if (showsNewest) $("messages").scrollTop = $("messages").scrollHeight;
+}).observe($("messages"));
 
 /** After a reconnect: whatever the rooms got while the connection was down, by `seq`. */
 async function recoverGaps() {
@@ -281,14 +311,184 @@ document.addEventListener("visibilitychange", () => {
 
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
+  const room = state.rooms.get(state.current);
   const input = $("message-input");
   const body = input.value.trim();
-  if (!body || !state.current) return;
+  // Send is disabled while files upload, so every pending file here has its upload
+  if (!room || (!body && room.pending.length === 0) || uploading(room)) return;
   // the id makes a resend after a reconnect idempotent: the server stores the message once
-  publish(`rooms/${state.current}/messages`, { id: crypto.randomUUID(), body }, 1);
+  const message = { id: crypto.randomUUID(), body };
+  if (room.pending.length > 0) message.attachments = room.pending.map((pending) => ({ media: pending.upload.id }));
+  publish(`rooms/${room.id}/messages`, message, 1);
   input.value = "";
+  room.pending = [];
+  $("composer-error").textContent = "";
+  renderPending();
   stopTyping();
 });
+
+// ---- attachments ------------------------------------------------------------------------------
+
+// Files upload as soon as they are picked or dropped, each to the open room (an upload belongs
+// to one room); they wait as chips above the input and go with the room's next message.
+
+$("attach").addEventListener("click", () => $("file-input").click());
+$("file-input").addEventListener("change", (event) => {
+  attach([...event.target.files]);
+  // picking the same file again must fire `change` again
+  event.target.value = "";
+});
+
+$("room").addEventListener("dragover", (event) => {
+  if (!state.current || !event.dataTransfer.types.includes("Files")) return;
+  event.preventDefault(); // accepts the drop
+  event.dataTransfer.dropEffect = "copy";
+  $("room").classList.add("dropping");
+});
+$("room").addEventListener("dragleave", (event) => {
+  if (!$("room").contains(event.relatedTarget)) $("room").classList.remove("dropping");
+});
+$("room").addEventListener("drop", (event) => {
+  $("room").classList.remove("dropping");
+  if (!state.current || event.dataTransfer.files.length === 0) return;
+  event.preventDefault(); // or the browser opens the file in place of the page
+  attach([...event.dataTransfer.files]);
+});
+
+function attach(files) {
+  const room = state.rooms.get(state.current);
+  if (!room) return;
+  const refused = [];
+  for (const file of files) {
+    if (room.pending.length >= MAX_ATTACHMENTS) {
+      refused.push(`${file.name}: a message carries at most ${MAX_ATTACHMENTS} files`);
+      continue;
+    }
+    const pending = { file, progress: 0, upload: null, xhr: null };
+    room.pending.push(pending);
+    uploadPending(room, pending).catch((error) => refusePending(room, pending, error.message));
+  }
+  $("composer-error").textContent = refused.join("\n");
+  renderPending();
+}
+
+function uploading(room) {
+  return room.pending.some((pending) => !pending.upload);
+}
+
+async function uploadPending(room, pending) {
+  let xhr = await upload(room, pending);
+  if (xhr.status === 401) {
+    await refreshTokens();
+    xhr = await upload(room, pending);
+  }
+  if (!room.pending.includes(pending)) return; // removed while it uploaded
+  if (xhr.status !== 201) return refusePending(room, pending, uploadError(xhr));
+  pending.upload = xhr.response;
+  renderPending();
+}
+
+/** POSTs the file with XMLHttpRequest, which (unlike fetch) reports the upload's progress.
+ * Resolves with the finished request whatever its outcome (status 0: network error or aborted). */
+function upload(room, pending) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    pending.xhr = xhr;
+    xhr.open("POST", `/v1/rooms/${room.id}/media?filename=${encodeURIComponent(pending.file.name)}`);
+    xhr.setRequestHeader("authorization", `Bearer ${state.session.access}`);
+    xhr.setRequestHeader("content-type", pending.file.type || "application/octet-stream");
+    xhr.responseType = "json";
+    xhr.upload.addEventListener("progress", (event) => {
+      if (!event.lengthComputable) return;
+      pending.progress = event.loaded / event.total;
+      renderPending();
+    });
+    xhr.addEventListener("loadend", () => resolve(xhr));
+    xhr.send(pending.file);
+  });
+}
+
+/** Why the server refused an upload, for its user: sizes in bytes read better in MB. */
+function uploadError(xhr) {
+  const error = xhr.response?.error;
+  if (xhr.status === 0) return "the upload failed: the server could not be reached";
+  if (!error) return `upload failed (${xhr.status})`;
+  const detail = error.message.replace(/(\d+) bytes/, (_, bytes) => humanSize(Number(bytes)));
+  const why = {
+    payload_too_large: "too large to send",
+    quota_exceeded: "your uploads use up your storage quota",
+    unsupported_media_type: "this type of file cannot be sent",
+  }[error.code];
+  return why ? `${why} (${detail})` : detail;
+}
+
+function refusePending(room, pending, why) {
+  room.pending = room.pending.filter((other) => other !== pending);
+  const error = `${pending.file.name}: ${why}`;
+  const errors = $("composer-error");
+  // the user may have moved to another room meanwhile
+  if (room.id === state.current) errors.textContent = [errors.textContent, error].filter(Boolean).join("\n");
+  else showSidebarError(`${roomLabel(room)}: ${error}`);
+  renderPending();
+}
+
+function removePending(room, pending) {
+  room.pending = room.pending.filter((other) => other !== pending);
+  pending.xhr?.abort();
+  // a finished upload no message shows is the uploader's to delete, and counts against the
+  // quota until then (the server sweeps unused uploads after a day anyway)
+  if (pending.upload) api("DELETE", `/v1/media/${pending.upload.id}`).catch(() => {});
+  renderPending();
+}
+
+// ---- pictures and files in messages ---------------------------------------------------------
+
+/** A thumbnail's object URL, fetched once per upload: messages render again and again, and the
+ * thumbnails stay for the page's life (they are small). */
+function thumbnail(id) {
+  if (!state.thumbnails.has(id)) {
+    const box = THUMB_BOX * Math.min(2, Math.ceil(devicePixelRatio));
+    const blob = mediaBlob(`/v1/media/${id}/thumbnail?width=${box}&height=${box}`);
+    state.thumbnails.set(id, blob.then((thumb) => URL.createObjectURL(thumb)));
+  }
+  return state.thumbnails.get(id);
+}
+
+/** The full-size picture in a lightbox; its bytes go when the lightbox closes. */
+async function view(attachment) {
+  const picture = $("viewer").querySelector("img");
+  picture.src = URL.createObjectURL(await mediaBlob(`/v1/media/${attachment.media}`));
+  picture.alt = attachment.filename;
+  $("viewer").showModal();
+}
+
+$("viewer").addEventListener("close", () => {
+  const picture = $("viewer").querySelector("img");
+  URL.revokeObjectURL(picture.src);
+  picture.removeAttribute("src");
+});
+// a click on the backdrop lands on the dialog itself
+$("viewer").addEventListener("click", (event) => {
+  if (event.target === $("viewer")) $("viewer").close();
+});
+
+/** Saves an upload under its name: fetched with the token, handed over as a blob. */
+async function download(attachment) {
+  const url = URL.createObjectURL(await mediaBlob(`/v1/media/${attachment.media}`));
+  element("a", { href: url, download: attachment.filename }).click();
+  // the download reads the blob after this click returns
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+}
+
+function humanSize(bytes) {
+  const units = ["bytes", "KB", "MB", "GB"];
+  let unit = 0;
+  while (bytes >= 1024 && unit < units.length - 1) {
+    bytes /= 1024;
+    unit += 1;
+  }
+  return `${unit === 0 ? bytes : bytes.toFixed(bytes < 10 ? 1 : 0)} ${units[unit]}`;
+}
 
 // ---- typing -----------------------------------------------------------------------------------
 
@@ -486,8 +686,10 @@ function renderRoom() {
   // an owner deletes a room rather than leaving it (the server answers 409)
   $("leave").hidden = !room || room.direct || room.owner === state.session?.user;
   $("chat").classList.toggle("in-room", Boolean(room));
+  $("composer-error").textContent = "";
   renderMembers();
   renderTyping();
+  renderPending();
   if (room) {
     renderMessages(room);
     $("messages").scrollTop = $("messages").scrollHeight;
@@ -506,6 +708,52 @@ function renderMembers() {
   );
 }
 
+function renderPending() {
+  const room = state.rooms.get(state.current);
+  $("pending").replaceChildren(
+    ...(room?.pending || []).map((pending) => {
+      const { name } = pending.file;
+      const remove = element("button", { type: "button", className: "link", ariaLabel: `Remove ${name}` }, "×");
+      remove.addEventListener("click", () => removePending(room, pending));
+      const progress = pending.upload
+        ? element("span", { className: "size" }, humanSize(pending.upload.size))
+        : element("progress", { value: pending.progress, ariaLabel: `Uploading ${name}` });
+      return element("li", {}, element("span", { className: "name" }, name), progress, remove);
+    }),
+  );
+  $("send").disabled = Boolean(room && uploading(room));
+}
+
+function renderAttachment(attachment) {
+  // the server measures the pictures it can make thumbnails of
+  if (!attachment.width || !attachment.height) return renderFile(attachment);
+  const scale = Math.min(1, THUMB_BOX / attachment.width, THUMB_BOX / attachment.height);
+  const picture = element("img", {
+    alt: attachment.filename,
+    width: Math.round(attachment.width * scale),
+    height: Math.round(attachment.height * scale),
+  });
+  const title = `${attachment.filename}, ${humanSize(attachment.size)}`;
+  const button = element("button", { type: "button", className: "thumb", title }, picture);
+  button.addEventListener("click", () => view(attachment).catch(showSidebarError));
+  thumbnail(attachment.media)
+    .then((url) => {
+      picture.src = url;
+    })
+    .catch(() => button.replaceWith(renderFile(attachment)));
+  return button;
+}
+
+function renderFile(attachment) {
+  // the href says what the link is; the bytes need the token, so a click fetches them
+  const link = element("a", { href: `/v1/media/${attachment.media}`, download: attachment.filename }, attachment.filename);
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    download(attachment).catch(showSidebarError);
+  });
+  return element("span", { className: "file" }, link, element("span", { className: "size" }, humanSize(attachment.size)));
+}
+
 function renderMessages(room) {
   const me = state.session.user;
   const time = (ts) => new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -520,6 +768,9 @@ function renderMessages(room) {
           element("span", { className: "from" }, message.from),
           element("time", { dateTime: new Date(message.ts).toISOString() }, time(message.ts)),
           element("div", { className: "body" }, message.body),
+          ...(message.attachments
+            ? [element("div", { className: "attachments" }, ...message.attachments.map(renderAttachment))]
+            : []),
           ...(message.data ? [element("code", { className: "data" }, JSON.stringify(message.data))] : []),
         ),
       ),
