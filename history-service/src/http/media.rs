@@ -141,8 +141,8 @@ async fn readable(
 
 /// The upload's bytes; `Range` gives 206 with the part asked for.
 #[utoipa::path(get, path = "/v1/media/{id}", params(Signature), security(("bearer" = []), ()),
-    responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "the range asked for"), (status = 304, description = "not modified"),
+    responses((status = 200, description = "the upload's bytes, typed as sniffed at upload", content_type = "*/*", body = Vec<u8>),
+        (status = 206, description = "the range asked for", content_type = "*/*", body = Vec<u8>), (status = 304, description = "not modified"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 416, description = "no such range")))]
 pub(crate) async fn download(
@@ -245,7 +245,7 @@ pub(crate) struct ThumbnailQuery {
 
 /// A smaller copy of an image upload (JPEG, or PNG when it has transparency).
 #[utoipa::path(get, path = "/v1/media/{id}/thumbnail", params(ThumbnailQuery), security(("bearer" = []), ()),
-    responses((status = 200, content_type = "image/jpeg", body = Vec<u8>), (status = 400, body = ErrorBody),
+    responses((status = 200, content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"))), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub(crate) async fn thumbnail(
     State(uploads): State<Uploads>,

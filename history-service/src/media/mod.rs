@@ -120,17 +120,14 @@ struct Inner {
     spool: PathBuf,
 }
 
-/// A file being written that is removed unless kept.
+/// A file being written, removed when dropped unless the blob store has taken it already.
 struct Spooled {
     path: PathBuf,
-    kept: bool,
 }
 
 impl Drop for Spooled {
     fn drop(&mut self) {
-        if !self.kept {
-            let _ = std::fs::remove_file(&self.path);
-        }
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -164,7 +161,7 @@ impl Uploads {
         let used = self.inner.store.media_bytes_of(user).await?;
         let allowance = config.quota_per_user.saturating_sub(used);
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let mut spooled = Spooled { path: self.inner.spool.join(format!("{id}.part")), kept: false };
+        let spooled = Spooled { path: self.inner.spool.join(format!("{id}.part")) };
         let (head, mut sha256, mut size) = match spool(body, &spooled.path, config.max_upload_size, allowance).await {
             Err(MediaError::OverQuota(_)) => return Err(MediaError::OverQuota(config.quota_per_user)),
             spooled => spooled?,
@@ -208,7 +205,6 @@ impl Uploads {
             referenced_by: None,
         };
         self.inner.blobs.put_file(&id, &spooled.path).await?;
-        spooled.kept = true;
         if let Err(e) = self.inner.store.put_media(&media).await {
             let _ = self.inner.blobs.delete(&id).await;
             return Err(e.into());
@@ -267,8 +263,7 @@ impl Uploads {
             .await
             .map_err(|e| MediaError::BadImage(e.to_string()))?
             .map_err(|e| MediaError::BadImage(e.to_string()))?;
-        let spooled =
-            Spooled { path: self.inner.spool.join(format!("{}.thumb", uuid::Uuid::now_v7().simple())), kept: false };
+        let spooled = Spooled { path: self.inner.spool.join(format!("{}.thumb", uuid::Uuid::now_v7().simple())) };
         tokio::fs::write(&spooled.path, &bytes).await?;
         self.inner.blobs.put_file(&thumbnail_key(&media.id, size, made), &spooled.path).await?;
         Ok((Bytes::from(bytes), made))
