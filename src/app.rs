@@ -4,16 +4,17 @@ use crate::settings::Settings;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use roost_auth::passwords::PasswordPool;
 use roost_auth::tokens::random_secret;
-use roost_auth::{MembershipView, OperatorRules, Policy, TokenService, UrlSigner};
+use roost_auth::{MembershipView, OperatorRules, Policy, TokenService, UrlSigner, VapidKey};
 use roost_broker::{Broker, BrokerDeps};
 use roost_history::http::{serve, AuthThrottle, HttpConfig};
 use roost_history::media::Uploads;
-use roost_history::{ApiConfig, AppState, ClientConfig};
+use roost_history::push::Push;
+use roost_history::{ApiConfig, AppState, ClientConfig, PushKeys};
 use roost_store::{
     BlobError, Blobs, FsBlobs, GridFsBlobs, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy,
     S3Blobs, SqliteStore, Store,
 };
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -37,6 +38,8 @@ pub enum AppError {
     Metrics(String),
     #[error("media: {0}")]
     Media(#[from] BlobError),
+    #[error("push.webpush.vapid_private_key (or the data dir's vapid.key): {0}")]
+    Vapid(String),
 }
 
 /// Queued records the ingest may hold before publishers wait.
@@ -117,11 +120,29 @@ pub fn signing_secret(settings: &Settings) -> Result<SecretString, crate::settin
     if let Some(secret) = &settings.auth.secret {
         return Ok(secret.clone());
     }
-    let path = ensure_data_dir(settings)?.join("signing.key");
+    kept_secret(settings, "signing.key", random_secret)
+}
+
+/// The VAPID key for Web Push: configured, or generated once and kept in the data dir.
+fn vapid_key(settings: &Settings) -> Result<VapidKey, AppError> {
+    let encoded = match &settings.push.webpush.vapid_private_key {
+        Some(configured) => configured.clone(),
+        None => kept_secret(settings, "vapid.key", || VapidKey::generate().to_private().expose_secret().to_owned())?,
+    };
+    VapidKey::from_private(&encoded).map_err(|e| AppError::Vapid(e.to_string()))
+}
+
+/// The secret in the data dir's `file`, made by `make` and kept (mode 0600) the first time.
+fn kept_secret(
+    settings: &Settings,
+    file: &str,
+    make: impl FnOnce() -> String,
+) -> Result<SecretString, crate::settings::SettingsError> {
+    let path = ensure_data_dir(settings)?.join(file);
     match std::fs::read_to_string(&path) {
         Ok(secret) if !secret.trim().is_empty() => Ok(SecretString::from(secret.trim().to_owned())),
         _ => {
-            let secret = random_secret();
+            let secret = make();
             write_private(&path, &secret).map_err(|source| data_dir_error(settings, source))?;
             Ok(SecretString::from(secret))
         }
@@ -231,7 +252,7 @@ impl App {
                 let config = ApiConfig {
                     access_ttl_secs: settings.auth.access_ttl,
                     refresh_ttl_secs: settings.auth.refresh_ttl,
-                    client: client_config(&settings, broker.as_ref().map(|part| &part.broker)),
+                    client: client_config(&settings, broker.as_ref().map(|part| &part.broker), &vapid_key(&settings)?),
                     max_rooms_per_user: settings.rooms.max_per_user,
                 };
                 let policy = RetentionPolicy {
@@ -250,6 +271,7 @@ impl App {
                     auth.attempts_per_user,
                     settings.http.trust_forwarded_for,
                 ));
+                let push = Push::new(store.clone(), settings.push.clone());
                 let uploads =
                     open_uploads(&settings, store.clone(), membership.clone(), UrlSigner::new(&secret)).await?;
                 let state = AppState {
@@ -263,6 +285,7 @@ impl App {
                     passwords,
                     throttle,
                     uploads: uploads.clone(),
+                    push,
                 };
                 let listener = TcpListener::bind(&settings.http.listen)
                     .await
@@ -331,15 +354,11 @@ impl App {
 
 /// The WebSocket ports browsers connect to: the bound ones in one process, the configured ones
 /// when split.
-fn client_config(settings: &Settings, broker: Option<&Broker>) -> ClientConfig {
+fn client_config(settings: &Settings, broker: Option<&Broker>, vapid: &VapidKey) -> ClientConfig {
     let port = |address: &str| address.rsplit_once(':').and_then(|(_, port)| port.parse().ok());
-    match broker {
-        Some(broker) => ClientConfig {
-            ws_port: Some(broker.ws_addr().port()),
-            wss_port: broker.wss_addr().map(|address| address.port()),
-        },
-        None => {
-            ClientConfig { ws_port: port(&settings.mqtt.ws), wss_port: settings.mqtt.wss.as_deref().and_then(port) }
-        }
-    }
+    let (ws_port, wss_port) = match broker {
+        Some(broker) => (Some(broker.ws_addr().port()), broker.wss_addr().map(|address| address.port())),
+        None => (port(&settings.mqtt.ws), settings.mqtt.wss.as_deref().and_then(port)),
+    };
+    ClientConfig { ws_port, wss_port, push: PushKeys { webpush_vapid_key: vapid.public() } }
 }

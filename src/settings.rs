@@ -5,6 +5,7 @@ use figment::Figment;
 use roost_broker::BrokerConfig;
 use roost_history::http::HttpConfig;
 use roost_history::media::MediaConfig;
+use roost_history::push::PushConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct Settings {
     pub rooms: RoomSettings,
     /// The uploads service's own settings type (`[media]`).
     pub media: MediaConfig,
+    /// The push service's own settings type (`[push]`).
+    pub push: PushConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +102,7 @@ impl Default for Settings {
             retention: RetentionSettings { max_age: None, max_messages: None, interval: 300 },
             rooms: RoomSettings { max_per_user: 1000 },
             media: MediaConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }

@@ -1,8 +1,9 @@
-//! The history service: the HTTP API (axum) over the store, and the rooms and uploads services
-//! behind it.
+//! The history service: the HTTP API (axum) over the store, and the rooms, uploads and push
+//! services behind it.
 
 pub mod http;
 pub mod media;
+pub mod push;
 mod rooms;
 
-pub use http::{ApiConfig, AppState, ClientConfig};
+pub use http::{ApiConfig, AppState, ClientConfig, PushKeys};

@@ -14,6 +14,7 @@ mod media;
 mod mqtt5;
 mod openapi;
 mod presence;
+mod push;
 mod rooms_all;
 mod security;
 mod split;

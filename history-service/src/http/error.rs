@@ -1,6 +1,7 @@
 //! The one error type of the API, rendered as `{"error":{"code","message"}}`.
 
 use crate::media::MediaError;
+use crate::push::PushError;
 use crate::rooms::RoomError;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::header::RETRY_AFTER;
@@ -119,6 +120,16 @@ impl From<MediaError> for ApiError {
                     "the media store is unavailable, retry later",
                 )
             }
+        }
+    }
+}
+
+impl From<PushError> for ApiError {
+    fn from(e: PushError) -> Self {
+        match e {
+            PushError::Store(e) => e.into(),
+            PushError::Invalid(_) | PushError::Endpoint(_) => Self::bad_request(e.to_string()),
+            PushError::NoDevice => Self::not_found(e.to_string()),
         }
     }
 }

@@ -8,6 +8,7 @@ mod history;
 mod media;
 mod ops;
 mod presence;
+mod push;
 mod rooms;
 mod server;
 mod throttle;
@@ -16,9 +17,10 @@ mod web;
 pub use error::ApiError;
 pub use server::{serve, HttpConfig};
 pub use throttle::AuthThrottle;
-pub use web::ClientConfig;
+pub use web::{ClientConfig, PushKeys};
 
 use crate::media::Uploads;
+use crate::push::Push;
 use crate::rooms::Rooms;
 use axum::extract::FromRef;
 use axum::Router;
@@ -55,6 +57,13 @@ pub struct AppState {
     pub passwords: PasswordPool,
     pub throttle: Arc<AuthThrottle>,
     pub uploads: Uploads,
+    pub push: Push,
+}
+
+impl FromRef<AppState> for Push {
+    fn from_ref(state: &AppState) -> Self {
+        state.push.clone()
+    }
 }
 
 impl FromRef<AppState> for Uploads {
@@ -87,6 +96,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(rooms::routes())
         .merge(history::routes())
         .merge(media::routes())
+        .merge(push::routes())
         .merge(presence::routes())
         .merge(ops::routes())
         .merge(web::routes())

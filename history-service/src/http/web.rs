@@ -40,6 +40,15 @@ pub struct ClientConfig {
     pub ws_port: Option<u16>,
     /// Port of MQTT over secure WebSocket (`wss://HOST:PORT/mqtt`), when configured.
     pub wss_port: Option<u16>,
+    pub push: PushKeys,
+}
+
+/// What a client needs to register for pushes.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct PushKeys {
+    /// The server's VAPID public key (base64url, uncompressed P-256): a browser's
+    /// `applicationServerKey`.
+    pub webpush_vapid_key: String,
 }
 
 #[utoipa::path(get, path = "/v1/client-config", responses((status = 200, body = ClientConfig)))]

@@ -133,6 +133,54 @@ impl Media {
     }
 }
 
+/// Where a push reaches one device of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum PushTarget {
+    /// A browser's (or UnifiedPush distributor's) push subscription: its push service's
+    /// endpoint and the keys its payloads are encrypted to (RFC 8291).
+    Webpush { endpoint: String, p256dh: String, auth: String },
+    /// A Firebase Cloud Messaging registration token.
+    Fcm { token: String },
+    /// An Apple Push Notification service device token.
+    Apns { token: String },
+}
+
+/// One device of a user registered for pushes; one per (user, device).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushDevice {
+    pub id: String,
+    pub user: String,
+    /// The client's name for the device (e.g. its MQTT client id).
+    pub device: String,
+    pub target: PushTarget,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// How much of a room a member wants pushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationLevel {
+    #[default]
+    All,
+    /// Only messages that mention the member.
+    Mentions,
+    None,
+}
+
+/// A member's notification setting for one room.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Notifications {
+    pub level: NotificationLevel,
+    /// Nothing is pushed before this time (ms since the epoch), whatever the level.
+    #[serde(default)]
+    pub muted_until: Option<i64>,
+}
+
 /// Which slice of a room's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -230,6 +278,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Media>, StoreError>;
     /// Forgets the upload `id`; true when it was kept.
     async fn delete_media(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Keeps the registration, replacing the one of the same (user, device) (a rotated token).
+    async fn put_push_device(&self, device: &PushDevice) -> Result<(), StoreError>;
+    /// Every device `user` registered.
+    async fn push_devices_of(&self, user: &str) -> Result<Vec<PushDevice>, StoreError>;
+    /// Forgets the registration `id` of `user`; true when there was one.
+    async fn delete_push_device(&self, user: &str, id: &str) -> Result<bool, StoreError>;
+    /// Keeps `user`'s notification setting for `room`.
+    async fn set_notifications(&self, room: &str, user: &str, setting: &Notifications) -> Result<(), StoreError>;
+    /// `user`'s notification setting for `room`, if they made one.
+    async fn notifications(&self, room: &str, user: &str) -> Result<Option<Notifications>, StoreError>;
 
     /// Keeps `presence` as `user`'s current status (the broker writes, the API reads).
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError>;

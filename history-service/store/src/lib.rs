@@ -13,7 +13,10 @@ mod retention;
 mod sqlite;
 
 pub use blobs::{BlobError, BlobStream, Blobs, FsBlobs, GridFsBlobs, S3Blobs, S3Config};
-pub use contract::{retry_until_ok, Bot, Media, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+pub use contract::{
+    retry_until_ok, Bot, Media, NotificationLevel, Notifications, Page, Presented, PushDevice, PushTarget,
+    RefreshToken, Retention, Room, Store, StoreError,
+};
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use mongo::MongoStore;
 pub use outbox::Directive;

@@ -1,7 +1,10 @@
 //! The production store: MongoDB through the official driver. Portable to any mongod: no
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
-use crate::contract::{Bot, Media, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+use crate::contract::{
+    Bot, Media, Notifications, Page, Presented, PushDevice, PushTarget, RefreshToken, Retention, Room, Store,
+    StoreError,
+};
 use crate::outbox::Directive;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
@@ -98,6 +101,30 @@ impl From<MediaDoc> for Media {
             referenced_by: d.referenced_by,
         }
     }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PushDeviceDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    user: String,
+    device: String,
+    target: PushTarget,
+    created_at: i64,
+}
+
+impl From<PushDeviceDoc> for PushDevice {
+    fn from(d: PushDeviceDoc) -> Self {
+        PushDevice { id: d.id, user: d.user, device: d.device, target: d.target, created_at: d.created_at }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct NotificationsDoc {
+    room: String,
+    user: String,
+    #[serde(flatten)]
+    setting: Notifications,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -218,6 +245,8 @@ impl MongoStore {
             .create_indexes([plain(doc! {"room": 1}), plain(doc! {"uploader": 1})])
             .await
             .map_err(unavailable)?;
+        self.push_devices().create_index(unique(doc! {"user": 1, "device": 1})).await.map_err(unavailable)?;
+        self.notification_settings().create_index(unique(doc! {"room": 1, "user": 1})).await.map_err(unavailable)?;
         self.refresh_tokens()
             .create_indexes([plain(doc! {"family": 1}), plain(doc! {"expires_at": 1})])
             .await
@@ -255,6 +284,12 @@ impl MongoStore {
     }
     fn presence_docs(&self) -> Collection<PresenceDoc> {
         self.db.collection("presence")
+    }
+    fn push_devices(&self) -> Collection<PushDeviceDoc> {
+        self.db.collection("push_devices")
+    }
+    fn notification_settings(&self) -> Collection<NotificationsDoc> {
+        self.db.collection("notification_settings")
     }
     fn media_docs(&self) -> Collection<MediaDoc> {
         self.db.collection("media")
@@ -388,6 +423,7 @@ impl Store for MongoStore {
             .update_many(doc! {"room": id}, doc! {"$set": {"room_gone": true}})
             .await
             .map_err(unavailable)?;
+        self.notification_settings().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         // everything numbered so far belongs to the deleted room: a message in flight that is
         // written after this never shows in a room re-created under the name
         let floor = self.reserve(id, 0).await?;
@@ -606,6 +642,50 @@ impl Store for MongoStore {
     async fn delete_media(&self, id: &str) -> Result<bool, StoreError> {
         let deleted = self.media_docs().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
         Ok(deleted.deleted_count == 1)
+    }
+
+    async fn put_push_device(&self, device: &PushDevice) -> Result<(), StoreError> {
+        // its id changes with a new registration: the one before goes first
+        let filter = doc! {"user": &device.user, "device": &device.device};
+        self.push_devices().delete_one(filter).await.map_err(unavailable)?;
+        let d = device.clone();
+        let doc =
+            PushDeviceDoc { id: d.id, user: d.user, device: d.device, target: d.target, created_at: d.created_at };
+        self.push_devices().insert_one(doc).await.map(drop).map_err(conflict_or_unavailable)
+    }
+
+    async fn push_devices_of(&self, user: &str) -> Result<Vec<PushDevice>, StoreError> {
+        let mut cursor =
+            self.push_devices().find(doc! {"user": user}).sort(doc! {"device": 1}).await.map_err(unavailable)?;
+        let mut devices = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            // a target that no longer parses is no device to push to
+            if let Ok(device) = cursor.deserialize_current() {
+                devices.push(device.into());
+            }
+        }
+        Ok(devices)
+    }
+
+    async fn delete_push_device(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        let deleted = self.push_devices().delete_one(doc! {"_id": id, "user": user}).await.map_err(unavailable)?;
+        Ok(deleted.deleted_count == 1)
+    }
+
+    async fn set_notifications(&self, room: &str, user: &str, setting: &Notifications) -> Result<(), StoreError> {
+        let doc = NotificationsDoc { room: room.to_owned(), user: user.to_owned(), setting: *setting };
+        self.notification_settings()
+            .replace_one(doc! {"room": room, "user": user}, doc)
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn notifications(&self, room: &str, user: &str) -> Result<Option<Notifications>, StoreError> {
+        let found =
+            self.notification_settings().find_one(doc! {"room": room, "user": user}).await.map_err(unavailable)?;
+        Ok(found.map(|d| d.setting))
     }
 
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError> {

@@ -1,6 +1,8 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
-use crate::contract::{Bot, Media, Page, Presented, RefreshToken, Retention, Room, Store, StoreError};
+use crate::contract::{
+    Bot, Media, Notifications, Page, Presented, PushDevice, RefreshToken, Retention, Room, Store, StoreError,
+};
 use crate::outbox::Directive;
 use async_trait::async_trait;
 use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
@@ -102,6 +104,22 @@ CREATE TABLE IF NOT EXISTS media (
 );
 CREATE INDEX IF NOT EXISTS media_by_room ON media (room);
 CREATE INDEX IF NOT EXISTS media_by_uploader ON media (uploader);
+-- target: the PushTarget as JSON (its kind and where it reaches)
+CREATE TABLE IF NOT EXISTS push_devices (
+    id TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    device TEXT NOT NULL,
+    target TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (user, device)
+);
+-- setting: the Notifications as JSON
+CREATE TABLE IF NOT EXISTS notification_settings (
+    room TEXT NOT NULL,
+    user TEXT NOT NULL,
+    setting TEXT NOT NULL,
+    PRIMARY KEY (room, user)
+);
 CREATE TABLE IF NOT EXISTS outbox (
     position INTEGER PRIMARY KEY AUTOINCREMENT,
     directive TEXT NOT NULL
@@ -381,6 +399,7 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM rooms WHERE id = ?1", [&id])?;
             tx.execute("UPDATE room_seq SET floor = next WHERE room = ?1", [&id])?;
             tx.execute("UPDATE media SET room_gone = 1 WHERE room = ?1", [&id])?;
+            tx.execute("DELETE FROM notification_settings WHERE room = ?1", [&id])?;
             tx.commit()
         })
         .await
@@ -623,6 +642,77 @@ impl Store for SqliteStore {
     async fn delete_media(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.with(move |c| c.execute("DELETE FROM media WHERE id = ?1", [id]).map(|n| n == 1)).await
+    }
+
+    async fn put_push_device(&self, device: &PushDevice) -> Result<(), StoreError> {
+        let device = device.clone();
+        let target = serde_json::to_string(&device.target).expect("push targets serialize");
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO push_devices (id, user, device, target, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user, device) DO UPDATE SET id = ?1, target = ?4, created_at = ?5",
+                params![device.id, device.user, device.device, target, device.created_at],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn push_devices_of(&self, user: &str) -> Result<Vec<PushDevice>, StoreError> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, user, device, target, created_at FROM push_devices WHERE user = ?1 ORDER BY device",
+            )?;
+            let rows = stmt.query_map([user], |r| {
+                let target: String = r.get(3)?;
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, target, r.get(4)?))
+            })?;
+            // a target that no longer parses is no device to push to
+            Ok(rows
+                .filter_map(Result::ok)
+                .filter_map(|(id, user, device, target, created_at)| {
+                    Some(PushDevice { id, user, device, target: from_json_text(Some(target))?, created_at })
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn delete_push_device(&self, user: &str, id: &str) -> Result<bool, StoreError> {
+        let (user, id) = (user.to_owned(), id.to_owned());
+        self.with(move |c| {
+            c.execute("DELETE FROM push_devices WHERE user = ?1 AND id = ?2", params![user, id]).map(|n| n == 1)
+        })
+        .await
+    }
+
+    async fn set_notifications(&self, room: &str, user: &str, setting: &Notifications) -> Result<(), StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        let setting = serde_json::to_string(setting).expect("settings serialize");
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO notification_settings (room, user, setting) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (room, user) DO UPDATE SET setting = ?3",
+                params![room, user, setting],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn notifications(&self, room: &str, user: &str) -> Result<Option<Notifications>, StoreError> {
+        let (room, user) = (room.to_owned(), user.to_owned());
+        self.with(move |c| {
+            c.query_row(
+                "SELECT setting FROM notification_settings WHERE room = ?1 AND user = ?2",
+                params![room, user],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(from_json_text)
+        })
+        .await
     }
 
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError> {

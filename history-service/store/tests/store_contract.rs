@@ -5,7 +5,8 @@
 
 use roost_protocol::{Attachment, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use roost_store::{
-    Bot, Directive, Media, MongoStore, Page, Presented, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
+    Bot, Directive, Media, MongoStore, NotificationLevel, Notifications, Page, Presented, PushDevice, PushTarget,
+    RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
 };
 use std::sync::Arc;
 
@@ -381,6 +382,45 @@ async fn media_records_live_until_swept(backend: impl Backend) {
     assert_eq!(store.media_bytes_of("alice").await.unwrap(), 30);
 }
 
+async fn push_registrations_and_notification_settings(backend: impl Backend) {
+    let store = backend.open().await;
+    let device = |id: &str, device: &str, target: PushTarget| PushDevice {
+        id: id.into(),
+        user: "alice".into(),
+        device: device.into(),
+        target,
+        created_at: 1,
+    };
+    let browser = device(
+        "d1",
+        "laptop",
+        PushTarget::Webpush { endpoint: "https://push.example/x".into(), p256dh: "BP".into(), auth: "au".into() },
+    );
+    let phone = device("d2", "phone", PushTarget::Fcm { token: "old".into() });
+    store.put_push_device(&browser).await.unwrap();
+    store.put_push_device(&phone).await.unwrap();
+    // a rotated token: the same device registers again and replaces what it had
+    let rotated = device("d3", "phone", PushTarget::Fcm { token: "new".into() });
+    store.put_push_device(&rotated).await.unwrap();
+    assert_eq!(store.push_devices_of("alice").await.unwrap(), vec![browser.clone(), rotated]);
+    assert!(store.push_devices_of("bob").await.unwrap().is_empty());
+    assert!(!store.delete_push_device("bob", "d1").await.unwrap(), "only its user deletes it");
+    assert!(store.delete_push_device("alice", "d3").await.unwrap());
+    assert_eq!(store.push_devices_of("alice").await.unwrap(), vec![browser]);
+
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    assert_eq!(store.notifications("lobby", "alice").await.unwrap(), None);
+    let quiet = Notifications { level: NotificationLevel::Mentions, muted_until: Some(5) };
+    store.set_notifications("lobby", "alice", &quiet).await.unwrap();
+    store.set_notifications("lobby", "bob", &Notifications::default()).await.unwrap();
+    assert_eq!(store.notifications("lobby", "alice").await.unwrap(), Some(quiet));
+    let none = Notifications { level: NotificationLevel::None, muted_until: None };
+    store.set_notifications("lobby", "alice", &none).await.unwrap();
+    assert_eq!(store.notifications("lobby", "alice").await.unwrap(), Some(none));
+    store.delete_room("lobby").await.unwrap();
+    assert_eq!(store.notifications("lobby", "alice").await.unwrap(), None, "settings go with their room");
+}
+
 /// Runs every contract test against the backend `open` makes.
 macro_rules! contract {
     ($backend:ident) => {
@@ -408,6 +448,7 @@ macro_rules! contract {
             run!(receipts_keep_the_furthest_read);
             run!(retention_prunes_by_age_and_count);
             run!(media_records_live_until_swept);
+            run!(push_registrations_and_notification_settings);
         }
     };
 }

@@ -1,0 +1,172 @@
+//! Push notifications to members who are offline: where each user's devices are reached and how
+//! much of each room they want pushed. (Delivery attaches to the ingest's stored messages.)
+
+mod endpoint;
+
+pub use endpoint::EndpointError;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use roost_protocol::now_millis;
+use roost_store::{Notifications, PushDevice, PushTarget, Store, StoreError};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// The `[push]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PushConfig {
+    pub webpush: WebPushConfig,
+}
+
+/// The `[push.webpush]` section.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebPushConfig {
+    /// The VAPID private key (base64url of the P-256 scalar); unset: generated once into the
+    /// data dir (`vapid.key`).
+    #[serde(skip_serializing)]
+    pub vapid_private_key: Option<SecretString>,
+    /// Admits `http://` and loopback endpoints: for tests with a local push service only.
+    pub allow_insecure_loopback: bool,
+}
+
+/// Longest FCM or APNs token, and device name, accepted.
+const MAX_TOKEN: usize = 4096;
+const MAX_DEVICE: usize = 128;
+
+/// Why a registration or setting is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    #[error("no such device registration")]
+    NoDevice,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A registration as a client sends it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct Registration {
+    /// The client's name for the device (e.g. its MQTT client id); registering it again
+    /// replaces what it had.
+    #[schema(min_length = 1, max_length = 128)]
+    pub device: String,
+    pub kind: Kind,
+    /// `webpush`: the browser's `PushSubscription` as JSON.
+    pub subscription: Option<Subscription>,
+    /// `fcm`, `apns`: the device token.
+    #[schema(min_length = 1, max_length = 4096)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Webpush,
+    Fcm,
+    Apns,
+}
+
+/// A browser's `PushSubscription.toJSON()`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct Subscription {
+    pub endpoint: String,
+    pub keys: SubscriptionKeys,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SubscriptionKeys {
+    /// The browser's P-256 public key, base64url (65 bytes, uncompressed).
+    pub p256dh: String,
+    /// The 16-byte authentication secret, base64url.
+    pub auth: String,
+}
+
+/// Registrations and notification settings.
+#[derive(Clone)]
+pub struct Push {
+    store: Arc<dyn Store>,
+    config: PushConfig,
+}
+
+impl Push {
+    pub fn new(store: Arc<dyn Store>, config: PushConfig) -> Self {
+        Self { store, config }
+    }
+
+    /// Registers a device of `user`, replacing the registration it had.
+    pub async fn register(&self, user: &str, registration: Registration) -> Result<PushDevice, PushError> {
+        let device = registration.device.trim();
+        if device.is_empty() || device.len() > MAX_DEVICE || device.chars().any(char::is_control) {
+            return Err(PushError::Invalid(format!("device is 1 to {MAX_DEVICE} printable characters")));
+        }
+        let target = match (registration.kind, registration.subscription, registration.token) {
+            (Kind::Webpush, Some(subscription), None) => self.webpush_target(subscription).await?,
+            (Kind::Fcm | Kind::Apns, None, Some(token)) => {
+                let token = token.trim().to_owned();
+                if token.is_empty() || token.len() > MAX_TOKEN || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(PushError::Invalid(format!("token is 1 to {MAX_TOKEN} printable characters")));
+                }
+                if registration.kind == Kind::Fcm {
+                    PushTarget::Fcm { token }
+                } else {
+                    PushTarget::Apns { token }
+                }
+            }
+            (Kind::Webpush, ..) => return Err(PushError::Invalid("webpush takes a subscription, no token".into())),
+            _ => return Err(PushError::Invalid("fcm and apns take a token, no subscription".into())),
+        };
+        let device = PushDevice {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            user: user.to_owned(),
+            device: device.to_owned(),
+            target,
+            created_at: now_millis(),
+        };
+        self.store.put_push_device(&device).await?;
+        Ok(device)
+    }
+
+    async fn webpush_target(&self, subscription: Subscription) -> Result<PushTarget, PushError> {
+        let decoded = |field: &str, value: &str, len: usize| match URL_SAFE_NO_PAD.decode(value.trim_end_matches('=')) {
+            Ok(bytes) if bytes.len() == len => Ok(()),
+            _ => Err(PushError::Invalid(format!("keys.{field} is {len} bytes, base64url"))),
+        };
+        decoded("p256dh", &subscription.keys.p256dh, 65)?;
+        decoded("auth", &subscription.keys.auth, 16)?;
+        let (endpoint, _) =
+            endpoint::check(&subscription.endpoint, self.config.webpush.allow_insecure_loopback).await?;
+        Ok(PushTarget::Webpush {
+            endpoint: endpoint.into(),
+            p256dh: subscription.keys.p256dh,
+            auth: subscription.keys.auth,
+        })
+    }
+
+    pub async fn devices(&self, user: &str) -> Result<Vec<PushDevice>, PushError> {
+        Ok(self.store.push_devices_of(user).await?)
+    }
+
+    pub async fn unregister(&self, user: &str, id: &str) -> Result<(), PushError> {
+        if self.store.delete_push_device(user, id).await? {
+            Ok(())
+        } else {
+            Err(PushError::NoDevice)
+        }
+    }
+
+    /// `user`'s setting for `room` (a member's), the default when they made none.
+    pub async fn notifications(&self, room: &str, user: &str) -> Result<Notifications, PushError> {
+        Ok(self.store.notifications(room, user).await?.unwrap_or_default())
+    }
+
+    pub async fn set_notifications(&self, room: &str, user: &str, setting: Notifications) -> Result<(), PushError> {
+        Ok(self.store.set_notifications(room, user, &setting).await?)
+    }
+}
