@@ -1,6 +1,7 @@
 //! Signed URLs: a link to one upload that works without a bearer header until it expires, for
 //! what cannot send one (a browser's `<img>` and `<video>`).
 
+use crate::tokens::hex;
 use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -38,10 +39,6 @@ impl UrlSigner {
         mac.update(expires.to_string().as_bytes());
         mac
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(text: &str) -> Option<Vec<u8>> {

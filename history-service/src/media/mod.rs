@@ -7,6 +7,7 @@ mod kinds;
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use roost_auth::tokens::hex;
 use roost_auth::{MembershipView, UrlSigner};
 use roost_protocol::now_millis;
 use roost_store::{BlobError, BlobStream, Blobs, Media, S3Config, Store, StoreError};
@@ -361,8 +362,4 @@ where
     }
     file.flush().await?;
     Ok((head, hex(&hash.finalize()), size))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
