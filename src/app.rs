@@ -8,11 +8,12 @@ use roost_auth::{MembershipView, OperatorRules, Policy, TokenService, UrlSigner,
 use roost_broker::{Broker, BrokerDeps};
 use roost_history::http::{serve, AuthThrottle, HttpConfig};
 use roost_history::media::Uploads;
-use roost_history::push::Push;
+use roost_history::push::{Delivery, Push};
 use roost_history::{ApiConfig, AppState, ClientConfig, PushKeys};
+use roost_protocol::Envelope;
 use roost_store::{
-    BlobError, Blobs, FsBlobs, GridFsBlobs, Ingest, MongoStore, OutboxRelay, PresenceSource, Relay, RetentionPolicy,
-    S3Blobs, SqliteStore, Store,
+    BlobError, Blobs, FsBlobs, GridFsBlobs, Ingest, MongoStore, OutboxRelay, PresenceReader, PresenceSource, Relay,
+    RetentionPolicy, S3Blobs, SqliteStore, Store,
 };
 use secrecy::{ExposeSecret, SecretString};
 use std::future::Future;
@@ -40,6 +41,8 @@ pub enum AppError {
     Media(#[from] BlobError),
     #[error("push.webpush.vapid_private_key (or the data dir's vapid.key): {0}")]
     Vapid(String),
+    #[error(transparent)]
+    Push(#[from] roost_history::push::ProviderError),
 }
 
 /// Queued records the ingest may hold before publishers wait.
@@ -107,6 +110,9 @@ struct HttpPart {
     config: HttpConfig,
     retention: (RetentionPolicy, Arc<dyn Store>),
     uploads: Uploads,
+    delivery: Delivery,
+    /// What wakes delivery; `None` when split (it polls the store).
+    stored: Option<tokio::sync::broadcast::Receiver<Envelope>>,
 }
 
 /// A bound, ready-to-run Roost (or one half of it).
@@ -229,11 +235,16 @@ impl App {
             membership.enroll_bot(&bot.name, &bot.token_id);
         }
 
+        // stored messages as the ingest reports them wake push delivery in one process
+        let mut stored = None;
         let broker = match role {
             Role::History => None,
             Role::AllInOne | Role::Broker => {
                 let policy = Policy::new(membership.clone(), OperatorRules::new(settings.mqtt.rules.clone()));
                 let (ingest, ingest_handle) = Ingest::new(store.clone(), INGEST_QUEUE);
+                if role == Role::AllInOne {
+                    stored = Some(ingest_handle.stored_messages());
+                }
                 let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
                 let broker = Broker::bind(settings.mqtt.clone(), deps).await?;
                 let outbox = outbox_start.map(|start| (store.clone(), start));
@@ -243,16 +254,18 @@ impl App {
         let http = match role {
             Role::Broker => None,
             Role::AllInOne | Role::History => {
-                let (relay, presence): (Arc<dyn Relay>, Option<Arc<dyn PresenceSource>>) = match &broker {
+                let (relay, board): (Arc<dyn Relay>, Option<Arc<dyn PresenceSource>>) = match &broker {
                     Some(part) => (Arc::new(part.broker.relay()), Some(part.broker.presence())),
                     None => (Arc::new(OutboxRelay::new(store.clone(), membership.clone())), None),
                 };
+                let presence = PresenceReader::new(board, store.clone());
+                let vapid = vapid_key(&settings)?;
                 let metrics =
                     PrometheusBuilder::new().install_recorder().map_err(|e| AppError::Metrics(e.to_string()))?;
                 let config = ApiConfig {
                     access_ttl_secs: settings.auth.access_ttl,
                     refresh_ttl_secs: settings.auth.refresh_ttl,
-                    client: client_config(&settings, broker.as_ref().map(|part| &part.broker), &vapid_key(&settings)?),
+                    client: client_config(&settings, broker.as_ref().map(|part| &part.broker), &vapid),
                     max_rooms_per_user: settings.rooms.max_per_user,
                 };
                 let policy = RetentionPolicy {
@@ -272,6 +285,8 @@ impl App {
                     settings.http.trust_forwarded_for,
                 ));
                 let push = Push::new(store.clone(), settings.push.clone());
+                let delivery =
+                    Delivery::new(store.clone(), membership.clone(), presence.clone(), settings.push.clone(), vapid)?;
                 let uploads =
                     open_uploads(&settings, store.clone(), membership.clone(), UrlSigner::new(&secret)).await?;
                 let state = AppState {
@@ -291,7 +306,8 @@ impl App {
                     .await
                     .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
                 let config = settings.http.clone();
-                Some(HttpPart { listener, api: roost_history::http::router(state), config, retention, uploads })
+                let api = roost_history::http::router(state);
+                Some(HttpPart { listener, api, config, retention, uploads, delivery, stored: stored.take() })
             }
         };
         Ok(Self { broker, http })
@@ -320,8 +336,9 @@ impl App {
         };
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(crate::memory::release_periodically(when_stopped()));
-        if let Some(HttpPart { listener, api, config, retention, uploads }) = self.http {
+        if let Some(HttpPart { listener, api, config, retention, uploads, delivery, stored }) = self.http {
             tasks.spawn(uploads.sweep_until(when_stopped()));
+            tasks.spawn(delivery.run_until(stored, when_stopped()));
             let stopped = when_stopped();
             tasks.spawn(async move { serve(listener, api, &config, stopped).await });
             let (policy, store) = retention;

@@ -94,6 +94,11 @@ impl MembershipView {
         bot_token.is_none_or(|id| self.bots.read().expect("membership lock").get(user).map(String::as_str) == Some(id))
     }
 
+    /// True for a bot with a live token.
+    pub fn is_bot(&self, name: &str) -> bool {
+        self.bots.read().expect("membership lock").contains_key(name)
+    }
+
     pub fn is_member(&self, room: &str, user: &str) -> bool {
         self.rooms.read().expect("membership lock").members.get(room).is_some_and(|m| m.contains(user))
     }

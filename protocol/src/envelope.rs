@@ -65,6 +65,25 @@ pub struct Envelope {
     pub data: Option<Map<String, Value>>,
 }
 
+impl Envelope {
+    /// True when the message mentions `user`: `@user` as a word of the body (not inside an
+    /// address such as `a@user`; case aside; a full stop after it ends the sentence), or
+    /// `user` among the names in `data.mentions`.
+    pub fn mentions(&self, user: &str) -> bool {
+        let listed = self.data.as_ref().and_then(|data| data.get("mentions")).and_then(Value::as_array);
+        if listed.is_some_and(|names| names.iter().any(|name| name.as_str() == Some(user))) {
+            return true;
+        }
+        let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+        let body = self.body.to_ascii_lowercase();
+        body.match_indices('@').any(|(at, _)| {
+            let before = body[..at].chars().next_back();
+            let word: String = body[at + 1..].chars().take_while(|c| name_char(*c)).collect();
+            !before.is_some_and(name_char) && (word == user || word.trim_end_matches('.') == user)
+        })
+    }
+}
+
 /// `{"typing":bool}` as a client sends it on `rooms/{room}/typing`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TypingIn {
@@ -155,4 +174,36 @@ pub enum InboxNotice {
 /// Serializes any stamped payload; every type here has infallible JSON.
 pub fn to_payload<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("stamped payloads serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn said(body: &str, data: Option<Value>) -> Envelope {
+        Envelope {
+            id: "m".into(),
+            room: "lobby".into(),
+            seq: 1,
+            from: "alice".into(),
+            ts: 1,
+            body: body.into(),
+            attachments: None,
+            reply_to: None,
+            data: data.and_then(|d| d.as_object().cloned()),
+        }
+    }
+
+    #[test]
+    fn a_mention_is_an_at_word_or_a_listed_name() {
+        for body in ["@bob", "hi @bob!", "hi @Bob.", "(@bob)", "@bob, @carol"] {
+            assert!(said(body, None).mentions("bob"), "{body}");
+        }
+        for body in ["bob", "@bobby", "mail bob@bob.org", "@bo", "@bob_2"] {
+            assert!(!said(body, None).mentions("bob"), "{body}");
+        }
+        assert!(said("@bob.smith", None).mentions("bob.smith"));
+        assert!(said("psst", Some(serde_json::json!({"mentions": ["carol", "bob"]}))).mentions("bob"));
+        assert!(!said("psst", Some(serde_json::json!({"mentions": "bob"}))).mentions("bob"), "a list of names");
+    }
 }

@@ -2,7 +2,8 @@
 // chat both ways, see typing, presence and unread counts change, open a DM, reload and find
 // the history; one loses his connection for a while and misses nothing; they send each other a
 // picture and a PDF, and a file the server refuses; a bot (MQTT.js from Node) fills a room and
-// the page scrolls back to its first message. Screenshots go to
+// the page scrolls back to its first message; a third user turns notifications on and her
+// service worker shows a push the browser delivers to it. Screenshots go to
 // SCREENSHOTS; the page's first-load timings are printed as one "timing {...}" line. Driven by
 // tests/system/browser.rs; exits non-zero on any failure.
 import { mkdirSync, readFileSync } from "node:fs";
@@ -226,9 +227,77 @@ async function scenario() {
   await alice.locator("#older").waitFor({ state: "hidden", ...patience });
   await shot(alice, "13-scrolled-back-to-the-first-reading");
 
+  await notifications();
+
   await alice.setViewportSize({ width: 390, height: 760 });
   await shot(alice, "14-phone-width");
   console.log("browser scenario passed");
+}
+
+/** Carol turns notifications on: the page registers its service worker, subscribes with the
+ * server's VAPID key and registers the subscription. Headless Chromium reaches no push
+ * service, so PushManager.subscribe is stubbed with a subscription as a browser gives one;
+ * then the browser itself delivers a push to the service worker (DevTools' push button, a
+ * trusted push event) and the notification it shows is read back. */
+async function notifications() {
+  const context = await browser.newContext({ viewport: { width: 900, height: 700 } });
+  await context.grantPermissions(["notifications"], { origin: base });
+  await context.addInitScript(() => {
+    const b64url = (bytes) => btoa(String.fromCharCode(...bytes)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+    PushManager.prototype.getSubscription = async () => null;
+    PushManager.prototype.subscribe = async (options) => {
+      const json = {
+        endpoint: "https://8.8.8.8/push/carol-laptop",
+        expirationTime: null,
+        keys: { p256dh: b64url([4, ...Array.from({ length: 64 }, (_, i) => i + 1)]), auth: b64url(new Array(16).fill(7)) },
+      };
+      localStorage.setItem("test.applicationServerKey", b64url(new Uint8Array(options.applicationServerKey)));
+      return { endpoint: json.endpoint, toJSON: () => json };
+    };
+  });
+  const carol = await context.newPage();
+  await carol.goto(base);
+  await signUp(carol, "carol");
+  await carol.getByRole("button", { name: "Enable notifications" }).click();
+  await carol.getByRole("button", { name: "Notifications on" }).waitFor(patience);
+  const { push } = await (await fetch(`${base}/v1/client-config`)).json();
+  const registered = await carol.evaluate(async () => {
+    const { access } = JSON.parse(localStorage.getItem("roost.session"));
+    const listed = await fetch("/v1/push/devices", { headers: { authorization: `Bearer ${access}` } });
+    return { devices: (await listed.json()).devices, key: localStorage.getItem("test.applicationServerKey") };
+  });
+  if (registered.key !== push.webpush_vapid_key) throw new Error(`subscribed with ${registered.key}`);
+  const [device] = registered.devices;
+  if (registered.devices.length !== 1 || device.kind !== "webpush" || device.endpoint !== "https://8.8.8.8/push/carol-laptop") {
+    throw new Error(`registered ${JSON.stringify(registered.devices)}`);
+  }
+
+  const devtools = await context.newCDPSession(carol);
+  const registration = new Promise((resolve) =>
+    devtools.on("ServiceWorker.workerRegistrationUpdated", ({ registrations }) => {
+      const found = registrations.find((r) => r.scopeURL === `${base}/` && !r.isDeleted);
+      if (found) resolve(found.registrationId);
+    }),
+  );
+  await devtools.send("ServiceWorker.enable");
+  const notice = { type: "message", room: "lounge", seq: 7, from: "alice", ts: Date.now(), unread: 3, preview: "see you at 5" };
+  await devtools.send("ServiceWorker.deliverPushMessage", {
+    origin: base,
+    registrationId: await registration,
+    data: JSON.stringify(notice),
+  });
+  const deadline = Date.now() + patience.timeout;
+  let shown = [];
+  while (shown.length === 0 && Date.now() < deadline) {
+    shown = await carol.evaluate(async () => {
+      const worker = await navigator.serviceWorker.ready;
+      return (await worker.getNotifications()).map((n) => ({ title: n.title, body: n.body, tag: n.tag }));
+    });
+  }
+  const expected = [{ title: "alice in lounge (3 unread)", body: "see you at 5", tag: "room:lounge" }];
+  if (JSON.stringify(shown) !== JSON.stringify(expected)) throw new Error(`notifications: ${JSON.stringify(shown)}`);
+  await shot(carol, "15-notifications-on");
+  await context.close();
 }
 
 async function signUp(page, user) {

@@ -168,6 +168,8 @@ pub(crate) async fn refresh(
         // so neither keeps it (the user signs in again)
         Presented::Again(token) => {
             let revoked = state.store.revoke_refresh_family(&token.family, token.expires_at).await?;
+            // whoever replayed it may have registered a device to read the user's pushes
+            state.push.forget_devices_of(&token.user).await?;
             warn!(user = token.user, revoked, "a used refresh token came back; its sign-in is revoked");
             metrics::counter!("roost_refresh_token_reuse_total").increment(1);
             Err(ApiError::unauthorized("refresh token already used; sign in again"))

@@ -28,7 +28,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use roost_auth::passwords::PasswordPool;
 use roost_auth::{MembershipView, TokenService};
 use roost_store::Relay;
-use roost_store::{PresenceSource, Store};
+use roost_store::{PresenceReader, Store};
 use std::sync::Arc;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -49,8 +49,7 @@ pub struct AppState {
     pub tokens: TokenService,
     pub membership: Arc<MembershipView>,
     pub relay: Arc<dyn Relay>,
-    /// The broker's own board in one process; split, presence is read from the store.
-    pub presence: Option<Arc<dyn PresenceSource>>,
+    pub presence: PresenceReader,
     pub metrics: PrometheusHandle,
     pub config: ApiConfig,
     /// Hashing threads of their own for register and login.

@@ -6,7 +6,7 @@ use super::{ApiError, AppState};
 use crate::rooms::Rooms;
 use axum::extract::{Path, State};
 use axum::Json;
-use roost_protocol::{PresenceAggregate, PresenceStatus};
+use roost_protocol::PresenceAggregate;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -28,18 +28,6 @@ pub(crate) struct RoomPresence {
     members: Vec<MemberPresence>,
 }
 
-impl AppState {
-    /// Live presence when this process's broker knows the user, else the stored status, else
-    /// offline and never seen.
-    async fn presence_of(&self, user: &str) -> Result<PresenceAggregate, ApiError> {
-        if let Some(live) = self.presence.as_ref().and_then(|board| board.presence(user)) {
-            return Ok(live);
-        }
-        let stored = self.store.presence(user).await?;
-        Ok(stored.unwrap_or(PresenceAggregate { status: PresenceStatus::Offline, devices: 0, last_seen: None }))
-    }
-}
-
 #[utoipa::path(get, path = "/v1/users/{name}/presence", security(("bearer" = [])), responses(
     (status = 200, body = PresenceAggregate), (status = 404, body = ErrorBody)))]
 pub(crate) async fn user_presence(
@@ -49,7 +37,7 @@ pub(crate) async fn user_presence(
     Path(name): Path<String>,
 ) -> Result<Json<PresenceAggregate>, ApiError> {
     rooms.shares_room(&user, &name)?;
-    state.presence_of(&name).await.map(Json)
+    Ok(Json(state.presence.presence_of(&name).await?))
 }
 
 #[utoipa::path(get, path = "/v1/rooms/{id}/presence", security(("bearer" = [])), responses(
@@ -62,7 +50,7 @@ pub(crate) async fn room_presence(
 ) -> Result<Json<RoomPresence>, ApiError> {
     let mut members = Vec::new();
     for member in rooms.members_for(&id, &user).await? {
-        let presence = state.presence_of(&member).await?;
+        let presence = state.presence.presence_of(&member).await?;
         members.push(MemberPresence { user: member, presence });
     }
     Ok(Json(RoomPresence { members }))

@@ -1,6 +1,6 @@
 //! Push registrations of the caller's devices, and their notification setting per room.
 
-use super::auth::AuthUser;
+use super::auth::{AuthUser, Person};
 use super::error::{ApiJson, ErrorBody};
 use super::{ApiError, AppState};
 use crate::push::{Push, Registration};
@@ -43,12 +43,14 @@ pub(crate) struct Devices {
 }
 
 /// Registers one of the caller's devices for pushes (a Web Push subscription, or an FCM or
-/// APNs token); registering the same `device` again replaces its registration.
+/// APNs token); registering the same `device` again replaces its registration. Bots are
+/// never pushed: they cannot register.
 #[utoipa::path(post, path = "/v1/push/devices", request_body = Registration, security(("bearer" = [])),
-    responses((status = 201, body = Device), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = Device), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub(crate) async fn register(
     State(push): State<Push>,
-    AuthUser(user): AuthUser,
+    Person(user): Person,
     ApiJson(registration): ApiJson<Registration>,
 ) -> Result<(StatusCode, Json<Device>), ApiError> {
     Ok((StatusCode::CREATED, Json(push.register(&user, registration).await?.into())))

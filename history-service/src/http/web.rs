@@ -19,11 +19,13 @@ macro_rules! asset {
 }
 
 /// Path, content type and contents of every asset.
-const ASSETS: [(&str, &str, &[u8]); 4] = [
+const ASSETS: [(&str, &str, &[u8]); 5] = [
     ("/", "text/html; charset=utf-8", asset!("index.html")),
     ("/assets/app.js", "text/javascript; charset=utf-8", asset!("app.js")),
     ("/assets/style.css", "text/css; charset=utf-8", asset!("style.css")),
     ("/assets/mqtt.esm.js", "text/javascript; charset=utf-8", asset!("mqtt.esm.js")),
+    // at the root: a service worker controls the pages under its own path
+    ("/sw.js", "text/javascript; charset=utf-8", asset!("sw.js")),
 ];
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {

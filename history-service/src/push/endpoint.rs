@@ -46,20 +46,52 @@ pub(crate) async fn check(
             .map_err(|_| EndpointError::Unresolved)?
             .collect(),
     };
-    if addresses.is_empty() {
-        return Err(EndpointError::Unresolved);
-    }
-    for address in &addresses {
-        let ip = canonical(address.ip());
-        let allowed = is_public(ip) || (allow_insecure_loopback && ip.is_loopback());
-        if !allowed {
-            return Err(EndpointError::NotPublic(ip));
-        }
-    }
+    permitted(&addresses, allow_insecure_loopback)?;
     if url.scheme() == "http" && !addresses.iter().all(|a| canonical(a.ip()).is_loopback()) {
         return Err(EndpointError::NotHttps);
     }
     Ok((url, addresses))
+}
+
+/// Ok when there are addresses and every one is public (or loopback, when allowed).
+fn permitted(addresses: &[SocketAddr], allow_insecure_loopback: bool) -> Result<(), EndpointError> {
+    if addresses.is_empty() {
+        return Err(EndpointError::Unresolved);
+    }
+    for address in addresses {
+        let ip = canonical(address.ip());
+        if !(is_public(ip) || (allow_insecure_loopback && ip.is_loopback())) {
+            return Err(EndpointError::NotPublic(ip));
+        }
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port]` of `url`: what a VAPID token is for, and what
+/// `push.webpush.allowed_origins` lists.
+pub(crate) fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// The resolver of the client that sends Web Push requests: it connects only to the addresses
+/// it has just checked, so a host that resolved to a public address at registration and to a
+/// private one now (DNS rebinding) is not reached.
+pub(crate) struct PublicOnly {
+    pub(crate) allow_insecure_loopback: bool,
+}
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_insecure_loopback = self.allow_insecure_loopback;
+        Box::pin(async move {
+            let resolved = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((name.as_str(), 0)))
+                .await
+                .map_err(|_| EndpointError::Unresolved)??;
+            let addresses: Vec<SocketAddr> = resolved.collect();
+            permitted(&addresses, allow_insecure_loopback)?;
+            Ok(Box::new(addresses.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 /// An IPv4 address mapped into IPv6 is judged as the IPv4 address it is.
@@ -136,5 +168,17 @@ mod tests {
         assert!(check("http://127.0.0.1:8443/push", true).await.is_ok(), "tests only");
         assert_eq!(check("http://8.8.8.8/push", true).await.err(), Some(EndpointError::NotHttps));
         assert!(matches!(check("https://10.0.0.1/x", true).await, Err(EndpointError::NotPublic(_))));
+    }
+
+    #[tokio::test]
+    async fn the_sending_client_connects_only_to_public_addresses() {
+        use reqwest::dns::Resolve;
+        let strict = PublicOnly { allow_insecure_loopback: false };
+        assert!(strict.resolve("localhost".parse().unwrap()).await.is_err(), "loopback by name");
+        let testing = PublicOnly { allow_insecure_loopback: true };
+        let addresses: Vec<_> = testing.resolve("localhost".parse().unwrap()).await.unwrap().collect();
+        assert!(addresses.iter().all(|a| a.ip().is_loopback()));
+        assert_eq!(origin(&Url::parse("https://push.example:8443/a/b?c").unwrap()), "https://push.example:8443");
+        assert_eq!(origin(&Url::parse("https://push.example:443/a").unwrap()), "https://push.example");
     }
 }

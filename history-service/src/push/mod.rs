@@ -1,9 +1,16 @@
-//! Push notifications to members who are offline: where each user's devices are reached and how
-//! much of each room they want pushed. (Delivery attaches to the ingest's stored messages.)
+//! Push notifications to members who are offline: where each user's devices are reached, how
+//! much of each room they want pushed, and the delivery that plans and sends the pushes.
 
+mod apns;
+mod delivery;
 mod endpoint;
+mod fcm;
+mod providers;
+mod webpush;
 
+pub use delivery::Delivery;
 pub use endpoint::EndpointError;
+pub use providers::ProviderError;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -15,22 +22,106 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// The `[push]` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PushConfig {
+    /// Seconds a push is tried, and kept by a push service for a device that is off.
+    pub ttl: u64,
+    /// Milliseconds a push waits for more messages of its room, to tell of them in one.
+    pub coalesce_ms: u64,
+    /// Whether FCM and APNs pushes carry the start of the body (Google and Apple can read it).
+    pub preview: bool,
     pub webpush: WebPushConfig,
+    pub fcm: FcmConfig,
+    pub apns: ApnsConfig,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            ttl: 24 * 3600,
+            coalesce_ms: 1000,
+            preview: false,
+            webpush: WebPushConfig::default(),
+            fcm: FcmConfig::default(),
+            apns: ApnsConfig::default(),
+        }
+    }
 }
 
 /// The `[push.webpush]` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct WebPushConfig {
     /// The VAPID private key (base64url of the P-256 scalar); unset: generated once into the
     /// data dir (`vapid.key`).
     #[serde(skip_serializing)]
     pub vapid_private_key: Option<SecretString>,
+    /// Who runs this server, told to push services in every request (`mailto:` or `https:`).
+    pub subject: String,
+    /// Whether Web Push payloads carry the start of the body (only the device can read them).
+    pub preview: bool,
+    /// When not empty, the only push service origins (`https://host[:port]`) registrations may name.
+    pub allowed_origins: Vec<String>,
     /// Admits `http://` and loopback endpoints: for tests with a local push service only.
     pub allow_insecure_loopback: bool,
+}
+
+impl Default for WebPushConfig {
+    fn default() -> Self {
+        Self {
+            vapid_private_key: None,
+            subject: "mailto:postmaster@localhost".into(),
+            preview: true,
+            allowed_origins: Vec::new(),
+            allow_insecure_loopback: false,
+        }
+    }
+}
+
+/// The `[push.fcm]` section: Firebase Cloud Messaging (HTTP v1), off until `service_account`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FcmConfig {
+    /// The service account's JSON key file, as the Firebase console gives it.
+    pub service_account: Option<std::path::PathBuf>,
+    /// Where FCM is (tests point it at a local stand-in).
+    pub endpoint: String,
+}
+
+impl Default for FcmConfig {
+    fn default() -> Self {
+        Self { service_account: None, endpoint: "https://fcm.googleapis.com".into() }
+    }
+}
+
+/// The `[push.apns]` section: Apple Push Notification service with token authentication, off
+/// until `key`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ApnsConfig {
+    /// The `.p8` signing key file from the Apple developer account.
+    pub key: Option<std::path::PathBuf>,
+    /// The key's id, and the team it belongs to.
+    pub key_id: String,
+    pub team_id: String,
+    /// The app's bundle id (`apns-topic`).
+    pub topic: String,
+    /// Where APNs is: `https://api.push.apple.com`, `https://api.sandbox.push.apple.com` for
+    /// development builds, or a local stand-in in tests (HTTP/2 either way).
+    pub endpoint: String,
+}
+
+impl Default for ApnsConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            key_id: String::new(),
+            team_id: String::new(),
+            topic: String::new(),
+            endpoint: "https://api.push.apple.com".into(),
+        }
+    }
 }
 
 /// Longest FCM or APNs token, and device name, accepted.
@@ -142,6 +233,12 @@ impl Push {
         decoded("auth", &subscription.keys.auth, 16)?;
         let (endpoint, _) =
             endpoint::check(&subscription.endpoint, self.config.webpush.allow_insecure_loopback).await?;
+        let allowed = &self.config.webpush.allowed_origins;
+        if !allowed.is_empty()
+            && !allowed.iter().any(|origin| origin.trim_end_matches('/') == endpoint::origin(&endpoint))
+        {
+            return Err(PushError::Invalid("the endpoint's push service is not one this server sends to".into()));
+        }
         Ok(PushTarget::Webpush {
             endpoint: endpoint.into(),
             p256dh: subscription.keys.p256dh,
@@ -151,6 +248,12 @@ impl Push {
 
     pub async fn devices(&self, user: &str) -> Result<Vec<PushDevice>, PushError> {
         Ok(self.store.push_devices_of(user).await?)
+    }
+
+    /// Forgets every registration of `user`: their sign-in was stolen (a refresh token came
+    /// back twice), and whoever stole it may have registered a device of theirs.
+    pub async fn forget_devices_of(&self, user: &str) -> Result<u64, PushError> {
+        Ok(self.store.delete_push_devices_of(user).await?)
     }
 
     pub async fn unregister(&self, user: &str, id: &str) -> Result<(), PushError> {

@@ -44,6 +44,9 @@ where
     }
 }
 
+/// The most unread messages counted per room: a badge says "999+" past it, not the number.
+pub const UNREAD_CAP: u64 = 1000;
+
 /// A room as stored and served.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -157,6 +160,31 @@ pub struct PushDevice {
     pub target: PushTarget,
     /// Milliseconds since the epoch.
     pub created_at: i64,
+}
+
+/// A push owed to one device for one room: the newest message it tells of. Messages that come
+/// while it waits fold into it (one push per burst per room).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushJob {
+    /// The registration ([`PushDevice::id`]) it goes to.
+    pub device: String,
+    pub room: String,
+    /// Whose device it is.
+    pub user: String,
+    pub seq: i64,
+    pub from: String,
+    /// When the message was stamped (ms since the epoch).
+    pub ts: i64,
+    /// The start of the body.
+    pub preview: String,
+    /// A direct message or a mention: delivered at once by the push service.
+    pub urgent: bool,
+    /// Not sent before this time (ms since the epoch): the burst it waits for, or a back-off.
+    pub not_before: i64,
+    /// Given up after this time (ms since the epoch).
+    pub expires_at: i64,
+    /// Attempts that failed so far.
+    pub attempts: u32,
 }
 
 /// How much of a room a member wants pushed.
@@ -289,6 +317,33 @@ pub trait Store: Send + Sync + 'static {
     async fn set_notifications(&self, room: &str, user: &str, setting: &Notifications) -> Result<(), StoreError>;
     /// `user`'s notification setting for `room`, if they made one.
     async fn notifications(&self, room: &str, user: &str) -> Result<Option<Notifications>, StoreError>;
+
+    /// Forgets every registration of `user` and the pushes owed to them; returns how many went.
+    async fn delete_push_devices_of(&self, user: &str) -> Result<u64, StoreError>;
+    /// The registration `id`, if it is kept.
+    async fn push_device(&self, id: &str) -> Result<Option<PushDevice>, StoreError>;
+    /// Forgets the registration `id` (its push service says it is gone) and the pushes owed to it.
+    async fn drop_push_device(&self, id: &str) -> Result<(), StoreError>;
+    /// Claims, until `lease_until` (ms), up to `limit` stored messages nobody has yet looked at
+    /// for pushes (or whose claim lapsed: its holder died). Every stored message starts due.
+    async fn claim_push_due(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Envelope>, StoreError>;
+    /// The pushes of these `(room, seq)` messages are queued: they are due no more.
+    async fn push_planned(&self, messages: &[(String, i64)]) -> Result<(), StoreError>;
+    /// Queues `job`, or folds it into the one queued for its (device, room): the newer message
+    /// wins, the wait for the burst stays as it was.
+    async fn queue_push(&self, job: &PushJob) -> Result<(), StoreError>;
+    /// Claims, until `lease_until` (ms), up to `limit` queued pushes due by `now`.
+    async fn claim_pushes(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<PushJob>, StoreError>;
+    /// The push for (device, room) up to `seq` is done (sent or given up): it goes, unless a
+    /// newer message folded into it meanwhile, which is then due at once.
+    async fn finish_push(&self, device: &str, room: &str, seq: i64) -> Result<(), StoreError>;
+    /// The push for (device, room) failed for now: tried again at `not_before`.
+    async fn retry_push(&self, device: &str, room: &str, not_before: i64) -> Result<(), StoreError>;
+    /// Queued pushes, for the queue depth gauge.
+    async fn push_queue_depth(&self) -> Result<u64, StoreError>;
+    /// Per room of `user`, the messages of others after their read receipt (counted up to
+    /// [`UNREAD_CAP`]); rooms with none are left out.
+    async fn unread(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError>;
 
     /// Keeps `presence` as `user`'s current status (the broker writes, the API reads).
     async fn set_presence(&self, user: &str, presence: &PresenceAggregate) -> Result<(), StoreError>;

@@ -14,13 +14,13 @@ mod sqlite;
 
 pub use blobs::{BlobError, BlobStream, Blobs, FsBlobs, GridFsBlobs, S3Blobs, S3Config};
 pub use contract::{
-    retry_until_ok, Bot, Media, NotificationLevel, Notifications, Page, Presented, PushDevice, PushTarget,
-    RefreshToken, Retention, Room, Store, StoreError,
+    retry_until_ok, Bot, Media, NotificationLevel, Notifications, Page, Presented, PushDevice, PushJob, PushTarget,
+    RefreshToken, Retention, Room, Store, StoreError, UNREAD_CAP,
 };
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use mongo::MongoStore;
 pub use outbox::Directive;
-pub use presence::PresenceSource;
+pub use presence::{PresenceReader, PresenceSource};
 pub use relay::{OutboxRelay, Relay};
 pub use retention::RetentionPolicy;
 pub use sqlite::SqliteStore;

@@ -2,8 +2,8 @@
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
 use crate::contract::{
-    Bot, Media, Notifications, Page, Presented, PushDevice, PushTarget, RefreshToken, Retention, Room, Store,
-    StoreError,
+    Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, RefreshToken, Retention, Room, Store,
+    StoreError, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -111,6 +111,50 @@ struct PushDeviceDoc {
     device: String,
     target: PushTarget,
     created_at: i64,
+}
+
+/// A message as written: due for push planning (`push_due` 0) until a planner queues its
+/// pushes; `push_claim` names the planner holding it.
+#[derive(Serialize)]
+struct NewMessageDoc<'a> {
+    #[serde(flatten)]
+    envelope: &'a Envelope,
+    push_due: i64,
+}
+
+/// A queued push; `lease_until`: a sender holds it until then.
+#[derive(Serialize, Deserialize)]
+struct PushJobDoc {
+    device: String,
+    room: String,
+    user: String,
+    seq: i64,
+    from: String,
+    ts: i64,
+    preview: String,
+    urgent: bool,
+    not_before: i64,
+    expires_at: i64,
+    attempts: u32,
+    lease_until: i64,
+}
+
+impl From<PushJobDoc> for PushJob {
+    fn from(d: PushJobDoc) -> Self {
+        PushJob {
+            device: d.device,
+            room: d.room,
+            user: d.user,
+            seq: d.seq,
+            from: d.from,
+            ts: d.ts,
+            preview: d.preview,
+            urgent: d.urgent,
+            not_before: d.not_before,
+            expires_at: d.expires_at,
+            attempts: d.attempts,
+        }
+    }
 }
 
 impl From<PushDeviceDoc> for PushDevice {
@@ -233,6 +277,11 @@ impl MongoStore {
                 plain(doc! {"room": 1, "ts": 1}),
                 // a client's retry of a message (same id) after a reconnect is stored once
                 unique(doc! {"room": 1, "from": 1, "id": 1}),
+                // only messages whose pushes are unplanned have the field
+                IndexModel::builder()
+                    .keys(doc! {"push_due": 1})
+                    .options(IndexOptions::builder().sparse(true).build())
+                    .build(),
             ])
             .await
             .map_err(unavailable)?;
@@ -247,6 +296,14 @@ impl MongoStore {
             .map_err(unavailable)?;
         self.push_devices().create_index(unique(doc! {"user": 1, "device": 1})).await.map_err(unavailable)?;
         self.notification_settings().create_index(unique(doc! {"room": 1, "user": 1})).await.map_err(unavailable)?;
+        self.push_jobs()
+            .create_indexes([
+                unique(doc! {"device": 1, "room": 1}),
+                plain(doc! {"not_before": 1}),
+                plain(doc! {"user": 1}),
+            ])
+            .await
+            .map_err(unavailable)?;
         self.refresh_tokens()
             .create_indexes([plain(doc! {"family": 1}), plain(doc! {"expires_at": 1})])
             .await
@@ -287,6 +344,9 @@ impl MongoStore {
     }
     fn push_devices(&self) -> Collection<PushDeviceDoc> {
         self.db.collection("push_devices")
+    }
+    fn push_jobs(&self) -> Collection<PushJobDoc> {
+        self.db.collection("push_jobs")
     }
     fn notification_settings(&self) -> Collection<NotificationsDoc> {
         self.db.collection("notification_settings")
@@ -424,6 +484,7 @@ impl Store for MongoStore {
             .await
             .map_err(unavailable)?;
         self.notification_settings().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
+        self.push_jobs().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         // everything numbered so far belongs to the deleted room: a message in flight that is
         // written after this never shows in a room re-created under the name
         let floor = self.reserve(id, 0).await?;
@@ -487,7 +548,8 @@ impl Store for MongoStore {
 
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
         if !messages.is_empty() {
-            match self.messages().insert_many(messages).ordered(false).await {
+            let docs = messages.iter().map(|envelope| NewMessageDoc { envelope, push_due: 0 });
+            match self.db.collection::<NewMessageDoc>("messages").insert_many(docs).ordered(false).await {
                 Ok(_) => {}
                 // a replayed batch: the stored copies stand
                 Err(e) if is_duplicate(&e) => {}
@@ -669,7 +731,190 @@ impl Store for MongoStore {
 
     async fn delete_push_device(&self, user: &str, id: &str) -> Result<bool, StoreError> {
         let deleted = self.push_devices().delete_one(doc! {"_id": id, "user": user}).await.map_err(unavailable)?;
+        self.push_jobs().delete_many(doc! {"device": id, "user": user}).await.map_err(unavailable)?;
         Ok(deleted.deleted_count == 1)
+    }
+
+    async fn delete_push_devices_of(&self, user: &str) -> Result<u64, StoreError> {
+        let deleted = self.push_devices().delete_many(doc! {"user": user}).await.map_err(unavailable)?;
+        self.push_jobs().delete_many(doc! {"user": user}).await.map_err(unavailable)?;
+        Ok(deleted.deleted_count)
+    }
+
+    async fn push_device(&self, id: &str) -> Result<Option<PushDevice>, StoreError> {
+        let mut cursor = self.push_devices().find(doc! {"_id": id}).await.map_err(unavailable)?;
+        if !cursor.advance().await.map_err(unavailable)? {
+            return Ok(None);
+        }
+        // a target that no longer parses is no device to push to
+        Ok(cursor.deserialize_current().ok().map(PushDevice::from))
+    }
+
+    async fn drop_push_device(&self, id: &str) -> Result<(), StoreError> {
+        self.push_devices().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
+        self.push_jobs().delete_many(doc! {"device": id}).await.map(drop).map_err(unavailable)
+    }
+
+    async fn claim_push_due(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
+        // without transactions: pick candidates, mark those still due with a claim of ours,
+        // and read back what carries it (another planner's claim wins the ones it marked)
+        let raw = self.db.collection::<Document>("messages");
+        let mut due = raw
+            .find(doc! {"push_due": {"$lte": now}})
+            .projection(doc! {"_id": 1})
+            .sort(doc! {"push_due": 1})
+            .limit(i64::from(limit))
+            .await
+            .map_err(unavailable)?;
+        let mut ids = Vec::new();
+        while due.advance().await.map_err(unavailable)? {
+            ids.extend(due.deserialize_current().map_err(unavailable)?.get("_id").cloned());
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claim = mongodb::bson::oid::ObjectId::new();
+        raw.update_many(
+            doc! {"_id": {"$in": ids.clone()}, "push_due": {"$lte": now}},
+            doc! {"$set": {"push_due": lease_until, "push_claim": claim}},
+        )
+        .await
+        .map_err(unavailable)?;
+        let mut claimed = self
+            .messages()
+            .find(doc! {"_id": {"$in": ids}, "push_claim": claim})
+            .sort(doc! {"push_due": 1})
+            .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while claimed.advance().await.map_err(unavailable)? {
+            out.push(claimed.deserialize_current().map_err(unavailable)?);
+        }
+        Ok(out)
+    }
+
+    async fn push_planned(&self, messages: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut by_room: std::collections::BTreeMap<&str, Vec<i64>> = std::collections::BTreeMap::new();
+        for (room, seq) in messages {
+            by_room.entry(room).or_default().push(*seq);
+        }
+        for (room, seqs) in by_room {
+            self.messages()
+                .update_many(
+                    doc! {"room": room, "seq": {"$in": seqs}},
+                    doc! {"$unset": {"push_due": "", "push_claim": ""}},
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn queue_push(&self, job: &PushJob) -> Result<(), StoreError> {
+        let newer = self
+            .push_jobs()
+            .update_one(
+                doc! {"device": &job.device, "room": &job.room, "seq": {"$lt": job.seq}},
+                doc! {
+                    "$set": {"seq": job.seq, "from": &job.from, "ts": job.ts, "preview": &job.preview,
+                             "expires_at": job.expires_at},
+                    "$max": {"urgent": job.urgent},
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        if newer.matched_count == 1 {
+            return Ok(());
+        }
+        let j = job.clone();
+        let doc = PushJobDoc {
+            device: j.device,
+            room: j.room,
+            user: j.user,
+            seq: j.seq,
+            from: j.from,
+            ts: j.ts,
+            preview: j.preview,
+            urgent: j.urgent,
+            not_before: j.not_before,
+            expires_at: j.expires_at,
+            attempts: 0,
+            lease_until: 0,
+        };
+        match self.push_jobs().insert_one(doc).await {
+            // one for this (device, room) with this message or a newer one is queued
+            Err(e) if is_duplicate(&e) => Ok(()),
+            done => done.map(drop).map_err(unavailable),
+        }
+    }
+
+    async fn claim_pushes(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<PushJob>, StoreError> {
+        let mut claimed = Vec::new();
+        while claimed.len() < limit as usize {
+            let job = self
+                .push_jobs()
+                .find_one_and_update(
+                    doc! {"not_before": {"$lte": now}, "lease_until": {"$lte": now}},
+                    doc! {"$set": {"lease_until": lease_until}},
+                )
+                .sort(doc! {"not_before": 1})
+                .await
+                .map_err(unavailable)?;
+            match job {
+                Some(job) => claimed.push(job.into()),
+                None => break,
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn finish_push(&self, device: &str, room: &str, seq: i64) -> Result<(), StoreError> {
+        self.push_jobs()
+            .delete_one(doc! {"device": device, "room": room, "seq": {"$lte": seq}})
+            .await
+            .map_err(unavailable)?;
+        self.push_jobs()
+            .update_one(doc! {"device": device, "room": room}, doc! {"$set": {"lease_until": 0}})
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn retry_push(&self, device: &str, room: &str, not_before: i64) -> Result<(), StoreError> {
+        self.push_jobs()
+            .update_one(
+                doc! {"device": device, "room": room},
+                doc! {"$set": {"not_before": not_before, "lease_until": 0}, "$inc": {"attempts": 1}},
+            )
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn push_queue_depth(&self) -> Result<u64, StoreError> {
+        self.push_jobs().count_documents(doc! {}).await.map_err(unavailable)
+    }
+
+    async fn unread(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut rooms = Vec::new();
+        let mut members = self.members().find(doc! {"user": user}).await.map_err(unavailable)?;
+        while members.advance().await.map_err(unavailable)? {
+            rooms.push(members.deserialize_current().map_err(unavailable)?.room);
+        }
+        let mut unread = Vec::new();
+        for room in rooms {
+            let read = self.last_read(&room, user).await?.unwrap_or(0);
+            let count = self
+                .messages()
+                .count_documents(doc! {"room": &room, "seq": {"$gt": read}, "from": {"$ne": user}})
+                .limit(UNREAD_CAP)
+                .await
+                .map_err(unavailable)?;
+            if count > 0 {
+                unread.push((room, count));
+            }
+        }
+        Ok(unread)
     }
 
     async fn set_notifications(&self, room: &str, user: &str, setting: &Notifications) -> Result<(), StoreError> {

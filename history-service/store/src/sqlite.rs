@@ -1,7 +1,8 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
 use crate::contract::{
-    Bot, Media, Notifications, Page, Presented, PushDevice, RefreshToken, Retention, Room, Store, StoreError,
+    Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, RefreshToken, Retention, Room, Store, StoreError,
+    UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -69,6 +70,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attachments TEXT,
     reply_to INTEGER,
     data TEXT,
+    -- set while the message's pushes are unplanned: 0, or until when a planner holds it
+    push_due INTEGER,
     PRIMARY KEY (room, seq)
 );
 -- a client's retry of a message (same id) after a reconnect is stored once
@@ -120,6 +123,23 @@ CREATE TABLE IF NOT EXISTS notification_settings (
     setting TEXT NOT NULL,
     PRIMARY KEY (room, user)
 );
+-- pushes owed, one per (device, room); lease_until: a sender holds it until then
+CREATE TABLE IF NOT EXISTS push_jobs (
+    device TEXT NOT NULL,
+    room TEXT NOT NULL,
+    user TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    sender TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    preview TEXT NOT NULL,
+    urgent INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_until INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (device, room)
+);
+CREATE INDEX IF NOT EXISTS push_jobs_by_time ON push_jobs (not_before);
 CREATE TABLE IF NOT EXISTS outbox (
     position INTEGER PRIMARY KEY AUTOINCREMENT,
     directive TEXT NOT NULL
@@ -146,6 +166,12 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&conn).map_err(unavailable)?;
         conn.execute_batch(INDEXES_ON_ADDED_COLUMNS).map_err(unavailable)?;
+        // one process owns the file: what a process before it held when it died is free now
+        conn.execute_batch(
+            "UPDATE messages SET push_due = 0 WHERE push_due > 0;
+             UPDATE push_jobs SET lease_until = 0 WHERE lease_until > 0;",
+        )
+        .map_err(unavailable)?;
         Ok(Self { conn: Arc::new(Mutex::new(conn)) })
     }
 
@@ -169,6 +195,7 @@ impl SqliteStore {
 const INDEXES_ON_ADDED_COLUMNS: &str = "
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family);
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+CREATE INDEX IF NOT EXISTS messages_push_due ON messages (push_due) WHERE push_due IS NOT NULL;
 ";
 
 /// Columns added after their table was first released, as `(table, column, type)`.
@@ -177,6 +204,8 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("room_seq", "floor", "INTEGER NOT NULL DEFAULT 0"),
     ("refresh_tokens", "family", "TEXT"),
     ("refresh_tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
+    // messages from before push notifications are not due: NULL
+    ("messages", "push_due", "INTEGER"),
 ];
 
 /// Brings a database made by an earlier release up to [`SCHEMA`].
@@ -400,6 +429,7 @@ impl Store for SqliteStore {
             tx.execute("UPDATE room_seq SET floor = next WHERE room = ?1", [&id])?;
             tx.execute("UPDATE media SET room_gone = 1 WHERE room = ?1", [&id])?;
             tx.execute("DELETE FROM notification_settings WHERE room = ?1", [&id])?;
+            tx.execute("DELETE FROM push_jobs WHERE room = ?1", [&id])?;
             tx.commit()
         })
         .await
@@ -488,7 +518,8 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}, push_due)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)"
                 ))?;
                 for m in &messages {
                     let (attachments, data) = (json_text(&m.attachments), json_text(&m.data));
@@ -661,20 +692,10 @@ impl Store for SqliteStore {
     async fn push_devices_of(&self, user: &str) -> Result<Vec<PushDevice>, StoreError> {
         let user = user.to_owned();
         self.with(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, user, device, target, created_at FROM push_devices WHERE user = ?1 ORDER BY device",
-            )?;
-            let rows = stmt.query_map([user], |r| {
-                let target: String = r.get(3)?;
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, target, r.get(4)?))
-            })?;
-            // a target that no longer parses is no device to push to
-            Ok(rows
-                .filter_map(Result::ok)
-                .filter_map(|(id, user, device, target, created_at)| {
-                    Some(PushDevice { id, user, device, target: from_json_text(Some(target))?, created_at })
-                })
-                .collect())
+            let mut stmt =
+                c.prepare(&format!("SELECT {PUSH_DEVICE_COLUMNS} FROM push_devices WHERE user = ?1 ORDER BY device"))?;
+            let rows = stmt.query_map([user], push_device_from_row)?;
+            rows.filter_map(Result::transpose).collect()
         })
         .await
     }
@@ -682,7 +703,182 @@ impl Store for SqliteStore {
     async fn delete_push_device(&self, user: &str, id: &str) -> Result<bool, StoreError> {
         let (user, id) = (user.to_owned(), id.to_owned());
         self.with(move |c| {
-            c.execute("DELETE FROM push_devices WHERE user = ?1 AND id = ?2", params![user, id]).map(|n| n == 1)
+            let tx = c.transaction()?;
+            let deleted = tx.execute("DELETE FROM push_devices WHERE user = ?1 AND id = ?2", params![user, id])? == 1;
+            tx.execute("DELETE FROM push_jobs WHERE device = ?1", [id])?;
+            tx.commit()?;
+            Ok(deleted)
+        })
+        .await
+    }
+
+    async fn delete_push_devices_of(&self, user: &str) -> Result<u64, StoreError> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM push_jobs WHERE user = ?1", [&user])?;
+            let deleted = tx.execute("DELETE FROM push_devices WHERE user = ?1", [&user])?;
+            tx.commit()?;
+            Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn push_device(&self, id: &str) -> Result<Option<PushDevice>, StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            c.query_row(
+                &format!("SELECT {PUSH_DEVICE_COLUMNS} FROM push_devices WHERE id = ?1"),
+                [id],
+                push_device_from_row,
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+        .await
+    }
+
+    async fn drop_push_device(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM push_devices WHERE id = ?1", [&id])?;
+            tx.execute("DELETE FROM push_jobs WHERE device = ?1", [&id])?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn claim_push_due(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
+        self.with(move |c| {
+            let mut claim = c.prepare_cached(&format!(
+                "UPDATE messages SET push_due = ?2 WHERE rowid IN
+                   (SELECT rowid FROM messages WHERE push_due <= ?1 ORDER BY push_due LIMIT ?3)
+                 RETURNING {MESSAGE_COLUMNS}"
+            ))?;
+            let claimed = claim.query_map(params![now, lease_until, limit], envelope_from_row)?.collect();
+            claimed
+        })
+        .await
+    }
+
+    async fn push_planned(&self, messages: &[(String, i64)]) -> Result<(), StoreError> {
+        let messages = messages.to_vec();
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            {
+                let mut planned =
+                    tx.prepare_cached("UPDATE messages SET push_due = NULL WHERE room = ?1 AND seq = ?2")?;
+                for (room, seq) in &messages {
+                    planned.execute(params![room, seq])?;
+                }
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn queue_push(&self, job: &PushJob) -> Result<(), StoreError> {
+        let job = job.clone();
+        self.with(move |c| {
+            c.prepare_cached(
+                "INSERT INTO push_jobs (device, room, user, seq, sender, ts, preview, urgent, not_before, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (device, room) DO UPDATE SET seq = excluded.seq, sender = excluded.sender,
+                   ts = excluded.ts, preview = excluded.preview, urgent = max(urgent, excluded.urgent),
+                   expires_at = excluded.expires_at
+                 WHERE excluded.seq > push_jobs.seq",
+            )?
+            .execute(params![
+                job.device,
+                job.room,
+                job.user,
+                job.seq,
+                job.from,
+                job.ts,
+                job.preview,
+                job.urgent,
+                job.not_before,
+                job.expires_at
+            ])
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn claim_pushes(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<PushJob>, StoreError> {
+        self.with(move |c| {
+            let mut claim = c.prepare_cached(
+                "UPDATE push_jobs SET lease_until = ?2 WHERE rowid IN
+                   (SELECT rowid FROM push_jobs WHERE not_before <= ?1 AND lease_until <= ?1
+                    ORDER BY not_before LIMIT ?3)
+                 RETURNING device, room, user, seq, sender, ts, preview, urgent, not_before, expires_at, attempts",
+            )?;
+            let claimed = claim
+                .query_map(params![now, lease_until, limit], |r| {
+                    Ok(PushJob {
+                        device: r.get(0)?,
+                        room: r.get(1)?,
+                        user: r.get(2)?,
+                        seq: r.get(3)?,
+                        from: r.get(4)?,
+                        ts: r.get(5)?,
+                        preview: r.get(6)?,
+                        urgent: r.get(7)?,
+                        not_before: r.get(8)?,
+                        expires_at: r.get(9)?,
+                        attempts: r.get(10)?,
+                    })
+                })?
+                .collect();
+            claimed
+        })
+        .await
+    }
+
+    async fn finish_push(&self, device: &str, room: &str, seq: i64) -> Result<(), StoreError> {
+        let (device, room) = (device.to_owned(), room.to_owned());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM push_jobs WHERE device = ?1 AND room = ?2 AND seq <= ?3",
+                params![device, room, seq],
+            )?;
+            tx.execute("UPDATE push_jobs SET lease_until = 0 WHERE device = ?1 AND room = ?2", params![device, room])?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn retry_push(&self, device: &str, room: &str, not_before: i64) -> Result<(), StoreError> {
+        let (device, room) = (device.to_owned(), room.to_owned());
+        self.with(move |c| {
+            c.execute(
+                "UPDATE push_jobs SET not_before = ?3, lease_until = 0, attempts = attempts + 1
+                 WHERE device = ?1 AND room = ?2",
+                params![device, room, not_before],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn push_queue_depth(&self) -> Result<u64, StoreError> {
+        self.with(|c| c.query_row("SELECT count(*) FROM push_jobs", [], |r| r.get(0))).await
+    }
+
+    async fn unread(&self, user: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let user = user.to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT mb.room, (SELECT count(*) FROM (SELECT 1 FROM messages m
+                     WHERE m.room = mb.room AND m.seq > coalesce(r.read_seq, 0) AND m.sender != mb.user LIMIT ?2))
+                 FROM members mb LEFT JOIN receipts r ON r.room = mb.room AND r.user = mb.user
+                 WHERE mb.user = ?1",
+            )?;
+            let rows =
+                stmt.query_map(params![user, UNREAD_CAP], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+            rows.filter(|row| !matches!(row, Ok((_, 0)))).collect()
         })
         .await
     }
@@ -808,6 +1004,16 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(()))).await
     }
+}
+
+const PUSH_DEVICE_COLUMNS: &str = "id, user, device, target, created_at";
+
+/// The registration in the row; `None` when its target no longer parses (no device to push to).
+fn push_device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<PushDevice>> {
+    let Some(target) = from_json_text(Some(row.get::<_, String>(3)?)) else {
+        return Ok(None);
+    };
+    Ok(Some(PushDevice { id: row.get(0)?, user: row.get(1)?, device: row.get(2)?, target, created_at: row.get(4)? }))
 }
 
 fn bot_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Bot> {

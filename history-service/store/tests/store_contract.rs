@@ -5,8 +5,8 @@
 
 use roost_protocol::{Attachment, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use roost_store::{
-    Bot, Directive, Media, MongoStore, NotificationLevel, Notifications, Page, Presented, PushDevice, PushTarget,
-    RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
+    Bot, Directive, Media, MongoStore, NotificationLevel, Notifications, Page, Presented, PushDevice, PushJob,
+    PushTarget, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
 };
 use std::sync::Arc;
 
@@ -421,6 +421,90 @@ async fn push_registrations_and_notification_settings(backend: impl Backend) {
     assert_eq!(store.notifications("lobby", "alice").await.unwrap(), None, "settings go with their room");
 }
 
+async fn pushes_are_planned_once_queued_folded_and_survive_a_restart(mut backend: impl Backend) {
+    let store = backend.open().await;
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    store.add_member("lobby", "bob").await.unwrap();
+    let stored: Vec<Envelope> = (1..=3).map(|seq| envelope("lobby", seq)).collect();
+    store.write_batch(&stored, &[]).await.unwrap();
+
+    // every stored message starts due; a claim holds it until its lease runs out
+    let first = store.claim_push_due(10, 100, 2).await.unwrap();
+    assert_eq!(first, stored[..2].to_vec(), "oldest first, at most the limit");
+    assert_eq!(store.claim_push_due(10, 100, 5).await.unwrap(), stored[2..].to_vec(), "claimed ones are held");
+    store.push_planned(&[("lobby".into(), 1), ("lobby".into(), 2)]).await.unwrap();
+    assert_eq!(store.claim_push_due(101, 200, 5).await.unwrap(), stored[2..].to_vec(), "a lapsed claim comes back");
+    store.push_planned(&[("lobby".into(), 3)]).await.unwrap();
+    assert!(store.claim_push_due(1_000, 2_000, 5).await.unwrap().is_empty(), "planned: due no more");
+
+    let device = PushDevice {
+        id: "d1".into(),
+        user: "bob".into(),
+        device: "phone".into(),
+        target: PushTarget::Fcm { token: "t".into() },
+        created_at: 1,
+    };
+    store.put_push_device(&device).await.unwrap();
+    assert_eq!(store.push_device("d1").await.unwrap(), Some(device.clone()));
+    let job = |seq: i64| PushJob {
+        device: "d1".into(),
+        room: "lobby".into(),
+        user: "bob".into(),
+        seq,
+        from: "alice".into(),
+        ts: seq,
+        preview: format!("hello {seq}"),
+        urgent: seq == 1,
+        not_before: 50 + seq,
+        expires_at: 10_000,
+        attempts: 0,
+    };
+    store.queue_push(&job(1)).await.unwrap();
+    store.queue_push(&job(3)).await.unwrap();
+    store.queue_push(&job(2)).await.unwrap();
+    assert_eq!(store.push_queue_depth().await.unwrap(), 1, "one per (device, room)");
+    assert!(store.claim_pushes(50, 60, 10).await.unwrap().is_empty(), "waits for its burst");
+    backend.restart().await;
+    let store = backend.open().await;
+    let claimed = store.claim_pushes(51, 60, 10).await.unwrap();
+    let folded = PushJob { urgent: true, not_before: 51, ..job(3) };
+    assert_eq!(claimed, vec![folded.clone()], "the newest message, the first one's wait and urgency");
+    assert!(store.claim_pushes(55, 60, 10).await.unwrap().is_empty(), "held by its sender");
+
+    store.retry_push("d1", "lobby", 70).await.unwrap();
+    assert!(store.claim_pushes(65, 80, 10).await.unwrap().is_empty(), "backing off");
+    let again = store.claim_pushes(70, 80, 10).await.unwrap();
+    assert_eq!(again, vec![PushJob { not_before: 70, attempts: 1, ..folded }]);
+    // a message folding in while it is sent: it stays, due at once
+    store.queue_push(&job(4)).await.unwrap();
+    store.finish_push("d1", "lobby", 3).await.unwrap();
+    assert_eq!(store.claim_pushes(71, 90, 10).await.unwrap().iter().map(|j| j.seq).collect::<Vec<_>>(), [4]);
+    store.finish_push("d1", "lobby", 4).await.unwrap();
+    assert_eq!(store.push_queue_depth().await.unwrap(), 0);
+
+    // unread: others' messages after the reader's receipt
+    assert_eq!(store.unread("bob").await.unwrap(), vec![("lobby".to_owned(), 3)]);
+    assert!(store.unread("alice").await.unwrap().is_empty(), "her own messages are read");
+    store
+        .write_batch(&[], &[ReceiptStamped { room: "lobby".into(), from: "bob".into(), read_seq: 2, ts: 5 }])
+        .await
+        .unwrap();
+    assert_eq!(store.unread("bob").await.unwrap(), vec![("lobby".to_owned(), 1)]);
+
+    // a registration its push service says is gone takes its pushes with it
+    store.queue_push(&job(5)).await.unwrap();
+    store.drop_push_device("d1").await.unwrap();
+    assert_eq!((store.push_device("d1").await.unwrap(), store.push_queue_depth().await.unwrap()), (None, 0));
+    store.put_push_device(&device).await.unwrap();
+    store.queue_push(&job(6)).await.unwrap();
+    assert_eq!(store.delete_push_devices_of("bob").await.unwrap(), 1);
+    assert_eq!(store.push_queue_depth().await.unwrap(), 0);
+    store.put_push_device(&device).await.unwrap();
+    store.queue_push(&job(7)).await.unwrap();
+    store.delete_room("lobby").await.unwrap();
+    assert_eq!(store.push_queue_depth().await.unwrap(), 0, "pushes go with their room");
+}
+
 /// Runs every contract test against the backend `open` makes.
 macro_rules! contract {
     ($backend:ident) => {
@@ -449,6 +533,7 @@ macro_rules! contract {
             run!(retention_prunes_by_age_and_count);
             run!(media_records_live_until_swept);
             run!(push_registrations_and_notification_settings);
+            run!(pushes_are_planned_once_queued_folded_and_survive_a_restart);
         }
     };
 }

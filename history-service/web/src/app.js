@@ -5,6 +5,8 @@ import mqtt from "./mqtt.esm.js";
 const $ = (id) => document.getElementById(id);
 const SESSION_KEY = "roost.session";
 const ROOM_KEY = "roost.room";
+/** This browser's name among the user's devices registered for pushes. */
+const DEVICE_KEY = "roost.device";
 const PAGE = 50;
 const TYPING_RENEW_MS = 3000;
 const TYPING_IDLE_MS = 4000;
@@ -784,6 +786,59 @@ function renderTyping() {
     who.length === 0 ? "" : who.length === 1 ? `${who[0]} is typing…` : `${who.join(", ")} are typing…`;
 }
 
+// ---- notifications --------------------------------------------------------------------------
+
+/** Offers notifications where the browser can be pushed to. A browser subscribed before
+ * registers its subscription again (the push service may have rotated it). */
+async function offerNotifications() {
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) return;
+  const registration = await navigator.serviceWorker.register("/sw.js");
+  const button = $("notify");
+  button.hidden = false;
+  const subscribed = await registration.pushManager.getSubscription();
+  if (subscribed && Notification.permission === "granted") {
+    await registerPush(subscribed);
+    return;
+  }
+  button.onclick = () => enableNotifications(registration).catch(showSidebarError);
+}
+
+async function enableNotifications(registration) {
+  if ((await Notification.requestPermission()) !== "granted") {
+    throw new ApiError("notifications are blocked for this page (the browser's site settings)");
+  }
+  const { push } = await api("GET", "/v1/client-config");
+  const subscription = await registration.pushManager.subscribe({
+    userVisibleOnly: true,
+    applicationServerKey: base64urlBytes(push.webpush_vapid_key),
+  });
+  await registerPush(subscription);
+}
+
+async function registerPush(subscription) {
+  let device = localStorage.getItem(DEVICE_KEY);
+  if (!device) {
+    device = `web-${crypto.randomUUID().slice(0, 8)}`;
+    localStorage.setItem(DEVICE_KEY, device);
+  }
+  await api("POST", "/v1/push/devices", { device, kind: "webpush", subscription: subscription.toJSON() });
+  const button = $("notify");
+  button.textContent = "Notifications on";
+  button.disabled = true;
+}
+
+function base64urlBytes(text) {
+  const binary = atob(text.replaceAll("-", "+").replaceAll("_", "/"));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
+// a click on a notification (sw.js) opens its room
+navigator.serviceWorker?.addEventListener("message", (event) => {
+  if (event.data?.type === "open-room" && state.rooms.has(event.data.room)) {
+    openRoom(event.data.room).catch(showSidebarError);
+  }
+});
+
 // ---- start --------------------------------------------------------------------------------
 
 async function start() {
@@ -795,7 +850,10 @@ async function start() {
   const { rooms } = await api("GET", "/v1/rooms");
   await Promise.all(rooms.map((room) => addRoom(room.id)));
   await connect();
-  const remembered = localStorage.getItem(ROOM_KEY);
+  offerNotifications().catch((error) => console.warn("notifications unavailable:", error));
+  // a notification opened in a new window names its room
+  const linked = new URLSearchParams(location.hash.slice(1)).get("room");
+  const remembered = linked || localStorage.getItem(ROOM_KEY);
   if (remembered && state.rooms.has(remembered)) await openRoom(remembered);
 }
 
