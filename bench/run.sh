@@ -3,9 +3,10 @@
 # Roost (auth, ACL, stamping, persistence), same load generator, same machine, one run.
 #
 #   bench/run.sh                 all scenarios
-#   bench/run.sh fanout chat     some of: fanout chat connections persistence history presence rooms
+#   bench/run.sh fanout chat     some of: fanout chat connections persistence history presence rooms push
 #
-# presence and rooms run on Roost only: the other brokers have no presence or rooms of ours.
+# presence, rooms and push run on Roost only: the other brokers have no presence, rooms or
+# pushes of ours.
 # Brokers are pinned to CPU 0 and the load generator to CPU 1 (BENCH_PIN=0 turns that off).
 # Roost uses its embedded store; BENCH_STORE_URI=mongodb://... points it at an empty MongoDB
 # database instead (the server is yours to start, e.g. secantusd-rs, pinned where you like).
@@ -14,11 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history presence rooms)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history presence rooms push)
 : "${CHAT_ROOMS:=1000}" "${CHAT_MEMBERS:=10}" "${CHAT_SECONDS:=20}"
 : "${PERSIST_MESSAGES:=1000000}"
 : "${PRESENCE_USERS:=2000 5000 10000 19000}" "${PRESENCE_SECONDS:=20}"
 : "${ROOMS_CHURN:=10000 100000}"  # rooms created, used and deleted in all, one measurement after each
+: "${PUSH_LAYOUTS:=100x100 1000x10}"  # rooms x members: each room's message is pushed to its members but one
+roost_env=()  # extra settings for the next Roost started
 
 for tool in mosquitto wrk python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install mosquitto wrk python3" >&2; exit 1; }
@@ -51,7 +54,7 @@ start_broker() {  # $1: mosquitto | rumqttd | roost
       rm -rf "$work/roost"; local hport; hport=$(free_port)
       ROOST_DATA_DIR="$work/roost" ROOST_MQTT__TCP=127.0.0.1:$port ROOST_MQTT__WS=127.0.0.1:0 \
       ROOST_HTTP__LISTEN=127.0.0.1:$hport ROOST_AUTH__SECRET=$secret RUST_LOG=warn \
-        "${pin_broker[@]}" env ${BENCH_STORE_URI:+"ROOST_STORE__URI=$BENCH_STORE_URI"} \
+        "${pin_broker[@]}" env ${BENCH_STORE_URI:+"ROOST_STORE__URI=$BENCH_STORE_URI"} "${roost_env[@]}" \
         target/release/roost serve >"$work/roost.out" 2>"$work/roost.log" & pid=$!
       http=http://127.0.0.1:$hport ;;
   esac
@@ -126,6 +129,14 @@ for scenario in "${scenarios[@]}"; do
           loadgen roost rooms --churned-before "$churned" --churn $((total - churned)); churned=$total
         done
         stop_broker ;;
+      push)
+        [ $broker = roost ] || continue
+        # a local push service (in the load generator) takes every request; pushes go at once
+        roost_env=(ROOST_PUSH__WEBPUSH__ALLOW_INSECURE_LOOPBACK=true ROOST_PUSH__COALESCE_MS=0)
+        for layout in $PUSH_LAYOUTS; do
+          start_broker roost; loadgen roost push --rooms "${layout%x*}" --members "${layout#*x}"; stop_broker
+        done
+        roost_env=() ;;
     esac
   done
 done

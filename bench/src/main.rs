@@ -109,6 +109,14 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Offline members with a registered browser each, one message per room: Web Push
+    /// requests per second to a local push service (Roost, `push.coalesce_ms = 0`).
+    Push {
+        #[arg(long, default_value_t = 100)]
+        rooms: usize,
+        #[arg(long, default_value_t = 100)]
+        members: usize,
+    },
     /// QoS 1 messages through the broker, then (Roost) counted back from history.
     Persistence {
         #[arg(long, default_value_t = 1_000_000)]
@@ -139,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Rooms { churn, churned_before, concurrency, load_rooms, load_members, seconds } => {
             scenarios::rooms(&target, churned_before, churn, concurrency, load_rooms, load_members, seconds).await?
         }
+        Scenario::Push { rooms, members } => scenarios::push(&target, rooms, members).await?,
         Scenario::Persistence { messages, publishers, size } => {
             scenarios::persistence(&target, messages, publishers, size).await?
         }

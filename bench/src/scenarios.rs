@@ -1,9 +1,11 @@
 //! The scenarios. Each returns one JSON report.
 
 mod presence;
+mod push;
 mod rooms;
 
 pub(crate) use presence::presence;
+pub(crate) use push::push;
 pub(crate) use rooms::rooms;
 
 use crate::stats::{age_ns, histogram, micros_per, payload, percentiles, round2};

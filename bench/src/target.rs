@@ -78,18 +78,29 @@ impl Target {
         while let Some(created) = creates.join_next().await {
             created??;
         }
-        let mut joins = JoinSet::new();
-        for (room, members) in rooms {
-            for member in members.into_iter().skip(1) {
-                let (roost, limit, path) = (roost.clone(), limit.clone(), format!("/v1/rooms/{room}/join"));
-                joins.spawn(async move {
-                    let _permit = limit.acquire_owned().await?;
-                    roost.post(&member, &path, None).await
-                });
-            }
+        let joins = rooms.into_iter().flat_map(|(room, members)| {
+            members.into_iter().skip(1).map(move |member| (member, format!("/v1/rooms/{room}/join"), None))
+        });
+        self.each_post(joins).await
+    }
+
+    /// POSTs each `(user, path, body)` as its user, `SETUP_CONCURRENCY` at once (Roost only).
+    pub(crate) async fn each_post(
+        &self,
+        posts: impl IntoIterator<Item = (String, String, Option<serde_json::Value>)>,
+    ) -> anyhow::Result<()> {
+        let Some(roost) = &self.roost else { return Ok(()) };
+        let limit = Arc::new(Semaphore::new(SETUP_CONCURRENCY));
+        let mut requests = JoinSet::new();
+        for (user, path, body) in posts {
+            let (roost, limit) = (roost.clone(), limit.clone());
+            requests.spawn(async move {
+                let _permit = limit.acquire_owned().await?;
+                roost.post(&user, &path, body).await
+            });
         }
-        while let Some(joined) = joins.join_next().await {
-            joined??;
+        while let Some(done) = requests.join_next().await {
+            done??;
         }
         Ok(())
     }

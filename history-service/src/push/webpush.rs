@@ -12,15 +12,22 @@ use roost_auth::VapidKey;
 use roost_protocol::now_millis;
 use roost_store::PushJob;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-/// How long a VAPID token is valid (push services refuse more than 24 h).
+/// How long a VAPID token is valid (push services refuse more than 24 h), and how long before
+/// it expires a new one is signed: one signature per push service an hour, not one per push.
 const VAPID_VALIDITY_SECS: i64 = 12 * 3600;
+const VAPID_RENEW_SECS: i64 = 11 * 3600;
+/// Push service origins whose token is kept; past it the cache starts over.
+const MAX_ORIGINS: usize = 1024;
 
 pub(super) struct WebPush {
     client: reqwest::Client,
     vapid: VapidKey,
     config: WebPushConfig,
+    /// The `Authorization` per push service origin, and when it is signed again (seconds).
+    authorizations: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl WebPush {
@@ -31,7 +38,24 @@ impl WebPush {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()?;
-        Ok(Self { client, vapid, config })
+        Ok(Self { client, vapid, config, authorizations: Mutex::new(HashMap::new()) })
+    }
+
+    /// The VAPID `Authorization` for the push service at `origin`, signed anew when the one
+    /// kept is an hour from expiring.
+    fn authorization(&self, origin: String, now_secs: i64) -> String {
+        let mut kept = self.authorizations.lock().expect("authorizations lock");
+        if let Some((header, renew_at)) = kept.get(&origin) {
+            if now_secs < *renew_at {
+                return header.clone();
+            }
+        }
+        if kept.len() >= MAX_ORIGINS {
+            kept.clear();
+        }
+        let header = self.vapid.authorization(&origin, now_secs + VAPID_VALIDITY_SECS, &self.config.subject);
+        kept.insert(origin, (header.clone(), now_secs + VAPID_RENEW_SECS));
+        header
     }
 
     pub(super) async fn send(
@@ -62,8 +86,7 @@ impl WebPush {
         };
         let now = now_millis();
         let ttl = ((job.expires_at - now) / 1000).max(0);
-        let authorization =
-            self.vapid.authorization(&endpoint::origin(&url), now / 1000 + VAPID_VALIDITY_SECS, &self.config.subject);
+        let authorization = self.authorization(endpoint::origin(&url), now / 1000);
         let sent = self
             .client
             .post(url)
