@@ -178,7 +178,7 @@ async fn register(system: &System, user: &str, registration: Value) -> (u16, Val
 
 /// Proves: the client config carries the VAPID public key, kept across restarts; a device is
 /// registered once per (user, device) and a new token replaces the old; only its user lists and
-/// deletes it.
+/// deletes it; a revoked sign-in takes the user's registrations with it.
 #[tokio::test]
 async fn devices_register_once_each_and_the_vapid_key_stays() {
     let mut system = spawn_with(&[]).await;
@@ -212,6 +212,19 @@ async fn devices_register_once_each_and_the_vapid_key_stays() {
     system.stop_and_restart().await;
     let (_, config) = system.call("GET", "/v1/client-config", None, None).await;
     assert_eq!(config["push"]["webpush_vapid_key"], key.as_str(), "kept in the data dir");
+
+    // a refresh token replayed: the sign-in is revoked, and with it every registration of the
+    // user, since whoever replayed it could have registered a device of theirs
+    let credentials = json!({"username": "erin", "password": "correct horse battery"});
+    assert_eq!(system.call("POST", "/v1/auth/register", None, Some(credentials.clone())).await.0, 201);
+    let (_, tokens) = system.call("POST", "/v1/auth/login", None, Some(credentials)).await;
+    let erin = tokens["access_token"].as_str().unwrap().to_owned();
+    let phone = json!({"device": "phone", "kind": "fcm", "token": "t"});
+    assert_eq!(system.call("POST", "/v1/push/devices", Some(&erin), Some(phone)).await.0, 201);
+    let refresh = json!({"refresh_token": tokens["refresh_token"]});
+    assert_eq!(system.call("POST", "/v1/auth/refresh", None, Some(refresh.clone())).await.0, 200);
+    assert_eq!(system.call("POST", "/v1/auth/refresh", None, Some(refresh)).await.0, 401, "replayed");
+    assert!(devices_of(&system, "erin").await.is_empty(), "forgotten with the sign-in");
 }
 
 /// Proves: Web Push endpoints that are not https, or resolve to loopback, private, link-local or
@@ -266,18 +279,26 @@ async fn members_choose_how_much_of_a_room_is_pushed() {
     assert_eq!(system.call("GET", "/v1/rooms/lobby/notifications", Some(&carol), None).await.0, 403, "join first");
     let loud = json!({"level": "loud"});
     assert_eq!(system.call("PUT", "/v1/rooms/lobby/notifications", Some(&bob), Some(loud)).await.0, 422);
+
+    // a user's default covers the rooms they set nothing for
+    let (_, default) = system.call("GET", "/v1/notifications", Some(&alice), None).await;
+    assert_eq!(default, json!({"level": "all", "muted_until": null}));
+    let quieter = json!({"level": "none", "muted_until": null});
+    assert_eq!(system.call("PUT", "/v1/notifications", Some(&alice), Some(quieter.clone())).await.0, 200);
+    assert_eq!(system.call("GET", "/v1/rooms/lobby/notifications", Some(&alice), None).await.1, quieter);
+    assert_eq!(system.call("GET", "/v1/rooms/lobby/notifications", Some(&bob), None).await.1, quiet, "his own stays");
 }
 
 /// Proves: a member with no device online gets one push per burst per room, carrying the newest
 /// message (payload decrypted by the stand-in as a browser would, VAPID verified); members
-/// online, the sender and bots get none; `mentions`, `none` and a mute are honoured, and a
-/// mention is urgent.
+/// online, the sender and bots get none; `mentions`, `none`, a mute and a user's default are
+/// honoured, and a mention is urgent.
 #[tokio::test]
 async fn offline_members_are_pushed_once_per_burst_as_their_level_allows() {
     let (services, system) = push_system("400").await;
-    system.room("lobby", false, "alice", &["bob", "carol", "dave", "erin"]).await;
+    system.room("lobby", false, "alice", &["bob", "carol", "dave", "erin", "frank"]).await;
     let mut subscriptions = std::collections::HashMap::new();
-    for user in ["alice", "bob", "carol", "dave", "erin"] {
+    for user in ["alice", "bob", "carol", "dave", "erin", "frank"] {
         let (id, subscription) = services.subscribe().await;
         register_subscription(&system, user, "browser", subscription).await;
         subscriptions.insert(user, id);
@@ -292,6 +313,10 @@ async fn offline_members_are_pushed_once_per_burst_as_their_level_allows() {
     assert_eq!(status, 403, "bots are never pushed");
     assert_eq!(set_level(&system, "dave", json!({"level": "mentions"})).await, 200);
     assert_eq!(set_level(&system, "erin", json!({"level": "all", "muted_until": 4_102_444_800_000i64})).await, 200);
+    let (status, _) = system
+        .call("PUT", "/v1/notifications", Some(&system.token("frank", 600)), Some(json!({"level": "none"})))
+        .await;
+    assert_eq!(status, 200, "frank's default: nothing");
     let _carol_online = Agent::online(&system, "carol", json!({})).await;
 
     say(&system, "alice", "lobby", &["one", "two", "three"]).await;
@@ -315,7 +340,7 @@ async fn offline_members_are_pushed_once_per_burst_as_their_level_allows() {
     assert_eq!(push["urgency"], "normal");
     assert_eq!(push["topic"].as_str().unwrap().len(), 32, "one topic per room: the service keeps the newest");
     assert!(push["ttl"].as_i64().unwrap() > 3600);
-    for user in ["alice", "carol", "dave", "erin"] {
+    for user in ["alice", "carol", "dave", "erin", "frank"] {
         assert!(services.webpushes(&subscriptions[user]).await.is_empty(), "{user} is not pushed");
     }
 

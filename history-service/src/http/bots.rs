@@ -93,6 +93,5 @@ pub(crate) async fn revoke_bot(
     state.relay.relay(Directive::RevokeBot { bot: name.clone() }).await?;
     rooms.dismiss_everywhere(&name).await?;
     state.store.delete_bot(&name).await?;
-    state.push.forget_devices_of(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

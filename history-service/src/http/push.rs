@@ -19,6 +19,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(register, list))
         .routes(routes!(unregister))
         .routes(routes!(get_notifications, put_notifications))
+        .routes(routes!(get_default_notifications, put_default_notifications))
 }
 
 /// A registered device, as its user sees it.
@@ -75,7 +76,8 @@ pub(crate) async fn unregister(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// How much of the room the caller wants pushed (default: `all`).
+/// How much of the room the caller wants pushed: their setting for it, else their default
+/// (`GET /v1/notifications`), else `all`.
 #[utoipa::path(get, path = "/v1/rooms/{id}/notifications", security(("bearer" = [])),
     responses((status = 200, body = Notifications), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn get_notifications(
@@ -102,5 +104,27 @@ pub(crate) async fn put_notifications(
 ) -> Result<Json<Notifications>, ApiError> {
     rooms.of_member(&room, &user).await?;
     push.set_notifications(&room, &user, setting).await?;
+    Ok(Json(setting))
+}
+
+/// The caller's default for rooms they set nothing for (`all` until they choose).
+#[utoipa::path(get, path = "/v1/notifications", security(("bearer" = [])),
+    responses((status = 200, body = Notifications)))]
+pub(crate) async fn get_default_notifications(
+    State(push): State<Push>,
+    AuthUser(user): AuthUser,
+) -> Result<Json<Notifications>, ApiError> {
+    Ok(Json(push.default_notifications(&user).await?))
+}
+
+/// Sets the caller's default for rooms they set nothing for; a room's own setting wins.
+#[utoipa::path(put, path = "/v1/notifications", request_body = Notifications, security(("bearer" = [])),
+    responses((status = 200, body = Notifications), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(crate) async fn put_default_notifications(
+    State(push): State<Push>,
+    AuthUser(user): AuthUser,
+    ApiJson(setting): ApiJson<Notifications>,
+) -> Result<Json<Notifications>, ApiError> {
+    push.set_default_notifications(&user, setting).await?;
     Ok(Json(setting))
 }

@@ -3,7 +3,7 @@
 //! and several processes never send one push twice.
 
 use super::providers::{preview, Notice, Outcome, ProviderError, Providers};
-use super::PushConfig;
+use super::{setting_of, PushConfig};
 use futures_util::StreamExt;
 use roost_auth::{MembershipView, VapidKey};
 use roost_protocol::{now_millis, Envelope};
@@ -125,7 +125,7 @@ impl Delivery {
                 continue;
             }
             let mentioned = message.mentions(&user);
-            let setting = self.store.notifications(&message.room, &user).await?.unwrap_or_default();
+            let setting = setting_of(self.store.as_ref(), &message.room, &user).await?;
             let wanted = match setting.level {
                 NotificationLevel::All => true,
                 NotificationLevel::Mentions => mentioned,
@@ -235,7 +235,7 @@ impl Delivery {
         if !self.membership.is_member(&job.room, &job.user) || self.presence.is_online(&job.user).await? {
             return moot("online or left");
         }
-        let setting = self.store.notifications(&job.room, &job.user).await?.unwrap_or_default();
+        let setting = setting_of(self.store.as_ref(), &job.room, &job.user).await?;
         if setting.level == NotificationLevel::None || setting.muted_until.is_some_and(|until| until > now) {
             return moot("silenced");
         }

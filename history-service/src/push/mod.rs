@@ -266,10 +266,31 @@ impl Push {
 
     /// `user`'s setting for `room` (a member's), the default when they made none.
     pub async fn notifications(&self, room: &str, user: &str) -> Result<Notifications, PushError> {
-        Ok(self.store.notifications(room, user).await?.unwrap_or_default())
+        Ok(setting_of(self.store.as_ref(), room, user).await?)
     }
 
     pub async fn set_notifications(&self, room: &str, user: &str, setting: Notifications) -> Result<(), PushError> {
         Ok(self.store.set_notifications(room, user, &setting).await?)
+    }
+
+    /// `user`'s default for the rooms they set nothing for (`all` until they choose).
+    pub async fn default_notifications(&self, user: &str) -> Result<Notifications, PushError> {
+        Ok(self.store.notifications(EVERY_ROOM, user).await?.unwrap_or_default())
+    }
+
+    pub async fn set_default_notifications(&self, user: &str, setting: Notifications) -> Result<(), PushError> {
+        Ok(self.store.set_notifications(EVERY_ROOM, user, &setting).await?)
+    }
+}
+
+/// The room name a user's default setting is kept under: no room has it (names are 1 to 64
+/// characters).
+const EVERY_ROOM: &str = "";
+
+/// What `user` wants pushed of `room`: their setting for it, else their default, else `all`.
+pub(crate) async fn setting_of(store: &dyn Store, room: &str, user: &str) -> Result<Notifications, StoreError> {
+    match store.notifications(room, user).await? {
+        Some(setting) => Ok(setting),
+        None => Ok(store.notifications(EVERY_ROOM, user).await?.unwrap_or_default()),
     }
 }
