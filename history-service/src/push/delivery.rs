@@ -51,7 +51,8 @@ impl Delivery {
     }
 
     /// Plans and sends until `stopped` resolves. `stored`, when the ingest runs in this
-    /// process, wakes the planner as messages are stored; without it the store is polled.
+    /// process, hands the planner what it stores; without it (split) the store is polled and
+    /// a message is planned once its writer's hold lapses.
     pub async fn run_until(self, stored: Option<broadcast::Receiver<Envelope>>, stopped: impl Future<Output = ()>) {
         let planner = self.clone().plan_forever(stored);
         let sender = self.send_forever();
@@ -65,18 +66,31 @@ impl Delivery {
 
     async fn plan_forever(self, mut stored: Option<broadcast::Receiver<Envelope>>) {
         loop {
-            match self.plan_due().await {
-                Ok(planned) if planned == BATCH as usize => continue,
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "planning pushes"),
-            }
-            match stored.as_mut() {
-                // woken by the next stored message; the ones after it are planned in the same round
-                Some(stored) => {
-                    let _ = tokio::time::timeout(POLL, stored.recv()).await;
-                    while !matches!(stored.try_recv(), Err(TryRecvError::Empty | TryRecvError::Closed)) {}
+            // what this process stores, planned as it comes (its marks are held for it)
+            let written = match stored.as_mut() {
+                Some(stored) => match tokio::time::timeout(POLL, stored.recv()).await {
+                    Ok(Ok(first)) => drain(stored, first),
+                    // missed ones (a lagging wake-up) are claimed once their hold lapses
+                    _ => Vec::new(),
+                },
+                None => {
+                    tokio::time::sleep(POLL).await;
+                    Vec::new()
                 }
-                None => tokio::time::sleep(POLL).await,
+            };
+            if let Err(e) = self.plan_all(&written, now_millis()).await {
+                warn!(error = %e, "planning pushes; they are claimed again once their hold lapses");
+            }
+            // what nobody planned in time: stored by another process, or by one that died
+            loop {
+                match self.plan_due().await {
+                    Ok(planned) if planned == BATCH as usize => continue,
+                    Ok(_) => break,
+                    Err(e) => {
+                        warn!(error = %e, "planning pushes");
+                        break;
+                    }
+                }
             }
         }
     }
@@ -95,21 +109,26 @@ impl Delivery {
         }
     }
 
-    /// Queues the pushes of the stored messages nobody has planned yet; returns how many
-    /// messages it planned.
+    /// Claims the stored messages nobody planned in time and plans them; returns how many.
     async fn plan_due(&self) -> Result<usize, StoreError> {
         let now = now_millis();
         let messages = self.store.claim_push_due(now, now + PLAN_LEASE_MS, BATCH).await?;
-        let mut planned = Vec::with_capacity(messages.len());
-        for message in &messages {
+        self.plan_all(&messages, now).await?;
+        Ok(messages.len())
+    }
+
+    /// Queues the pushes of `messages` and marks them planned.
+    async fn plan_all(&self, messages: &[Envelope], now: i64) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        for message in messages {
             self.plan(message, now).await?;
-            planned.push((message.room.clone(), message.seq));
         }
-        if !planned.is_empty() {
-            self.store.push_planned(&planned).await?;
-            debug!(messages = planned.len(), "pushes planned");
-        }
-        Ok(planned.len())
+        let planned: Vec<(String, i64)> = messages.iter().map(|m| (m.room.clone(), m.seq)).collect();
+        self.store.push_planned(&planned).await?;
+        debug!(messages = planned.len(), "pushes planned");
+        Ok(())
     }
 
     /// Queues a push of `message` on every registered device of each member owed one: not the
@@ -259,4 +278,17 @@ enum Attempt {
     Moot(&'static str),
     /// Sent to this provider, with this outcome.
     Tried(&'static str, Outcome),
+}
+
+/// `first` and the stored messages already waiting behind it, up to a batch.
+fn drain(stored: &mut broadcast::Receiver<Envelope>, first: Envelope) -> Vec<Envelope> {
+    let mut batch = vec![first];
+    while batch.len() < BATCH as usize {
+        match stored.try_recv() {
+            Ok(message) => batch.push(message),
+            Err(TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    batch
 }

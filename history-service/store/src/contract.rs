@@ -44,6 +44,10 @@ where
     }
 }
 
+/// How long a stored message's pushes are left to the process that wrote it before anyone may
+/// claim them (ms).
+pub const PUSH_DUE_HOLD_MS: i64 = 5_000;
+
 /// The most unread messages counted per room: a badge says "999+" past it, not the number.
 pub const UNREAD_CAP: u64 = 1000;
 
@@ -324,8 +328,10 @@ pub trait Store: Send + Sync + 'static {
     async fn push_device(&self, id: &str) -> Result<Option<PushDevice>, StoreError>;
     /// Forgets the registration `id` (its push service says it is gone) and the pushes owed to it.
     async fn drop_push_device(&self, id: &str) -> Result<(), StoreError>;
-    /// Claims, until `lease_until` (ms), up to `limit` stored messages nobody has yet looked at
-    /// for pushes (or whose claim lapsed: its holder died). Every stored message starts due.
+    /// Claims, until `lease_until` (ms), up to `limit` stored messages nobody has yet planned
+    /// pushes for, whose claim lapsed. Every stored message starts due, held by the process
+    /// that wrote it for [`PUSH_DUE_HOLD_MS`] (it plans what it wrote as it is written); what
+    /// that process does not plan in time (it died) is anyone's after.
     async fn claim_push_due(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Envelope>, StoreError>;
     /// The pushes of these `(room, seq)` messages are queued: they are due no more.
     async fn push_planned(&self, messages: &[(String, i64)]) -> Result<(), StoreError>;

@@ -3,7 +3,7 @@
 
 use crate::contract::{
     Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, RefreshToken, Retention, Room, Store,
-    StoreError, UNREAD_CAP,
+    StoreError, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -11,7 +11,7 @@ use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Client, Collection, Database, IndexModel};
-use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_protocol::{now_millis, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use serde::{Deserialize, Serialize};
 
 /// MongoDB's duplicate-key error code.
@@ -113,8 +113,8 @@ struct PushDeviceDoc {
     created_at: i64,
 }
 
-/// A message as written: due for push planning (`push_due` 0) until a planner queues its
-/// pushes; `push_claim` names the planner holding it.
+/// A message as written: due for push planning until a planner queues its pushes, held by its
+/// writer until `push_due` (then by whoever claims it, `push_claim`).
 #[derive(Serialize)]
 struct NewMessageDoc<'a> {
     #[serde(flatten)]
@@ -548,7 +548,8 @@ impl Store for MongoStore {
 
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
         if !messages.is_empty() {
-            let docs = messages.iter().map(|envelope| NewMessageDoc { envelope, push_due: 0 });
+            let held_until = now_millis() + PUSH_DUE_HOLD_MS;
+            let docs = messages.iter().map(|envelope| NewMessageDoc { envelope, push_due: held_until });
             match self.db.collection::<NewMessageDoc>("messages").insert_many(docs).ordered(false).await {
                 Ok(_) => {}
                 // a replayed batch: the stored copies stand

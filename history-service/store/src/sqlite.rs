@@ -2,11 +2,11 @@
 
 use crate::contract::{
     Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, RefreshToken, Retention, Room, Store, StoreError,
-    UNREAD_CAP,
+    PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
-use roost_protocol::{Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_protocol::{now_millis, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -70,8 +70,6 @@ CREATE TABLE IF NOT EXISTS messages (
     attachments TEXT,
     reply_to INTEGER,
     data TEXT,
-    -- set while the message's pushes are unplanned: 0, or until when a planner holds it
-    push_due INTEGER,
     PRIMARY KEY (room, seq)
 );
 -- a client's retry of a message (same id) after a reconnect is stored once
@@ -123,6 +121,13 @@ CREATE TABLE IF NOT EXISTS notification_settings (
     setting TEXT NOT NULL,
     PRIMARY KEY (room, user)
 );
+-- stored messages whose pushes are not planned yet, by the message's rowid (written with the
+-- message; a small row, so planning rewrites no message); lease_until: a planner holds it (at
+-- first the writer, which plans what it wrote)
+CREATE TABLE IF NOT EXISTS push_due (
+    msg INTEGER PRIMARY KEY,
+    lease_until INTEGER NOT NULL DEFAULT 0
+);
 -- pushes owed, one per (device, room); lease_until: a sender holds it until then
 CREATE TABLE IF NOT EXISTS push_jobs (
     device TEXT NOT NULL,
@@ -168,7 +173,7 @@ impl SqliteStore {
         conn.execute_batch(INDEXES_ON_ADDED_COLUMNS).map_err(unavailable)?;
         // one process owns the file: what a process before it held when it died is free now
         conn.execute_batch(
-            "UPDATE messages SET push_due = 0 WHERE push_due > 0;
+            "UPDATE push_due SET lease_until = 0 WHERE lease_until > 0;
              UPDATE push_jobs SET lease_until = 0 WHERE lease_until > 0;",
         )
         .map_err(unavailable)?;
@@ -195,7 +200,6 @@ impl SqliteStore {
 const INDEXES_ON_ADDED_COLUMNS: &str = "
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family);
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
-CREATE INDEX IF NOT EXISTS messages_push_due ON messages (push_due) WHERE push_due IS NOT NULL;
 ";
 
 /// Columns added after their table was first released, as `(table, column, type)`.
@@ -204,8 +208,6 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("room_seq", "floor", "INTEGER NOT NULL DEFAULT 0"),
     ("refresh_tokens", "family", "TEXT"),
     ("refresh_tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
-    // messages from before push notifications are not due: NULL
-    ("messages", "push_due", "INTEGER"),
 ];
 
 /// Brings a database made by an earlier release up to [`SCHEMA`].
@@ -518,12 +520,18 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}, push_due)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0)"
+                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
                 ))?;
+                // a rowid freed by a deleted message can come back: the new message is the due one
+                let mut due = tx.prepare_cached("INSERT OR REPLACE INTO push_due (msg, lease_until) VALUES (?1, ?2)")?;
+                let held_until = now_millis() + PUSH_DUE_HOLD_MS;
                 for m in &messages {
                     let (attachments, data) = (json_text(&m.attachments), json_text(&m.data));
-                    insert.execute(params![m.room, m.seq, m.id, m.from, m.ts, m.body, attachments, m.reply_to, data])?;
+                    let stored =
+                        insert.execute(params![m.room, m.seq, m.id, m.from, m.ts, m.body, attachments, m.reply_to, data])?;
+                    if stored == 1 {
+                        due.execute([tx.last_insert_rowid(), held_until])?;
+                    }
                 }
                 let mut read = tx.prepare_cached(
                     "INSERT INTO receipts (room, user, read_seq, ts) VALUES (?1, ?2, ?3, ?4)
@@ -751,26 +759,51 @@ impl Store for SqliteStore {
 
     async fn claim_push_due(&self, now: i64, lease_until: i64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
         self.with(move |c| {
-            let mut claim = c.prepare_cached(&format!(
-                "UPDATE messages SET push_due = ?2 WHERE rowid IN
-                   (SELECT rowid FROM messages WHERE push_due <= ?1 ORDER BY push_due LIMIT ?3)
-                 RETURNING {MESSAGE_COLUMNS}"
-            ))?;
-            let claimed = claim.query_map(params![now, lease_until, limit], envelope_from_row)?.collect();
-            claimed
+            let tx = c.transaction()?;
+            let mut claimed: Vec<i64> = tx
+                .prepare_cached(
+                    "UPDATE push_due SET lease_until = ?2 WHERE msg IN
+                       (SELECT msg FROM push_due WHERE lease_until <= ?1 ORDER BY msg LIMIT ?3)
+                     RETURNING msg",
+                )?
+                .query_map(params![now, lease_until, limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            claimed.sort_unstable();
+            let mut messages = Vec::with_capacity(claimed.len());
+            {
+                let mut read =
+                    tx.prepare_cached(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE rowid = ?1"))?;
+                let mut gone = tx.prepare_cached("DELETE FROM push_due WHERE msg = ?1")?;
+                for msg in claimed {
+                    match read.query_row([msg], envelope_from_row).optional()? {
+                        Some(message) => messages.push(message),
+                        // pruned or its room deleted before it was planned: nothing to push
+                        None => drop(gone.execute([msg])?),
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(messages)
         })
         .await
     }
 
     async fn push_planned(&self, messages: &[(String, i64)]) -> Result<(), StoreError> {
-        let messages = messages.to_vec();
+        let mut messages = messages.to_vec();
+        messages.sort_unstable();
         self.with(move |c| {
             let tx = c.transaction()?;
             {
-                let mut planned =
-                    tx.prepare_cached("UPDATE messages SET push_due = NULL WHERE room = ?1 AND seq = ?2")?;
-                for (room, seq) in &messages {
-                    planned.execute(params![room, seq])?;
+                // one statement per run of consecutive numbers of a room: a batch is mostly runs
+                let mut planned = tx.prepare_cached(
+                    "DELETE FROM push_due WHERE msg IN
+                       (SELECT rowid FROM messages WHERE room = ?1 AND seq BETWEEN ?2 AND ?3)",
+                )?;
+                let mut rest = messages.as_slice();
+                while let Some((room, first)) = rest.first() {
+                    let run = rest.iter().zip(*first..).take_while(|((r, seq), next)| r == room && seq == next).count();
+                    planned.execute(params![room, first, rest[run - 1].1])?;
+                    rest = &rest[run..];
                 }
             }
             tx.commit()

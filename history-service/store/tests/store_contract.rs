@@ -3,10 +3,10 @@
 //!
 //! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
-use roost_protocol::{Attachment, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_protocol::{now_millis, Attachment, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use roost_store::{
     Bot, Directive, Media, MongoStore, NotificationLevel, Notifications, Page, Presented, PushDevice, PushJob,
-    PushTarget, RefreshToken, Retention, Room, SqliteStore, Store, StoreError,
+    PushTarget, RefreshToken, Retention, Room, SqliteStore, Store, StoreError, PUSH_DUE_HOLD_MS,
 };
 use std::sync::Arc;
 
@@ -428,14 +428,19 @@ async fn pushes_are_planned_once_queued_folded_and_survive_a_restart(mut backend
     let stored: Vec<Envelope> = (1..=3).map(|seq| envelope("lobby", seq)).collect();
     store.write_batch(&stored, &[]).await.unwrap();
 
-    // every stored message starts due; a claim holds it until its lease runs out
-    let first = store.claim_push_due(10, 100, 2).await.unwrap();
+    // every stored message starts due, held by its writer for a while; then a claim holds it
+    // until its lease runs out
+    let now = now_millis();
+    assert!(store.claim_push_due(now, now + 100, 5).await.unwrap().is_empty(), "its writer plans it first");
+    let t = now + PUSH_DUE_HOLD_MS + 1;
+    let first = store.claim_push_due(t, t + 100, 2).await.unwrap();
     assert_eq!(first, stored[..2].to_vec(), "oldest first, at most the limit");
-    assert_eq!(store.claim_push_due(10, 100, 5).await.unwrap(), stored[2..].to_vec(), "claimed ones are held");
+    assert_eq!(store.claim_push_due(t, t + 100, 5).await.unwrap(), stored[2..].to_vec(), "claimed ones are held");
     store.push_planned(&[("lobby".into(), 1), ("lobby".into(), 2)]).await.unwrap();
-    assert_eq!(store.claim_push_due(101, 200, 5).await.unwrap(), stored[2..].to_vec(), "a lapsed claim comes back");
+    let lapsed = store.claim_push_due(t + 101, t + 200, 5).await.unwrap();
+    assert_eq!(lapsed, stored[2..].to_vec(), "a lapsed claim comes back");
     store.push_planned(&[("lobby".into(), 3)]).await.unwrap();
-    assert!(store.claim_push_due(1_000, 2_000, 5).await.unwrap().is_empty(), "planned: due no more");
+    assert!(store.claim_push_due(t + 1_000, t + 2_000, 5).await.unwrap().is_empty(), "planned: due no more");
 
     let device = PushDevice {
         id: "d1".into(),
