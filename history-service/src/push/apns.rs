@@ -1,7 +1,7 @@
 //! Apple Push Notification service with token authentication: a provider token (ES256, signed
 //! with the team's `.p8` key) on every request, over HTTP/2.
 
-use super::providers::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use super::exchange::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::PushConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::AUTHORIZATION;

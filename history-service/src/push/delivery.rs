@@ -2,7 +2,8 @@
 //! services (the sender). Both work from the store under leases, so a restart loses nothing
 //! and several processes never send one push twice.
 
-use super::providers::{preview, Notice, Outcome, ProviderError, Providers};
+use super::exchange::{preview, Notice, Outcome, ProviderError};
+use super::providers::Providers;
 use super::{setting_of, PushConfig};
 use futures_util::StreamExt;
 use roost_auth::{MembershipView, VapidKey};

@@ -1,7 +1,7 @@
 //! Firebase Cloud Messaging, HTTP v1: an OAuth 2 access token got with the service account's
 //! signed assertion (RS256), then one `messages:send` per push.
 
-use super::providers::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use super::exchange::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::PushConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::AUTHORIZATION;

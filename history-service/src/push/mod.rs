@@ -4,13 +4,14 @@
 mod apns;
 mod delivery;
 mod endpoint;
+mod exchange;
 mod fcm;
 mod providers;
 mod webpush;
 
 pub use delivery::Delivery;
 pub use endpoint::EndpointError;
-pub use providers::ProviderError;
+pub use exchange::ProviderError;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

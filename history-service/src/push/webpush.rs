@@ -2,7 +2,7 @@
 //! signed for its push service (RFC 8292, VAPID), posted to the subscription's endpoint.
 
 use super::endpoint::{self, EndpointError, PublicOnly};
-use super::providers::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use super::exchange::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::WebPushConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
