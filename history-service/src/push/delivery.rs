@@ -82,7 +82,12 @@ impl Delivery {
             if let Err(e) = self.plan_all(&written, now_millis()).await {
                 warn!(error = %e, "planning pushes; they are claimed again once their hold lapses");
             }
-            // what nobody planned in time: stored by another process, or by one that died
+            // what nobody planned in time: stored by another process, or by one that died, or
+            // missed here. Not while this process's own are still queued: their holds may have
+            // lapsed behind a backlog, and planned twice they could be pushed twice
+            if stored.as_ref().is_some_and(|stored| !stored.is_empty()) {
+                continue;
+            }
             loop {
                 match self.plan_due().await {
                     Ok(planned) if planned == BATCH as usize => continue,
