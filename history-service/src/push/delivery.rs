@@ -12,7 +12,7 @@ use roost_store::{NotificationLevel, PresenceReader, PushJob, Store, StoreError}
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::{self, error::TryRecvError};
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tracing::{debug, info, warn};
 
 /// How often the store is looked at for due work when nothing wakes the planner.
@@ -68,17 +68,17 @@ impl Delivery {
     async fn plan_forever(self, mut stored: Option<broadcast::Receiver<Envelope>>) {
         loop {
             // what this process stores, planned as it comes (its marks are held for it)
-            let written = match stored.as_mut() {
-                Some(stored) => match tokio::time::timeout(POLL, stored.recv()).await {
-                    Ok(Ok(first)) => drain(stored, first),
-                    // missed ones (a lagging wake-up) are claimed once their hold lapses
-                    _ => Vec::new(),
+            let mut written = Vec::new();
+            match stored.as_mut() {
+                Some(receiver) => match tokio::time::timeout(POLL, receiver.recv()).await {
+                    Ok(Ok(first)) => written = drain(receiver, first),
+                    // the ingest stopped: from here the store is polled
+                    Ok(Err(RecvError::Closed)) => stored = None,
+                    // nothing for a while, or missed ones, claimed once their hold lapses
+                    Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
                 },
-                None => {
-                    tokio::time::sleep(POLL).await;
-                    Vec::new()
-                }
-            };
+                None => tokio::time::sleep(POLL).await,
+            }
             if let Err(e) = self.plan_all(&written, now_millis()).await {
                 warn!(error = %e, "planning pushes; they are claimed again once their hold lapses");
             }

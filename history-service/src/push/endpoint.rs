@@ -21,12 +21,19 @@ pub enum EndpointError {
     NotPublic(IpAddr),
 }
 
+/// What [`check`] does with a host name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Names {
+    /// Resolves it and judges every address (a registration).
+    Resolve,
+    /// Leaves it to the sending client's resolver ([`PublicOnly`]), which judges the addresses
+    /// it connects to (a send: a pooled connection needs no lookup at all).
+    LeaveToResolver,
+}
+
 /// The endpoint, when the server may send to it: `https://` on a host whose every address is
 /// public. `allow_insecure_loopback` (tests only) also admits `http://` and loopback addresses.
-pub(crate) async fn check(
-    endpoint: &str,
-    allow_insecure_loopback: bool,
-) -> Result<(Url, Vec<SocketAddr>), EndpointError> {
+pub(crate) async fn check(endpoint: &str, allow_insecure_loopback: bool, names: Names) -> Result<Url, EndpointError> {
     let url = Url::parse(endpoint).map_err(|_| EndpointError::NotUrl)?;
     match url.scheme() {
         "https" => {}
@@ -40,6 +47,7 @@ pub(crate) async fn check(
     let port = url.port_or_known_default().ok_or(EndpointError::NotUrl)?;
     let addresses: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) if names == Names::LeaveToResolver => return Ok(url),
         Err(_) => tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host.as_str(), port)))
             .await
             .map_err(|_| EndpointError::Unresolved)?
@@ -50,7 +58,7 @@ pub(crate) async fn check(
     if url.scheme() == "http" && !addresses.iter().all(|a| canonical(a.ip()).is_loopback()) {
         return Err(EndpointError::NotHttps);
     }
-    Ok((url, addresses))
+    Ok(url)
 }
 
 /// Ok when there are addresses and every one is public (or loopback, when allowed).
@@ -144,7 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_public_https_endpoints() {
-        let refused = |endpoint: &'static str| async move { check(endpoint, false).await.err() };
+        let refused = |endpoint: &'static str| async move { check(endpoint, false, Names::Resolve).await.err() };
         assert_eq!(refused("http://push.example.test/x").await, Some(EndpointError::NotHttps));
         for endpoint in [
             "https://127.0.0.1/x",
@@ -163,11 +171,15 @@ mod tests {
         }
         assert_eq!(refused("https://user:pw@8.8.8.8/x").await, Some(EndpointError::NotUrl));
         assert_eq!(refused("not a url").await, Some(EndpointError::NotUrl));
+        let check = |endpoint: &'static str, loopback: bool| check(endpoint, loopback, Names::Resolve);
         assert!(check("https://8.8.8.8/push", false).await.is_ok());
         assert!(check("https://[2606:4700::1111]/push", false).await.is_ok());
         assert!(check("http://127.0.0.1:8443/push", true).await.is_ok(), "tests only");
         assert_eq!(check("http://8.8.8.8/push", true).await.err(), Some(EndpointError::NotHttps));
         assert!(matches!(check("https://10.0.0.1/x", true).await, Err(EndpointError::NotPublic(_))));
+        let at_send = |endpoint: &'static str| super::check(endpoint, false, Names::LeaveToResolver);
+        assert!(at_send("https://localhost/x").await.is_ok(), "a name: judged by the resolver");
+        assert!(matches!(at_send("https://10.0.0.1/x").await, Err(EndpointError::NotPublic(_))), "an address: here");
     }
 
     #[tokio::test]

@@ -232,8 +232,12 @@ impl Push {
         };
         decoded("p256dh", &subscription.keys.p256dh, 65)?;
         decoded("auth", &subscription.keys.auth, 16)?;
-        let (endpoint, _) =
-            endpoint::check(&subscription.endpoint, self.config.webpush.allow_insecure_loopback).await?;
+        let endpoint = endpoint::check(
+            &subscription.endpoint,
+            self.config.webpush.allow_insecure_loopback,
+            endpoint::Names::Resolve,
+        )
+        .await?;
         let allowed = &self.config.webpush.allowed_origins;
         if !allowed.is_empty()
             && !allowed.iter().any(|origin| origin.trim_end_matches('/') == endpoint::origin(&endpoint))

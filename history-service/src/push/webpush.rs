@@ -1,7 +1,7 @@
 //! Web Push (RFC 8030): the notice encrypted for the browser (RFC 8291, aes128gcm), the request
 //! signed for its push service (RFC 8292, VAPID), posted to the subscription's endpoint.
 
-use super::endpoint::{self, EndpointError, PublicOnly};
+use super::endpoint::{self, Names, PublicOnly};
 use super::exchange::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::WebPushConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -66,13 +66,10 @@ impl WebPush {
         notice: &Notice,
         job: &PushJob,
     ) -> Outcome {
-        // checked again: what was public at registration may not be now; a name that does not
-        // resolve at the moment is tried again, one that resolves into a private network is gone
-        let url = match endpoint::check(endpoint, self.config.allow_insecure_loopback).await {
-            Ok((url, _)) => url,
-            Err(EndpointError::Unresolved) => {
-                return Outcome::Retry { after: None, why: EndpointError::Unresolved.to_string() };
-            }
+        // checked again (a name by the client's resolver, at connecting): what was public at
+        // registration may not be now
+        let url = match endpoint::check(endpoint, self.config.allow_insecure_loopback, Names::LeaveToResolver).await {
+            Ok(url) => url,
             Err(e) => return Outcome::Gone(e.to_string()),
         };
         let keys = URL_SAFE_NO_PAD.decode(p256dh.trim_end_matches('=')).ok().and_then(|key| {
