@@ -17,6 +17,9 @@ use tracing::{debug, info, warn};
 
 /// How often the store is looked at for due work when nothing wakes the planner.
 const POLL: Duration = Duration::from_millis(250);
+/// How long the planner lets stored messages gather after the first (pushes wait for their
+/// burst longer than this anyway).
+const GATHER: Duration = Duration::from_millis(100);
 /// Messages planned, and pushes sent, per round trip to the store.
 const BATCH: u32 = 256;
 /// Pushes in flight at once.
@@ -71,7 +74,11 @@ impl Delivery {
             let mut written = Vec::new();
             match stored.as_mut() {
                 Some(receiver) => match tokio::time::timeout(POLL, receiver.recv()).await {
-                    Ok(Ok(first)) => written = drain(receiver, first),
+                    Ok(Ok(first)) => {
+                        // a moment for more to come: one store transaction per batch, not per message
+                        tokio::time::sleep(GATHER).await;
+                        written = drain(receiver, first);
+                    }
                     // the ingest stopped: from here the store is polled
                     Ok(Err(RecvError::Closed)) => stored = None,
                     // nothing for a while, or missed ones, claimed once their hold lapses
