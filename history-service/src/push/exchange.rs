@@ -64,6 +64,11 @@ impl Notice {
     }
 }
 
+/// What is left of `job`'s time to live, in seconds: the `TTL` a push service keeps it for.
+pub(super) fn seconds_to_live(job: &PushJob) -> i64 {
+    ((job.expires_at - roost_protocol::now_millis()) / 1000).max(0)
+}
+
 /// The start of a message body, as a preview shows it.
 pub(super) fn preview(body: &str) -> String {
     let mut chars = body.chars();

@@ -1,7 +1,7 @@
 //! Firebase Cloud Messaging, HTTP v1: an OAuth 2 access token got with the service account's
 //! signed assertion (RS256), then one `messages:send` per push.
 
-use super::exchange::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use super::exchange::{seconds_to_live, Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::PushConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::header::AUTHORIZATION;
@@ -72,7 +72,7 @@ impl Fcm {
         if let Some(preview) = &notice.preview {
             data["preview"] = preview.as_str().into();
         }
-        let ttl = ((job.expires_at - now_millis()) / 1000).max(0);
+        let ttl = seconds_to_live(job);
         let message = json!({"message": {
             "token": token,
             "data": data,

@@ -2,7 +2,7 @@
 //! signed for its push service (RFC 8292, VAPID), posted to the subscription's endpoint.
 
 use super::endpoint::{self, Names, PublicOnly};
-use super::exchange::{Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
+use super::exchange::{seconds_to_live, Answer, Notice, Outcome, ProviderError, CONNECT_TIMEOUT, REQUEST_TIMEOUT};
 use super::WebPushConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -86,7 +86,7 @@ impl WebPush {
             Err(e) => return Outcome::Failed(format!("encrypting: {e}")),
         };
         let now = now_millis();
-        let ttl = ((job.expires_at - now) / 1000).max(0);
+        let ttl = seconds_to_live(job);
         let authorization = self.authorization(endpoint::origin(&url), now / 1000);
         let sent = self
             .client
