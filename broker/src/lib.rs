@@ -138,9 +138,10 @@ impl Broker {
 
     /// Accepts connections until `shutdown` resolves, then closes every connection, waits
     /// (bounded) for them to publish their offline status, and stops the background tasks:
-    /// the last of them stores the final presence.
+    /// the last of them stores the final presence. Unused sequence numbers go back to the store.
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
         listener::run(self.edge.clone(), self.listeners, shutdown).await;
+        self.edge.sequencer.give_back().await;
         self.edge.background.stop(BACKGROUND_STOP_TIMEOUT).await;
     }
 }

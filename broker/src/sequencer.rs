@@ -5,6 +5,7 @@ use roost_store::{retry_until_ok, Store};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use tracing::warn;
 
 /// Sequence numbers reserved per store round trip.
 const LEASE: i64 = 1000;
@@ -45,6 +46,22 @@ impl Sequencer {
     /// Drops `room`'s lease (the room was deleted): its next number comes from a new lease.
     pub(crate) fn forget(&self, room: &str) {
         self.leases.lock().expect("lease map lock").remove(room);
+    }
+
+    /// Gives the unused part of every lease back to the store (the broker is stopping and
+    /// nothing publishes any more), so a graceful restart goes on from the last number used.
+    pub(crate) async fn give_back(&self) {
+        let leases: Vec<_> = self.leases.lock().expect("lease map lock").drain().collect();
+        for (room, lease) in leases {
+            let mut lease = lease.lock().await;
+            if lease.is_empty() {
+                continue;
+            }
+            if let Err(e) = self.store.return_seq(&room, lease.start, lease.end).await {
+                warn!(room, error = %e, "unused sequence numbers not given back; the room's next number jumps");
+            }
+            lease.start = lease.end;
+        }
     }
 
     async fn reserve(&self, room: &str) -> i64 {

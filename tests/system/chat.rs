@@ -146,7 +146,7 @@ async fn sequence_and_history_survive_a_crash() {
 }
 
 #[tokio::test]
-async fn sigterm_flushes_accepted_messages_to_history() {
+async fn sigterm_flushes_accepted_messages_and_numbering_goes_on() {
     let mut system = spawn_system().await;
     system.room("lobby", false, "alice", &[]).await;
     let lines: String = (0..300).map(|n| format!("{{\"body\":\"burst {n}\"}}\n")).collect();
@@ -165,6 +165,10 @@ async fn sigterm_flushes_accepted_messages_to_history() {
     let stored = system.history("lobby", "alice", "?after=0&limit=500").await;
     let seqs: Vec<i64> = stored.iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=300).collect::<Vec<_>>(), "every QoS 0 message published before SIGTERM is stored");
+    let token = system.token("alice", 60);
+    system.mosquitto_pub("alice", &token, "rooms/lobby/messages", r#"{"body":"after the restart"}"#, 1).await;
+    let next = system.history("lobby", "alice", "?limit=1").await;
+    assert_eq!(next[0]["seq"], 301, "a graceful restart goes on from the last number used, no jump");
 }
 
 #[tokio::test]

@@ -282,6 +282,10 @@ pub trait Store: Send + Sync + 'static {
     /// Reserves `count` sequence numbers for `room` and returns the first. Reservations are
     /// durable before they return, so numbers never repeat, even across crashes.
     async fn reserve_seq(&self, room: &str, count: i64) -> Result<i64, StoreError>;
+    /// Gives back the unused numbers `unused..end` of a reservation ending at `end`, when
+    /// nothing was reserved after it and the room was not deleted since (a graceful stop, so a
+    /// restart does not make `seq` jump). Returns whether they were taken back.
+    async fn return_seq(&self, room: &str, unused: i64, end: i64) -> Result<bool, StoreError>;
     /// Stores stamped messages and receipts. A message whose (room, seq) is stored, or whose
     /// (room, from, id) is (a client's retry after a reconnect), is skipped: stored once.
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;

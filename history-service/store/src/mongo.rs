@@ -546,6 +546,13 @@ impl Store for MongoStore {
         self.reserve(room, count).await
     }
 
+    async fn return_seq(&self, room: &str, unused: i64, end: i64) -> Result<bool, StoreError> {
+        let unchanged = doc! {"_id": room, "last": end - 1, "floor": {"$not": {"$gt": unused}}};
+        let returned =
+            self.counters().update_one(unchanged, doc! {"$set": {"last": unused - 1}}).await.map_err(unavailable)?;
+        Ok(returned.modified_count == 1)
+    }
+
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
         if !messages.is_empty() {
             let held_until = now_millis() + PUSH_DUE_HOLD_MS;

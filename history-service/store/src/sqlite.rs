@@ -514,6 +514,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn return_seq(&self, room: &str, unused: i64, end: i64) -> Result<bool, StoreError> {
+        let room = room.to_owned();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE room_seq SET next = ?2 WHERE room = ?1 AND next = ?3 AND floor <= ?2",
+                params![room, unused, end],
+            )
+            .map(|changed| changed == 1)
+        })
+        .await
+    }
+
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
         let (messages, receipts) = (messages.to_vec(), receipts.to_vec());
         self.with(move |c| {

@@ -213,6 +213,20 @@ async fn sequence_reservations_never_overlap(backend: impl Backend) {
     assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), 201, "a re-created room never repeats a seq");
 }
 
+async fn unused_sequence_numbers_are_given_back_only_when_nothing_came_after(backend: impl Backend) {
+    let store = backend.open().await;
+    let first = store.reserve_seq("lobby", 100).await.unwrap();
+    assert!(store.return_seq("lobby", first + 3, first + 100).await.unwrap());
+    assert_eq!(store.reserve_seq("lobby", 10).await.unwrap(), first + 3, "numbering goes on from the last used");
+    assert!(!store.return_seq("lobby", first + 3, first + 10).await.unwrap(), "a later reservation keeps its numbers");
+    assert_eq!(store.reserve_seq("lobby", 1).await.unwrap(), first + 13);
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    let lease = store.reserve_seq("lobby", 10).await.unwrap();
+    store.delete_room("lobby").await.unwrap();
+    assert!(!store.return_seq("lobby", lease, lease + 10).await.unwrap(), "never below a deleted room's numbers");
+    assert_eq!(store.reserve_seq("lobby", 1).await.unwrap(), lease + 10);
+}
+
 async fn late_writes_of_a_deleted_room_stay_hidden(backend: impl Backend) {
     let store = backend.open().await;
     let seqs = |v: Vec<Envelope>| v.into_iter().map(|e| e.seq).collect::<Vec<_>>();
@@ -532,6 +546,7 @@ macro_rules! contract {
             run!(refresh_tokens_work_once_and_a_replay_is_recognised);
             run!(rooms_and_members);
             run!(sequence_reservations_never_overlap);
+            run!(unused_sequence_numbers_are_given_back_only_when_nothing_came_after);
             run!(history_pages);
             run!(late_writes_of_a_deleted_room_stay_hidden);
             run!(receipts_keep_the_furthest_read);
