@@ -99,8 +99,9 @@ impl std::fmt::Display for Addresses {
 struct BrokerPart {
     broker: Broker,
     ingest: Ingest,
-    /// Split: the outbox to follow for the API's membership changes, and where to start.
-    outbox: Option<(Arc<dyn Store>, i64)>,
+    /// Split, or one of several nodes: the outbox to follow for the API's membership changes,
+    /// this node's name, and where to start.
+    outbox: Option<(Arc<dyn Store>, String, i64)>,
 }
 
 /// The HTTP half, and the history retention it runs.
@@ -222,14 +223,18 @@ impl App {
     /// Opens the store, loads membership and binds the listeners of `role`.
     pub async fn build(settings: Settings, role: Role) -> Result<Self, AppError> {
         raise_open_files_limit();
-        if role != Role::AllInOne {
-            settings.validate_split()?;
+        let clustered = settings.cluster.nats.is_some();
+        if role != Role::AllInOne || clustered {
+            settings.validate_shared()?;
         }
+        let node = settings.cluster.node_name();
         let secret = signing_secret(&settings)?;
         let tokens = TokenService::new(&secret);
         let store = open_store(&settings).await?;
-        // split, the broker follows the outbox from here: read before the view it updates
-        let outbox_start = if role == Role::Broker { Some(store.outbox_head().await?) } else { None };
+        // split, or one of several nodes, the broker follows the outbox from here: read before
+        // the view it updates
+        let follows_outbox = role == Role::Broker || (role == Role::AllInOne && clustered);
+        let outbox_start = if follows_outbox { Some(store.outbox_head().await?) } else { None };
         let membership = Arc::new(MembershipView::from_pairs(store.memberships().await?));
         for bot in store.bots().await? {
             membership.enroll_bot(&bot.name, &bot.token_id);
@@ -245,18 +250,29 @@ impl App {
                 if role == Role::AllInOne {
                     stored = Some(ingest_handle.stored_messages());
                 }
-                let deps = BrokerDeps { tokens: tokens.clone(), policy, store: store.clone(), ingest: ingest_handle };
-                let broker = Broker::bind(settings.mqtt.clone(), deps).await?;
-                let outbox = outbox_start.map(|start| (store.clone(), start));
+                let deps = BrokerDeps {
+                    tokens: tokens.clone(),
+                    policy,
+                    store: store.clone(),
+                    ingest: ingest_handle,
+                    node: node.clone(),
+                };
+                let broker = Broker::bind(settings.mqtt.clone(), &settings.cluster, deps).await?;
+                let outbox = outbox_start.map(|start| (store.clone(), node.clone(), start));
                 Some(BrokerPart { broker, ingest, outbox })
             }
         };
         let http = match role {
             Role::Broker => None,
             Role::AllInOne | Role::History => {
+                // with several nodes every broker applies a change from the outbox, this one too
+                let outbox_relay = || -> Arc<dyn Relay> {
+                    Arc::new(OutboxRelay::new(store.clone(), membership.clone(), settings.cluster.node_ttl()))
+                };
                 let (relay, board): (Arc<dyn Relay>, Option<Arc<dyn PresenceSource>>) = match &broker {
+                    Some(part) if clustered => (outbox_relay(), Some(part.broker.presence())),
                     Some(part) => (Arc::new(part.broker.relay()), Some(part.broker.presence())),
-                    None => (Arc::new(OutboxRelay::new(store.clone(), membership.clone())), None),
+                    None => (outbox_relay(), None),
                 };
                 let presence = PresenceReader::new(board, store.clone());
                 let vapid = vapid_key(&settings)?;
@@ -346,8 +362,8 @@ impl App {
         }
         let mut ingest = None;
         if let Some(BrokerPart { broker, ingest: worker, outbox }) = self.broker {
-            if let Some((store, start)) = outbox {
-                let follow = broker.relay().follow_outbox(store, start, when_stopped());
+            if let Some((store, node, start)) = outbox {
+                let follow = broker.relay().follow_outbox(store, node, start, when_stopped());
                 tasks.spawn(follow);
             }
             ingest = Some(tokio::spawn(worker.run()));

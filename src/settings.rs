@@ -2,7 +2,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
-use roost_broker::BrokerConfig;
+use roost_broker::{BrokerConfig, ClusterConfig};
 use roost_history::http::HttpConfig;
 use roost_history::media::MediaConfig;
 use roost_history::push::PushConfig;
@@ -39,6 +39,8 @@ pub struct Settings {
     pub media: MediaConfig,
     /// The push service's own settings type (`[push]`).
     pub push: PushConfig,
+    /// Several nodes (`[cluster]`), the broker's own settings type.
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +105,7 @@ impl Default for Settings {
             rooms: RoomSettings { max_per_user: 1000 },
             media: MediaConfig::default(),
             push: PushConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -247,6 +250,19 @@ impl Settings {
         if self.retention.interval == 0 {
             return invalid("retention.interval", "ROOST_RETENTION__INTERVAL", "must be at least 1 second".into());
         }
+        if !roost_protocol::names::is_valid(&self.cluster.node_name()) {
+            let reason = "must be 1 to 64 of a-z, 0-9, '_', '.', '-'".into();
+            return invalid("cluster.node", "ROOST_CLUSTER__NODE", reason);
+        }
+        if self.cluster.node_ttl < 2 {
+            return invalid("cluster.node_ttl", "ROOST_CLUSTER__NODE_TTL", "must be at least 2 seconds".into());
+        }
+        if let Some(nats) = &self.cluster.nats {
+            if !(nats.starts_with("nats://") || nats.starts_with("tls://")) {
+                let reason = format!("'{nats}' is not a nats:// (or tls://) URL");
+                return invalid("cluster.nats", "ROOST_CLUSTER__NATS", reason);
+            }
+        }
         if let Some(uri) = &self.store.uri {
             if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
                 let reason = "expected a mongodb:// or mongodb+srv:// URI (unset: the embedded store)".into();
@@ -256,15 +272,15 @@ impl Settings {
         Ok(())
     }
 
-    /// The split deployment's halves share their store and signing key, so both must be
-    /// configured: an embedded store or a generated key cannot be shared.
-    pub fn validate_split(&self) -> Result<(), SettingsError> {
+    /// The split deployment's halves, and several nodes, share their store and signing key, so
+    /// both must be configured: an embedded store or a generated key cannot be shared.
+    pub fn validate_shared(&self) -> Result<(), SettingsError> {
         let missing = |key, env, reason: &str| Err(SettingsError::Invalid { key, env, reason: reason.into() });
         if self.store.uri.is_none() {
-            return missing("store.uri", "ROOST_STORE__URI", "the split deployment needs a shared mongodb:// store");
+            return missing("store.uri", "ROOST_STORE__URI", "several processes need a shared mongodb:// store");
         }
         if self.auth.secret.is_none() {
-            return missing("auth.secret", "ROOST_AUTH__SECRET", "the split deployment needs one shared signing key");
+            return missing("auth.secret", "ROOST_AUTH__SECRET", "several processes need one shared signing key");
         }
         Ok(())
     }
@@ -276,19 +292,20 @@ mod tests {
 
     #[test]
     fn every_shipped_config_file_loads() {
-        for file in ["config/default.toml", "config/production-mongodb.toml", "config/split-mongodb.toml"] {
-            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let files = ["default.toml", "production-mongodb.toml", "split-mongodb.toml", "cluster-node.toml"];
+        for file in files.map(|name| format!("config/{name}")) {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(&file);
             Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e}"));
         }
     }
 
     #[test]
-    fn the_split_deployment_needs_a_shared_store_and_key() {
+    fn several_processes_need_a_shared_store_and_key() {
         let mut settings = Settings::default();
-        let error = settings.validate_split().unwrap_err().to_string();
+        let error = settings.validate_shared().unwrap_err().to_string();
         assert!(error.contains("ROOST_STORE__URI"), "{error}");
         settings.store.uri = Some("mongodb://db".into());
-        let error = settings.validate_split().unwrap_err().to_string();
+        let error = settings.validate_shared().unwrap_err().to_string();
         assert!(error.contains("ROOST_AUTH__SECRET"), "{error}");
     }
 

@@ -17,9 +17,9 @@ use tokio::sync::oneshot;
 
 /// What the pipeline made of a publish.
 pub(crate) enum Outcome {
-    /// Fan `payload` out on the publish's topic; for a room message, `stored` resolves once the
-    /// store has it (the QoS 1 PUBACK waits for it).
-    Deliver { payload: Vec<u8>, stored: Option<oneshot::Receiver<()>> },
+    /// Fan `payload` out on the publish's topic; for a room message (numbered `seq`), `stored`
+    /// resolves once the store has it (the QoS 1 PUBACK waits for it).
+    Deliver { payload: Vec<u8>, seq: Option<i64>, stored: Option<oneshot::Receiver<()>> },
     /// A client's retry of a room message numbered and delivered before: nothing to deliver
     /// again; `stored` resolves once the store has it (it keeps one copy).
     Again { stored: oneshot::Receiver<()> },
@@ -37,6 +37,8 @@ pub(crate) struct Chat {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
     recent: RecentMessages,
+    /// One of several nodes: who follows a room elsewhere is not known here.
+    clustered: bool,
 }
 
 impl Chat {
@@ -46,8 +48,9 @@ impl Chat {
         ingest: IngestHandle,
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
+        clustered: bool,
     ) -> Self {
-        Self { policy, sequencer, ingest, hub, store, recent: RecentMessages::default() }
+        Self { policy, sequencer, ingest, hub, store, recent: RecentMessages::default(), clustered }
     }
 
     /// The uploads `refs` names, each an upload to `room`, as a message shows them.
@@ -116,20 +119,24 @@ impl Chat {
                 let payload = to_payload(&envelope);
                 metrics::counter!("roost_messages_total").increment(1);
                 let stored = self.ingest.submit_confirmed(Record::Message(envelope)).await;
-                Outcome::Deliver { payload, stored: Some(stored) }
+                Outcome::Deliver { payload, seq: Some(seq), stored: Some(stored) }
             }
             // typing in a room nobody follows goes nowhere
-            (Accepted::Typing(_), Some(room)) if !self.hub.follows_room(room, Kinds::TYPING) => Outcome::Dropped,
+            (Accepted::Typing(_), Some(room)) if !self.clustered && !self.hub.follows_room(room, Kinds::TYPING) => {
+                Outcome::Dropped
+            }
             (Accepted::Typing(typing), Some(room)) => {
-                Outcome::Deliver { payload: stamp::typing(room, user, typing), stored: None }
+                Outcome::Deliver { payload: stamp::typing(room, user, typing), seq: None, stored: None }
             }
             (Accepted::Receipt(receipt), Some(room)) => {
                 let receipt = stamp::receipt(room, user, receipt);
                 let payload = to_payload(&receipt);
                 self.ingest.submit(Record::Receipt(receipt)).await;
-                Outcome::Deliver { payload, stored: None }
+                Outcome::Deliver { payload, seq: None, stored: None }
             }
-            (Accepted::Device(status), _) => Outcome::Deliver { payload: stamp::device(status), stored: None },
+            (Accepted::Device(status), _) => {
+                Outcome::Deliver { payload: stamp::device(status), seq: None, stored: None }
+            }
             _ => Outcome::Dropped,
         }
     }

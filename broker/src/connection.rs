@@ -74,6 +74,9 @@ pub(crate) async fn serve(edge: Arc<Edge>, transport: Transport, protocol: Proto
         metrics::counter!("roost_mqtt_connect_rate_limited_total").increment(1);
         return send_refusal(&mut io, Refusal::RateExceeded, "connect rate").await;
     }
+    if edge.registry.fenced() {
+        return send_refusal(&mut io, Refusal::Unavailable, "cut off from the cluster").await;
+    }
     let anonymous_allowed = edge.config.anonymous.iter().any(|name| name == protocol.name());
     let (user, claims) = match authenticate(&edge, login, anonymous_allowed) {
         Ok(identity) => identity,

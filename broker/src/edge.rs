@@ -3,9 +3,10 @@
 
 use crate::background::Background;
 use crate::chat::Chat;
+use crate::cluster::{Cluster, NatsLink};
 use crate::config::BrokerConfig;
 use crate::filters::RouterFilters;
-use crate::hub::Hub;
+use crate::hub::{Hub, Kinds, Message};
 use crate::links::{Links, ServerLink};
 use crate::presence::Presence;
 use crate::registry::Registry;
@@ -25,6 +26,8 @@ pub struct BrokerDeps {
     pub policy: Policy,
     pub store: Arc<dyn Store>,
     pub ingest: IngestHandle,
+    /// This node's name (`cluster.node`).
+    pub node: String,
 }
 
 /// Everything a connection needs.
@@ -38,6 +41,8 @@ pub(crate) struct Edge {
     pub(crate) server: ServerLink,
     /// The routing of Roost's own topics.
     pub(crate) hub: Arc<Hub>,
+    /// Several nodes: this node's part.
+    cluster: Option<Cluster>,
     pub(crate) presence: Arc<Presence>,
     /// Present when a TLS or WSS listener is configured.
     pub(crate) tls: Option<TlsAcceptor>,
@@ -60,15 +65,23 @@ impl Edge {
         server: ServerLink,
         tls: Option<TlsAcceptor>,
         background: Background,
+        nats: Option<NatsLink>,
     ) -> Self {
         let hub = Arc::new(Hub::new(deps.policy.membership().clone()));
-        let presence = Arc::new(Presence::new(hub.clone(), deps.store.clone(), deps.policy.clone(), &background));
-        let sequencer = Arc::new(Sequencer::new(deps.store.clone()));
+        let presence =
+            Arc::new(Presence::new(hub.clone(), deps.store.clone(), deps.policy.clone(), &deps.node, &background));
+        let clustered = nats.is_some();
+        let sequencer = Arc::new(Sequencer::new(deps.store.clone(), clustered));
+        let registry = Arc::new(Registry::new(background.clone()));
+        let cluster = nats.map(|link| {
+            Cluster::start(link, hub.clone(), presence.clone(), registry.clone(), deps.store.clone(), &background)
+        });
         let router_filters = Arc::new(RouterFilters::new(config.max_filters_per_user));
         Self {
             connect_budget: config.max_connect_rate.map(|rate| Mutex::new(TokenBucket::new(rate))),
-            chat: Chat::new(deps.policy.clone(), sequencer.clone(), deps.ingest, hub.clone(), deps.store),
+            chat: Chat::new(deps.policy.clone(), sequencer.clone(), deps.ingest, hub.clone(), deps.store, clustered),
             hub,
+            cluster,
             router_filters,
             slots: Arc::new(Slots::new(
                 config.max_connections,
@@ -82,10 +95,21 @@ impl Edge {
             server,
             presence,
             tls,
-            registry: Arc::new(Registry::new(background.clone())),
+            registry,
             background,
             sequencer,
             last_message_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Hands a message published in `room` by a client of this node to the sessions following
+    /// it, here and, with several nodes, on the others; a room message (`seq`) in order.
+    pub(crate) fn publish_room(&self, room: &str, kind: Kinds, seq: Option<i64>, message: Message) {
+        match &self.cluster {
+            Some(cluster) => cluster.publish_room(room, kind, seq, message),
+            None => {
+                self.hub.publish_room(room, kind, message);
+            }
         }
     }
 

@@ -177,12 +177,22 @@ impl Follower {
     }
 }
 
+/// A room this node's sessions began or stopped following (several nodes: what this node
+/// asks NATS for).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RoomInterest {
+    Followed(String),
+    Unfollowed(String),
+}
+
 #[derive(Default)]
 struct Index {
     followers: HashMap<SessionId, Follower>,
     by_user: HashMap<Arc<str>, Vec<SessionId>>,
     /// Room -> the sessions following it, with the kinds each wants.
     rooms: HashMap<String, HashMap<SessionId, Kinds>>,
+    /// Told when a room gains its first follower or loses its last.
+    interest: Option<mpsc::UnboundedSender<RoomInterest>>,
 }
 
 impl Index {
@@ -193,10 +203,20 @@ impl Index {
                 followers.remove(&id);
                 if followers.is_empty() {
                     self.rooms.remove(room);
+                    self.tell(RoomInterest::Unfollowed(room.to_owned()));
                 }
             }
+        } else if let Some(followers) = self.rooms.get_mut(room) {
+            followers.insert(id, kinds);
         } else {
-            self.rooms.entry(room.to_owned()).or_default().insert(id, kinds);
+            self.rooms.insert(room.to_owned(), HashMap::from([(id, kinds)]));
+            self.tell(RoomInterest::Followed(room.to_owned()));
+        }
+    }
+
+    fn tell(&self, change: RoomInterest) {
+        if let Some(interest) = &self.interest {
+            let _ = interest.send(change);
         }
     }
 
@@ -231,6 +251,18 @@ pub(crate) struct Hub {
 impl Hub {
     pub(crate) fn new(membership: Arc<MembershipView>) -> Self {
         Self { index: RwLock::default(), membership }
+    }
+
+    /// Tells of every room this node's sessions begin or stop following from now on, after
+    /// the rooms they follow already.
+    pub(crate) fn watch_rooms(&self) -> mpsc::UnboundedReceiver<RoomInterest> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut index = self.index.write().expect("hub lock");
+        for room in index.rooms.keys() {
+            let _ = tx.send(RoomInterest::Followed(room.clone()));
+        }
+        index.interest = Some(tx);
+        rx
     }
 
     /// Opens session `id` of `user`; it follows nothing yet.

@@ -6,6 +6,7 @@
 mod acks;
 mod background;
 mod chat;
+mod cluster;
 mod codec;
 mod config;
 mod connection;
@@ -28,6 +29,7 @@ mod subscriptions;
 mod transport;
 mod will;
 
+pub use cluster::{ClusterConfig, ClusterError};
 pub use config::BrokerConfig;
 pub use edge::BrokerDeps;
 pub use links::{router_config, LinkFailed};
@@ -60,6 +62,8 @@ pub enum BrokerError {
     Store(#[from] StoreError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A bound, not yet running broker.
@@ -69,10 +73,14 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Spawns the router, opens the server link and binds every configured listener. Presence
-    /// left in the store by an earlier broker is reset: nobody is connected to this one yet.
-    pub async fn bind(config: BrokerConfig, deps: BrokerDeps) -> Result<Self, BrokerError> {
-        deps.store.reset_presence().await?;
+    /// Spawns the router, opens the server link, joins the cluster when `cluster.nats` is set,
+    /// and binds every configured listener. A lone broker resets the presence an earlier one
+    /// left in the store: nobody is connected to it yet (with several nodes others are).
+    pub async fn bind(config: BrokerConfig, cluster: &ClusterConfig, deps: BrokerDeps) -> Result<Self, BrokerError> {
+        let nats = cluster::NatsLink::connect(cluster).await?;
+        if nats.is_none() {
+            deps.store.reset_presence().await?;
+        }
         let wanted = [
             (Some(config.tcp.clone()), Protocol::Tcp),
             (Some(config.ws.clone()), Protocol::Ws),
@@ -94,7 +102,7 @@ impl Broker {
         let links = Links::spawn_router(&config);
         let background = Background::default();
         let server = links.server_link(&background).await?;
-        let edge = Arc::new(Edge::new(config, deps, links, server, tls, background));
+        let edge = Arc::new(Edge::new(config, deps, links, server, tls, background, nats));
         Ok(Self { edge, listeners })
     }
 

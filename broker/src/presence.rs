@@ -11,16 +11,43 @@ use crate::hub::{Hub, Message};
 use roost_auth::Policy;
 use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
 use roost_store::{retry_until_ok, PresenceSource, Store};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{mpsc, Notify};
 use tracing::warn;
+
+/// One device of a user, held by a connection on some node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Device {
+    pub(crate) user: String,
+    pub(crate) client_id: String,
+    /// The holding connection's claim generation, on its node.
+    pub(crate) generation: u64,
+    /// When it connected (ms): of two nodes' connections of one client id the later wins.
+    pub(crate) since: i64,
+}
+
+/// The connection holding a device: on which node, its claim's generation there, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holder {
+    node: Arc<str>,
+    generation: u64,
+    since: i64,
+}
+
+impl Holder {
+    /// Of two connections of one client id, the later one holds it (ties: the greater node name).
+    fn yields_to(&self, other: &Holder) -> bool {
+        (self.since, &self.node) < (other.since, &other.node)
+    }
+}
 
 #[derive(Default)]
 struct UserPresence {
-    /// Online devices: client id -> the generation of the connection holding it.
-    online: HashMap<String, u64>,
+    /// Online devices: client id -> the connection holding it.
+    online: HashMap<String, Holder>,
     /// Last status of every device seen since start.
     devices: HashMap<String, DeviceStatus>,
     last_seen: Option<i64>,
@@ -112,60 +139,183 @@ fn message(topic: Topic<'_>, payload: Vec<u8>) -> Message {
     Message::server(topic.to_string(), payload)
 }
 
-/// The presence board: updated by connections, carried to peers by the hub.
+/// A device change made on this node, as other nodes are to hear of it.
+pub(crate) struct LocalChange {
+    pub(crate) online: bool,
+    pub(crate) device: Device,
+    pub(crate) ts: i64,
+}
+
+/// The presence board: updated by connections (this node's and, with several nodes, the
+/// others'), carried to peers by the hub.
 pub struct Presence {
     users: Mutex<HashMap<String, UserPresence>>,
     hub: Arc<Hub>,
     unstored: Arc<Unstored>,
     policy: Policy,
+    /// This node's name.
+    node: Arc<str>,
+    /// Several nodes: where this node's device changes go, in order.
+    changes: OnceLock<mpsc::UnboundedSender<LocalChange>>,
 }
 
 impl Presence {
     /// A board whose changes are written to `store` in the background, the last of them when
     /// the broker stops.
-    pub(crate) fn new(hub: Arc<Hub>, store: Arc<dyn Store>, policy: Policy, background: &Background) -> Self {
+    pub(crate) fn new(
+        hub: Arc<Hub>,
+        store: Arc<dyn Store>,
+        policy: Policy,
+        node: &str,
+        background: &Background,
+    ) -> Self {
         let unstored = Arc::<Unstored>::default();
         background.spawn(unstored.clone().write_behind(store, background.stopping()));
-        Self { users: Mutex::default(), hub, unstored, policy }
+        Self { users: Mutex::default(), hub, unstored, policy, node: Arc::from(node), changes: OnceLock::new() }
+    }
+
+    /// From now on this node's device changes also go to `changes`.
+    pub(crate) fn share_changes(&self, changes: mpsc::UnboundedSender<LocalChange>) {
+        let _ = self.changes.set(changes);
     }
 
     /// Connection `generation` of (`user`, `client_id`) is online.
     pub(crate) fn connected(&self, user: &str, client_id: &str, generation: u64) {
-        self.update(user, client_id, PresenceStatus::Online, |p| {
-            p.online.insert(client_id.to_owned(), generation);
-            true
-        });
+        let ts = now_millis();
+        let holder = Holder { node: self.node.clone(), generation, since: ts };
+        let mut users = self.users.lock().expect("presence lock");
+        let presence = users.entry(user.to_owned()).or_default();
+        presence.online.insert(client_id.to_owned(), holder);
+        self.announce(presence, user, client_id, PresenceStatus::Online, ts, true);
+        self.share(true, user, client_id, generation, ts, ts);
     }
 
     /// Connection `generation` of (`user`, `client_id`) ended. A connection that was taken over
     /// no longer owns the device, so its end changes nothing.
     pub(crate) fn disconnected(&self, user: &str, client_id: &str, generation: u64) {
-        self.update(user, client_id, PresenceStatus::Offline, |p| {
-            if p.online.get(client_id) == Some(&generation) {
-                p.online.remove(client_id);
-                true
-            } else {
-                false
-            }
-        });
+        let mut users = self.users.lock().expect("presence lock");
+        let presence = users.entry(user.to_owned()).or_default();
+        let Some(holder) = presence.online.get(client_id) else { return };
+        if holder.node != self.node || holder.generation != generation {
+            return;
+        }
+        let since = holder.since;
+        presence.online.remove(client_id);
+        let ts = now_millis();
+        self.announce(presence, user, client_id, PresenceStatus::Offline, ts, true);
+        self.share(false, user, client_id, generation, since, ts);
     }
 
-    /// Applies `change` under the lock and, when it reports a change, publishes the device
-    /// status and the aggregate while still holding it, so publishes keep the order of changes.
-    fn update(
+    fn share(&self, online: bool, user: &str, client_id: &str, generation: u64, since: i64, ts: i64) {
+        if let Some(changes) = self.changes.get() {
+            let device = Device { user: user.to_owned(), client_id: client_id.to_owned(), generation, since };
+            let _ = changes.send(LocalChange { online, device, ts });
+        }
+    }
+
+    /// Node `node` says `device` came online (or went offline) at `ts`. Returns the session
+    /// id of this node's connection that the device's new connection takes over, if any.
+    pub(crate) fn remote_change(&self, node: &str, online: bool, device: &Device, ts: i64) -> Option<String> {
+        let holder = Holder { node: Arc::from(node), generation: device.generation, since: device.since };
+        let (user, client_id) = (device.user.as_str(), device.client_id.as_str());
+        let mut users = self.users.lock().expect("presence lock");
+        let presence = users.entry(user.to_owned()).or_default();
+        let current = presence.online.get(client_id);
+        if online {
+            if current.is_some_and(|current| !current.yields_to(&holder)) {
+                return None;
+            }
+            let taken = current.filter(|current| current.node == self.node).map(|_| format!("{user}:{client_id}"));
+            presence.online.insert(client_id.to_owned(), holder);
+            self.announce(presence, user, client_id, PresenceStatus::Online, ts, false);
+            taken
+        } else {
+            if current != Some(&holder) {
+                return None;
+            }
+            presence.online.remove(client_id);
+            self.announce(presence, user, client_id, PresenceStatus::Offline, ts, false);
+            None
+        }
+    }
+
+    /// Node `node` holds exactly `devices` (its answer to "what do you hold"): devices it no
+    /// longer holds go offline, the others come online. Returns the session ids of this node's
+    /// connections taken over.
+    pub(crate) fn replace_node(&self, node: &str, devices: &[Device]) -> Vec<String> {
+        let gone: Vec<Device> = {
+            let users = self.users.lock().expect("presence lock");
+            users
+                .iter()
+                .flat_map(|(user, presence)| {
+                    presence.online.iter().filter(|(_, holder)| &*holder.node == node).map(|(client_id, holder)| {
+                        Device {
+                            user: user.clone(),
+                            client_id: client_id.clone(),
+                            generation: holder.generation,
+                            since: holder.since,
+                        }
+                    })
+                })
+                .filter(|held| !devices.contains(held))
+                .collect()
+        };
+        let ts = now_millis();
+        for device in &gone {
+            self.remote_change(node, false, device, ts);
+        }
+        devices.iter().filter_map(|device| self.remote_change(node, true, device, device.since)).collect()
+    }
+
+    /// Node `node` is gone: every device it held is offline as of `last_seen`, its last sign
+    /// of life. Every node does this alike; each stores what it decided.
+    pub(crate) fn node_gone(&self, node: &str, last_seen: i64) {
+        let mut users = self.users.lock().expect("presence lock");
+        for (user, presence) in users.iter_mut() {
+            let held: Vec<String> = presence
+                .online
+                .iter()
+                .filter(|(_, holder)| &*holder.node == node)
+                .map(|(client_id, _)| client_id.clone())
+                .collect();
+            for client_id in held {
+                presence.online.remove(&client_id);
+                self.announce(presence, user, &client_id, PresenceStatus::Offline, last_seen, true);
+            }
+        }
+    }
+
+    /// The devices this node's connections hold.
+    pub(crate) fn local_devices(&self) -> Vec<Device> {
+        let users = self.users.lock().expect("presence lock");
+        users
+            .iter()
+            .flat_map(|(user, presence)| {
+                presence.online.iter().filter(|(_, holder)| holder.node == self.node).map(|(client_id, holder)| {
+                    Device {
+                        user: user.clone(),
+                        client_id: client_id.clone(),
+                        generation: holder.generation,
+                        since: holder.since,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Publishes a device's new status and its user's aggregate (under the board's lock, so
+    /// publishes keep the order of changes), and queues the aggregate for the store when
+    /// `store` (this node decided the change).
+    fn announce(
         &self,
+        presence: &mut UserPresence,
         user: &str,
         client_id: &str,
         status: PresenceStatus,
-        change: impl FnOnce(&mut UserPresence) -> bool,
+        ts: i64,
+        store: bool,
     ) {
-        let mut users = self.users.lock().expect("presence lock");
-        let presence = users.entry(user.to_owned()).or_default();
-        if !change(presence) {
-            return;
-        }
-        let ts = now_millis();
-        presence.last_seen = Some(ts);
+        presence.last_seen = Some(presence.last_seen.map_or(ts, |seen| seen.max(ts)));
         let device = DeviceStatus { status, ts: Some(ts) };
         self.hub.publish_presence(user, message(Topic::Device { user, client_id }, to_payload(&device)));
         presence.devices.insert(client_id.to_owned(), device);
@@ -174,7 +324,9 @@ impl Presence {
         }
         let aggregate = presence.aggregate();
         self.hub.publish_presence(user, message(Topic::Presence(user), to_payload(&aggregate)));
-        self.unstored.put(user, aggregate);
+        if store {
+            self.unstored.put(user, aggregate);
+        }
     }
 
     /// Is `client_id` of `user` connected now?

@@ -17,8 +17,30 @@ use tokio::time::Instant;
 
 struct Entry {
     generation: u64,
-    kick: Arc<Notify>,
+    kick: Arc<Kick>,
     ended: oneshot::Receiver<()>,
+}
+
+/// What stops a connection from outside, and why.
+#[derive(Default)]
+pub(crate) struct Kick {
+    notify: Notify,
+    /// The server goes away (shutdown, fence) rather than another connection taking over;
+    /// set before the notification, so the reason is the one given when kicked.
+    server_going: AtomicBool,
+}
+
+impl Kick {
+    fn stop(&self, server_going: bool) {
+        self.server_going.store(server_going, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Resolves when the connection is to stop; true when the server is going away.
+    pub(crate) async fn stopped(&self) -> bool {
+        self.notify.notified().await;
+        self.server_going.load(Ordering::Relaxed)
+    }
 }
 
 /// A session kept after its connection ended, until `expires_at`.
@@ -80,7 +102,8 @@ pub(crate) struct Registry {
     router_ids: Mutex<RouterIds>,
     wills: Mutex<HashMap<String, oneshot::Sender<WillFate>>>,
     generations: AtomicU64,
-    shutting_down: AtomicBool,
+    /// Several nodes: cut off from the others, this node holds no connection.
+    fenced: AtomicBool,
 }
 
 /// A connection's claim on its link id; dropping it releases the id and wakes a waiting
@@ -89,7 +112,7 @@ pub(crate) struct Claim {
     registry: Arc<Registry>,
     pub(crate) session_id: String,
     pub(crate) generation: u64,
-    pub(crate) kicked: Arc<Notify>,
+    pub(crate) kicked: Arc<Kick>,
     _ended: oneshot::Sender<()>,
 }
 
@@ -102,19 +125,19 @@ impl Registry {
             router_ids: Mutex::default(),
             wills: Mutex::default(),
             generations: AtomicU64::default(),
-            shutting_down: AtomicBool::default(),
+            fenced: AtomicBool::default(),
         }
     }
 
     /// Claims `session_id`, stopping and awaiting the connection that held it.
     pub(crate) async fn claim(self: &Arc<Self>, session_id: &str) -> Claim {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let kicked = Arc::new(Notify::new());
+        let kicked = Arc::new(Kick::default());
         let (ended_tx, ended_rx) = oneshot::channel();
         let entry = Entry { generation, kick: kicked.clone(), ended: ended_rx };
         let previous = self.live.lock().expect("registry lock").insert(session_id.to_owned(), entry);
         if let Some(previous) = previous {
-            previous.kick.notify_one();
+            previous.kick.stop(false);
             let _ = previous.ended.await;
         }
         Claim { registry: self.clone(), session_id: session_id.to_owned(), generation, kicked, _ended: ended_tx }
@@ -122,14 +145,33 @@ impl Registry {
 
     /// Stops every connection (shutdown).
     pub(crate) fn kick_all(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
         for entry in self.live.lock().expect("registry lock").values() {
-            entry.kick.notify_one();
+            entry.kick.stop(true);
         }
     }
 
-    pub(crate) fn shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
+    /// Stops the connection holding `session_id`: a connection on another node took it over.
+    pub(crate) fn kick(&self, session_id: &str) {
+        if let Some(entry) = self.live.lock().expect("registry lock").get(session_id) {
+            entry.kick.stop(false);
+        }
+    }
+
+    /// Cut off from the other nodes: every connection stops and CONNECTs are refused until
+    /// [`Registry::unfence`].
+    pub(crate) fn fence(&self) {
+        self.fenced.store(true, Ordering::Relaxed);
+        for entry in self.live.lock().expect("registry lock").values() {
+            entry.kick.stop(true);
+        }
+    }
+
+    pub(crate) fn unfence(&self) {
+        self.fenced.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn fenced(&self) -> bool {
+        self.fenced.load(Ordering::Relaxed)
     }
 
     /// Ends a session's connection: a session `kept` (its subscriptions, its expiry) is saved

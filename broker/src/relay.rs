@@ -21,6 +21,9 @@ const OUTBOX_POLL: Duration = Duration::from_millis(20);
 const OUTBOX_GAP_WAIT: Duration = Duration::from_secs(2);
 /// Entries read per poll.
 const OUTBOX_PAGE: u32 = 256;
+/// How often a follower records itself in the store even when nothing changed: the API waits
+/// only for brokers that recorded themselves within the node time to live.
+const OUTBOX_ALIVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Applies directives in the order given.
 #[derive(Clone)]
@@ -83,16 +86,23 @@ impl BrokerRelay {
         }
     }
 
-    /// Applies the outbox entries after position `from` until `shutdown` (split deployment).
-    /// Read `from` before loading the membership view, so that no change falls between them.
-    pub async fn follow_outbox(self, store: Arc<dyn Store>, from: i64, shutdown: impl Future<Output = ()>) {
+    /// Applies the outbox entries after position `from` until `shutdown` (split deployment,
+    /// several nodes), recording how far broker `node` got. Read `from` before loading the
+    /// membership view, so that no change falls between them.
+    pub async fn follow_outbox(
+        self,
+        store: Arc<dyn Store>,
+        node: String,
+        from: i64,
+        shutdown: impl Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let mut applied = from;
         info!(position = applied, "following the outbox");
         let mut gap_since: Option<Instant> = None;
         let mut unreadable = false;
         // entries up to `from` count as applied: the view was loaded after them
-        let mut recorded = 0;
+        let mut recorded: Option<(i64, Instant)> = None;
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
@@ -122,9 +132,10 @@ impl BrokerRelay {
                 self.apply(directive);
                 applied = position;
             }
-            if applied != recorded {
-                match store.set_outbox_applied(applied).await {
-                    Ok(()) => recorded = applied,
+            let due = recorded.is_none_or(|(position, at)| position != applied || at.elapsed() >= OUTBOX_ALIVE_EVERY);
+            if due {
+                match store.set_outbox_applied(&node, applied).await {
+                    Ok(()) => recorded = Some((applied, Instant::now())),
                     Err(e) => warn!(error = %e, position = applied, "cannot record the applied outbox position"),
                 }
             }

@@ -11,13 +11,13 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const SENDERS: [&str; 2] = ["alice", "bob"];
+pub(crate) const SENDERS: [&str; 2] = ["alice", "bob"];
 const ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
 /// Messages per second per sender: 2,000/s in all.
 const RATE: u32 = 1000;
 
 /// Registers the senders and puts them in every room.
-async fn prepare(system: &System) {
+pub(crate) async fn prepare(system: &System) {
     for user in SENDERS {
         system.register(user).await;
     }
@@ -28,24 +28,26 @@ async fn prepare(system: &System) {
 
 /// Starts one retrying publisher (tests/system/py/sender.py) per sender.
 fn start_senders(system: &System, seconds: u32) -> Vec<Child> {
+    SENDERS.iter().map(|user| start_sender(system, system.mqtt_port, user, RATE, seconds)).collect()
+}
+
+/// Starts a retrying publisher (tests/system/py/sender.py) as `user` on MQTT `port` (the
+/// system's, or a load balancer's in front of it): `rate` messages a second over every room
+/// for `seconds`.
+pub(crate) fn start_sender(system: &System, port: u16, user: &str, rate: u32, seconds: u32) -> Child {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/system/py/sender.py");
-    SENDERS
-        .iter()
-        .map(|user| {
-            Command::new("python3")
-                .arg(&script)
-                .args(["127.0.0.1", &system.mqtt_port.to_string(), user, &system.token(user, 3600)])
-                .args([ROOMS.join(","), RATE.to_string(), seconds.to_string()])
-                .stdout(Stdio::piped())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("python3 runs")
-        })
-        .collect()
+    Command::new("python3")
+        .arg(&script)
+        .args(["127.0.0.1", &port.to_string(), user, &system.token(user, 3600)])
+        .args([ROOMS.join(","), rate.to_string(), seconds.to_string()])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs")
 }
 
 /// Waits for the senders to finish and returns the ids they had acknowledged.
-async fn acknowledged(senders: Vec<Child>) -> Vec<String> {
+pub(crate) async fn acknowledged(senders: Vec<Child>) -> Vec<String> {
     let mut ids = Vec::new();
     for mut sender in senders {
         let stdout = sender.stdout.take().expect("piped stdout");
@@ -65,7 +67,7 @@ async fn acknowledged(senders: Vec<Child>) -> Vec<String> {
 
 /// Every acknowledged id is in history exactly once, and each room's history keeps each
 /// sender's order.
-async fn assert_stored_exactly_once_in_order(system: &System, acknowledged: &[String]) {
+pub(crate) async fn assert_stored_exactly_once_in_order(system: &System, acknowledged: &[String]) {
     let mut seen = HashSet::new();
     for room in ROOMS {
         let mut after = 0;

@@ -11,12 +11,15 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+#[path = "../support/nats.rs"]
+mod nats_support;
 #[path = "../support/s3.rs"]
 mod s3_support;
 #[path = "../support/mongo.rs"]
 mod support;
+pub(crate) use nats_support::NatsServer;
 pub(crate) use s3_support::{S3Server, BUCKET};
-use support::MongoServer;
+pub(crate) use support::MongoServer;
 
 /// Line-wise stdout of a client process.
 pub(crate) type Output = Lines<BufReader<ChildStdout>>;
@@ -95,7 +98,13 @@ pub(crate) async fn spawn_system() -> System {
 /// Boots a fresh all-in-one system on the embedded store with extra `ROOST_*` settings.
 pub(crate) async fn spawn_with(env: &[(&str, &str)]) -> System {
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    boot(None, env, false).await
+    boot(None, env, false, None).await
+}
+
+/// Boots one node of several (`roost serve`): `env` names the shared store, NATS and the
+/// node; `secret` is the cluster's key.
+pub(crate) async fn spawn_node(secret: &str, env: Vec<(String, String)>) -> System {
+    boot(None, env, false, Some(secret.to_owned())).await
 }
 
 /// Boots a fresh all-in-one system on a MongoDB-wire server of its own; `None` when skipped.
@@ -107,18 +116,23 @@ pub(crate) async fn spawn_on_mongo(what: &str) -> Option<System> {
 pub(crate) async fn spawn_on_mongo_with(what: &str, env: &[(&str, &str)]) -> Option<System> {
     let mongo = MongoServer::start(what).await?;
     let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    Some(boot(Some(mongo), env, false).await)
+    Some(boot(Some(mongo), env, false, None).await)
 }
 
 /// Boots `roost broker` and `roost history` sharing a MongoDB-wire server; `None` when skipped.
 pub(crate) async fn spawn_split(what: &str) -> Option<System> {
     let mongo = MongoServer::start(what).await?;
-    Some(boot(Some(mongo), Vec::new(), true).await)
+    Some(boot(Some(mongo), Vec::new(), true, None).await)
 }
 
-async fn boot(mongo: Option<MongoServer>, mut env: Vec<(String, String)>, split: bool) -> System {
+async fn boot(
+    mongo: Option<MongoServer>,
+    mut env: Vec<(String, String)>,
+    split: bool,
+    secret: Option<String>,
+) -> System {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let secret = roost_auth::tokens::random_secret();
+    let secret = secret.unwrap_or_else(roost_auth::tokens::random_secret);
     if let Some(mongo) = &mongo {
         env.push(("ROOST_STORE__URI".into(), mongo.uri()));
     }
@@ -187,6 +201,17 @@ impl System {
         if self.history.is_some() {
             self.history = Some(launch("history", self.data_dir.path(), &self.secret, &self.env).await.0);
         }
+    }
+
+    /// kill -9 `roost serve` (or the broker), leaving it down.
+    pub(crate) async fn kill(&mut self) {
+        crash(&mut self.roost).await;
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to `roost serve` (or the broker).
+    pub(crate) async fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().await;
+        assert!(status.expect("kill runs").success());
     }
 
     /// kill -9 the broker of a split system and start it again after `down`.

@@ -6,6 +6,7 @@ mod auth;
 mod bots;
 mod browser;
 mod chat;
+mod cluster;
 mod durability;
 mod examples;
 mod harness;

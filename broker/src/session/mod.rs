@@ -137,8 +137,8 @@ impl Session {
         }
         loop {
             let step = tokio::select! {
-                _ = claim.kicked.notified() => {
-                    Err(if self.edge.registry.shutting_down() { Exit::ShuttingDown } else { Exit::TakenOver })
+                server_going = claim.kicked.stopped() => {
+                    Err(if server_going { Exit::ShuttingDown } else { Exit::TakenOver })
                 }
                 _ = &mut token_expired => Err(Exit::TokenExpired),
                 read = self.io.fill() => match read {

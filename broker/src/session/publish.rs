@@ -66,13 +66,13 @@ impl Session {
             self.out.push(Packet::Publish(Publish::new(topic, publish.payload, publish.retain), properties));
             return Ok(Routed::Accepted(None));
         };
-        let (payload, stored) = match self
+        let (payload, seq, stored) = match self
             .edge
             .chat
             .publish(&self.identity.user, &self.identity.client_id, &chat_topic, &publish.payload)
             .await
         {
-            Outcome::Deliver { payload, stored } => (payload, stored),
+            Outcome::Deliver { payload, seq, stored } => (payload, seq, stored),
             Outcome::Again { stored } => return Ok(Routed::Accepted(Some(stored))),
             Outcome::Dropped => return Ok(Routed::Accepted(None)),
             Outcome::Refused(why) => return Ok(self.refuse(&raw_topic, why)),
@@ -80,13 +80,15 @@ impl Session {
         let origin = Some(self.identity.generation);
         let message = Message { topic, payload: Bytes::from(payload), properties, expires_at, origin };
         match chat_topic {
-            Topic::Device { user, .. } => self.edge.hub.publish_presence(user, message),
-            Topic::Messages(room) => self.edge.hub.publish_room(room, Kinds::MESSAGES, message),
-            Topic::Typing(room) => self.edge.hub.publish_room(room, Kinds::TYPING, message),
-            Topic::Receipts(room) => self.edge.hub.publish_room(room, Kinds::RECEIPTS, message),
+            Topic::Device { user, .. } => {
+                self.edge.hub.publish_presence(user, message);
+            }
+            Topic::Messages(room) => self.edge.publish_room(room, Kinds::MESSAGES, seq, message),
+            Topic::Typing(room) => self.edge.publish_room(room, Kinds::TYPING, None, message),
+            Topic::Receipts(room) => self.edge.publish_room(room, Kinds::RECEIPTS, None, message),
             // the chat pipeline refuses the rest: only the server writes them
-            Topic::Events(_) | Topic::Presence(_) | Topic::Inbox(_) => 0,
-        };
+            Topic::Events(_) | Topic::Presence(_) | Topic::Inbox(_) => {}
+        }
         Ok(Routed::Accepted(stored))
     }
 

@@ -48,6 +48,10 @@ where
 /// claim them (ms).
 pub const PUSH_DUE_HOLD_MS: i64 = 5_000;
 
+/// How long an outbox follower that stopped recording itself still holds back the pruning of
+/// entries it has not applied (ms): a node paused or cut off for less catches up without a gap.
+pub const OUTBOX_FOLLOWER_KEEP_MS: i64 = 10 * 60 * 1000;
+
 /// The most unread messages counted per room: a badge says "999+" past it, not the number.
 pub const UNREAD_CAP: u64 = 1000;
 
@@ -370,11 +374,13 @@ pub trait Store: Send + Sync + 'static {
     async fn outbox_after(&self, after: i64, limit: u32) -> Result<Vec<(i64, Directive)>, StoreError>;
     /// The newest outbox position, written or applied; 0 when nothing was ever appended.
     async fn outbox_head(&self) -> Result<i64, StoreError>;
-    /// Records that the broker has applied the outbox through `position` (never moves back);
-    /// the entries up to it are no longer kept.
-    async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError>;
-    /// The outbox position the broker has applied; 0 before it applied any.
-    async fn outbox_applied(&self) -> Result<i64, StoreError>;
+    /// Records that broker `node` has applied the outbox through `position` (never moves back)
+    /// and is alive now. Entries every node seen in the last [`OUTBOX_FOLLOWER_KEEP_MS`] has
+    /// applied are no longer kept.
+    async fn set_outbox_applied(&self, node: &str, position: i64) -> Result<(), StoreError>;
+    /// The outbox position every broker that recorded itself alive since `live_since`
+    /// (milliseconds since the epoch) has applied; 0 when none did.
+    async fn outbox_applied(&self, live_since: i64) -> Result<i64, StoreError>;
 
     /// Cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;

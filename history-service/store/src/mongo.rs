@@ -3,7 +3,7 @@
 
 use crate::contract::{
     Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, RefreshToken, Retention, Room, Store,
-    StoreError, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -191,14 +191,20 @@ struct CounterDoc {
 
 /// The `room_seq` counter of outbox positions; `$` keeps it apart from every room name.
 const OUTBOX_COUNTER: &str = "$outbox";
-/// The `room_seq` entry holding the outbox position the broker has applied.
-const OUTBOX_APPLIED: &str = "$outbox_applied";
-
 #[derive(Serialize, Deserialize)]
 struct OutboxDoc {
     #[serde(rename = "_id")]
     position: i64,
     directive: Directive,
+}
+
+/// A broker following the outbox: how far it applied it, and when it last said so.
+#[derive(Serialize, Deserialize)]
+struct OutboxFollowerDoc {
+    #[serde(rename = "_id")]
+    node: String,
+    position: i64,
+    at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -356,6 +362,20 @@ impl MongoStore {
     }
     fn outbox(&self) -> Collection<OutboxDoc> {
         self.db.collection("outbox")
+    }
+    fn outbox_followers(&self) -> Collection<OutboxFollowerDoc> {
+        self.db.collection("outbox_followers")
+    }
+
+    /// The lowest position the followers alive since `since` have applied.
+    async fn applied_since(&self, since: i64) -> Result<Option<i64>, StoreError> {
+        let lowest = self
+            .outbox_followers()
+            .find_one(doc! {"at": {"$gte": since}})
+            .sort(doc! {"position": 1})
+            .await
+            .map_err(unavailable)?;
+        Ok(lowest.map(|follower| follower.position))
     }
 
     /// Adds `count` to the counter `key` and returns the first of the numbers reserved.
@@ -986,21 +1006,26 @@ impl Store for MongoStore {
 
     async fn outbox_head(&self) -> Result<i64, StoreError> {
         let newest = self.outbox().find_one(doc! {}).sort(doc! {"_id": -1}).await.map_err(unavailable)?;
-        Ok(newest.map_or(0, |d| d.position).max(self.outbox_applied().await?))
+        let furthest =
+            self.outbox_followers().find_one(doc! {}).sort(doc! {"position": -1}).await.map_err(unavailable)?;
+        Ok(newest.map_or(0, |d| d.position).max(furthest.map_or(0, |f| f.position)))
     }
 
-    async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError> {
-        self.counters()
-            .update_one(doc! {"_id": OUTBOX_APPLIED}, doc! {"$max": {"last": position}})
+    async fn set_outbox_applied(&self, node: &str, position: i64) -> Result<(), StoreError> {
+        let now = now_millis();
+        self.outbox_followers()
+            .update_one(doc! {"_id": node}, doc! {"$max": {"position": position}, "$set": {"at": now}})
             .upsert(true)
             .await
             .map_err(unavailable)?;
-        self.outbox().delete_many(doc! {"_id": {"$lte": position}}).await.map(drop).map_err(unavailable)
+        if let Some(applied) = self.applied_since(now - OUTBOX_FOLLOWER_KEEP_MS).await? {
+            self.outbox().delete_many(doc! {"_id": {"$lte": applied}}).await.map_err(unavailable)?;
+        }
+        Ok(())
     }
 
-    async fn outbox_applied(&self) -> Result<i64, StoreError> {
-        let applied = self.counters().find_one(doc! {"_id": OUTBOX_APPLIED}).await.map_err(unavailable)?;
-        Ok(applied.map_or(0, |c| c.last))
+    async fn outbox_applied(&self, live_since: i64) -> Result<i64, StoreError> {
+        Ok(self.applied_since(live_since).await?.unwrap_or(0))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@ use crate::contract::{Store, StoreError};
 use crate::outbox::Directive;
 use async_trait::async_trait;
 use roost_auth::MembershipView;
+use roost_protocol::now_millis;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -26,18 +27,20 @@ pub trait Relay: Send + Sync + 'static {
 pub struct OutboxRelay {
     store: Arc<dyn Store>,
     view: Arc<MembershipView>,
+    /// A broker that has not recorded itself in the outbox for this long is not waited for.
+    broker_ttl: Duration,
 }
 
 impl OutboxRelay {
-    pub fn new(store: Arc<dyn Store>, view: Arc<MembershipView>) -> Self {
-        Self { store, view }
+    pub fn new(store: Arc<dyn Store>, view: Arc<MembershipView>, broker_ttl: Duration) -> Self {
+        Self { store, view, broker_ttl }
     }
 }
 
 #[async_trait]
 impl Relay for OutboxRelay {
-    /// Appends `directive`; for a membership change, then waits (bounded) until the broker has
-    /// applied it, so a client that joins over HTTP may subscribe over MQTT as soon as the
+    /// Appends `directive`; for a membership change, then waits (bounded) until every live
+    /// broker has applied it, so a client that joins over HTTP may subscribe over MQTT as soon as the
     /// response arrives. A publish does not wait: the outbox keeps it in order all the same.
     async fn relay(&self, directive: Directive) -> Result<(), StoreError> {
         let position = self.store.append_outbox(&directive).await?;
@@ -46,7 +49,8 @@ impl Relay for OutboxRelay {
             return Ok(());
         }
         let deadline = Instant::now() + APPLY_WAIT;
-        while self.store.outbox_applied().await? < position {
+        let live_since = now_millis() - self.broker_ttl.as_millis() as i64;
+        while self.store.outbox_applied(live_since).await? < position {
             if Instant::now() >= deadline {
                 warn!(position, "the broker has not applied a membership change in time; is `roost broker` running?");
                 break;

@@ -2,7 +2,7 @@
 
 use crate::contract::{
     Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, RefreshToken, Retention, Room, Store, StoreError,
-    PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -149,10 +149,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     position INTEGER PRIMARY KEY AUTOINCREMENT,
     directive TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS outbox_applied (
-    only INTEGER PRIMARY KEY CHECK (only = 1),
-    position INTEGER NOT NULL
+-- each broker following the outbox: how far it applied it, and when it last said so
+CREATE TABLE IF NOT EXISTS outbox_followers (
+    node TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,
+    at INTEGER NOT NULL
 );
+-- one follower's record, before several nodes
+DROP TABLE IF EXISTS outbox_applied;
 ";
 
 /// SQLite-backed [`Store`]; cheap to clone.
@@ -1020,7 +1024,7 @@ impl Store for SqliteStore {
         self.with(|c| {
             c.query_row(
                 "SELECT max((SELECT coalesce(max(position), 0) FROM outbox),
-                            (SELECT coalesce(max(position), 0) FROM outbox_applied))",
+                            (SELECT coalesce(max(position), 0) FROM outbox_followers))",
                 [],
                 |r| r.get(0),
             )
@@ -1028,22 +1032,32 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_outbox_applied(&self, position: i64) -> Result<(), StoreError> {
+    async fn set_outbox_applied(&self, node: &str, position: i64) -> Result<(), StoreError> {
+        let node = node.to_owned();
+        let now = now_millis();
         self.with(move |c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO outbox_applied (only, position) VALUES (1, ?1)
-                 ON CONFLICT (only) DO UPDATE SET position = max(position, ?1)",
-                [position],
+                "INSERT INTO outbox_followers (node, position, at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (node) DO UPDATE SET position = max(position, ?2), at = ?3",
+                params![node, position, now],
             )?;
-            tx.execute("DELETE FROM outbox WHERE position <= ?1", [position])?;
+            tx.execute(
+                "DELETE FROM outbox WHERE position <= (SELECT min(position) FROM outbox_followers WHERE at >= ?1)",
+                [now - OUTBOX_FOLLOWER_KEEP_MS],
+            )?;
             tx.commit()
         })
         .await
     }
 
-    async fn outbox_applied(&self) -> Result<i64, StoreError> {
-        self.with(|c| c.query_row("SELECT coalesce(max(position), 0) FROM outbox_applied", [], |r| r.get(0))).await
+    async fn outbox_applied(&self, live_since: i64) -> Result<i64, StoreError> {
+        self.with(move |c| {
+            c.query_row("SELECT coalesce(min(position), 0) FROM outbox_followers WHERE at >= ?1", [live_since], |r| {
+                r.get(0)
+            })
+        })
+        .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -139,13 +139,20 @@ async fn the_outbox_keeps_order(backend: impl Backend) {
     assert_eq!(head, all[3].0);
     assert_eq!(store.outbox_after(all[1].0, 1).await.unwrap(), vec![all[2].clone()]);
     assert!(store.outbox_after(head, 10).await.unwrap().is_empty());
-    assert_eq!(store.outbox_applied().await.unwrap(), 0);
-    store.set_outbox_applied(positions[2]).await.unwrap();
-    store.set_outbox_applied(positions[1]).await.unwrap();
-    assert_eq!(store.outbox_applied().await.unwrap(), positions[2], "the applied position never moves back");
+    let everyone = 0;
+    assert_eq!(store.outbox_applied(everyone).await.unwrap(), 0);
+    store.set_outbox_applied("a", positions[2]).await.unwrap();
+    store.set_outbox_applied("a", positions[1]).await.unwrap();
+    assert_eq!(store.outbox_applied(everyone).await.unwrap(), positions[2], "the applied position never moves back");
     assert_eq!(store.outbox_after(0, 10).await.unwrap(), vec![all[3].clone()], "applied entries are dropped");
     assert_eq!(store.outbox_head().await.unwrap(), head);
-    store.set_outbox_applied(head).await.unwrap();
+    store.set_outbox_applied("b", positions[2]).await.unwrap();
+    store.set_outbox_applied("a", head).await.unwrap();
+    assert_eq!(store.outbox_applied(everyone).await.unwrap(), positions[2], "the slowest live node counts");
+    assert_eq!(store.outbox_after(0, 10).await.unwrap(), vec![all[3].clone()], "kept for the node behind");
+    let later = now_millis() + 60_000;
+    assert_eq!(store.outbox_applied(later).await.unwrap(), 0, "nobody alive since then");
+    store.set_outbox_applied("b", head).await.unwrap();
     assert!(store.outbox_after(0, 10).await.unwrap().is_empty());
     assert_eq!(store.outbox_head().await.unwrap(), head, "a drained outbox still knows where it ended");
 }

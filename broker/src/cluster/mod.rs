@@ -1,0 +1,118 @@
+//! Several nodes over NATS (ARCHITECTURE.md, "Several nodes"): MongoDB numbers and stores,
+//! NATS carries. Room messages, typing and receipts go to the other nodes that follow the room
+//! (`rooms.rs`) and leave each node in `seq` order (`order.rs`); device changes and heartbeats
+//! keep every node's presence board whole, and a node cut off from NATS closes its connections
+//! (`nodes.rs`). Membership changes and the API's server messages take the store's outbox,
+//! which every node follows; nothing here is a protocol of Roost's own beyond subject names.
+
+mod config;
+mod nodes;
+mod order;
+mod rooms;
+mod wire;
+
+pub use config::ClusterConfig;
+
+use crate::background::Background;
+use crate::hub::{Hub, Kinds, Message};
+use crate::presence::Presence;
+use crate::registry::Registry;
+use nodes::Nodes;
+use order::Order;
+use rooms::Rooms;
+use roost_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Why this node could not join the cluster.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot connect to NATS at {url}: {reason}")]
+pub struct ClusterError {
+    url: String,
+    reason: String,
+}
+
+/// The longest wait between two attempts to reach NATS again.
+const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
+
+/// A connection to NATS, made before the edge starts.
+pub(crate) struct NatsLink {
+    client: async_nats::Client,
+    events: mpsc::UnboundedReceiver<async_nats::Event>,
+    node: String,
+    ttl: Duration,
+}
+
+impl NatsLink {
+    /// Connects to `config.nats`; `None` when unset (one node).
+    pub(crate) async fn connect(config: &ClusterConfig) -> Result<Option<Self>, ClusterError> {
+        let Some(url) = &config.nats else { return Ok(None) };
+        let node = config.node_name();
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("roost {node}"))
+            // a node hears its own messages from its own sessions, never back from NATS
+            .no_echo()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| (Duration::from_millis(50) * attempts as u32).min(RECONNECT_DELAY_MAX))
+            .event_callback(move |event| {
+                let events = events_tx.clone();
+                async move {
+                    let _ = events.send(event);
+                }
+            })
+            .connect(url.as_str())
+            .await
+            .map_err(|e| ClusterError { url: url.clone(), reason: e.to_string() })?;
+        info!(node, url, "joined the cluster");
+        Ok(Some(Self { client, events, node, ttl: config.node_ttl() }))
+    }
+}
+
+/// This node's part in the cluster.
+pub(crate) struct Cluster {
+    rooms: Rooms,
+}
+
+impl Cluster {
+    /// Starts carrying between this node and the others over `link`.
+    pub(crate) fn start(
+        link: NatsLink,
+        hub: Arc<Hub>,
+        presence: Arc<Presence>,
+        registry: Arc<Registry>,
+        store: Arc<dyn Store>,
+        background: &Background,
+    ) -> Self {
+        let NatsLink { client, mut events, node, ttl } = link;
+        let order = Arc::new(Order::new(hub.clone(), store));
+        background.spawn(order.clone().fill_gaps_until(background.stopping()));
+        let rooms = Rooms::start(client.clone(), hub, order.clone(), background);
+        let nodes = Nodes::new(client, node, ttl, presence, registry);
+        let reconnected = nodes.start(background);
+        background.spawn_until_stop(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    async_nats::Event::Connected => {
+                        info!("NATS reached again");
+                        // what NATS dropped meanwhile is fetched from the store
+                        order.recheck_all();
+                        reconnected.notify_one();
+                    }
+                    async_nats::Event::Disconnected => warn!("NATS lost; reconnecting"),
+                    // reconnect attempts fail every few hundred milliseconds while NATS is away
+                    other => debug!(event = %other, "NATS"),
+                }
+            }
+        });
+        Self { rooms }
+    }
+
+    /// Carries a message this node's client published to the other nodes following `room`,
+    /// and delivers it here: a room message (`seq`) in order.
+    pub(crate) fn publish_room(&self, room: &str, kind: Kinds, seq: Option<i64>, message: Message) {
+        self.rooms.publish(room, kind, seq, message);
+    }
+}
