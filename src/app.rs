@@ -266,13 +266,13 @@ impl App {
             Role::Broker => None,
             Role::AllInOne | Role::History => {
                 // with several nodes every broker applies a change from the outbox, this one too
-                let outbox_relay = || -> Arc<dyn Relay> {
-                    Arc::new(OutboxRelay::new(store.clone(), membership.clone(), settings.cluster.node_ttl()))
+                let outbox_relay = |view| -> Arc<dyn Relay> {
+                    Arc::new(OutboxRelay::new(store.clone(), view, settings.cluster.node_ttl()))
                 };
                 let (relay, board): (Arc<dyn Relay>, Option<Arc<dyn PresenceSource>>) = match &broker {
-                    Some(part) if clustered => (outbox_relay(), Some(part.broker.presence())),
+                    Some(part) if clustered => (outbox_relay(None), Some(part.broker.presence())),
                     Some(part) => (Arc::new(part.broker.relay()), Some(part.broker.presence())),
-                    None => (outbox_relay(), None),
+                    None => (outbox_relay(Some(membership.clone())), None),
                 };
                 let presence = PresenceReader::new(board, store.clone());
                 let vapid = vapid_key(&settings)?;

@@ -22,17 +22,20 @@ pub trait Relay: Send + Sync + 'static {
     async fn relay(&self, directive: Directive) -> Result<(), StoreError>;
 }
 
-/// The split deployment's relay: appends to the store's outbox, which the broker follows, and
-/// keeps this process's own membership view current.
+/// The relay of the split deployment and of several nodes: appends to the store's outbox, which
+/// every broker follows, and keeps this process's own membership view current when no broker
+/// in this process does.
 pub struct OutboxRelay {
     store: Arc<dyn Store>,
-    view: Arc<MembershipView>,
+    /// `None`: a broker in this process applies the outbox to the view (several nodes), and
+    /// must see the view as it was before each change (a room's members before its deletion).
+    view: Option<Arc<MembershipView>>,
     /// A broker that has not recorded itself in the outbox for this long is not waited for.
     broker_ttl: Duration,
 }
 
 impl OutboxRelay {
-    pub fn new(store: Arc<dyn Store>, view: Arc<MembershipView>, broker_ttl: Duration) -> Self {
+    pub fn new(store: Arc<dyn Store>, view: Option<Arc<MembershipView>>, broker_ttl: Duration) -> Self {
         Self { store, view, broker_ttl }
     }
 }
@@ -44,7 +47,9 @@ impl Relay for OutboxRelay {
     /// response arrives. A publish does not wait: the outbox keeps it in order all the same.
     async fn relay(&self, directive: Directive) -> Result<(), StoreError> {
         let position = self.store.append_outbox(&directive).await?;
-        directive.apply_to(&self.view);
+        if let Some(view) = &self.view {
+            directive.apply_to(view);
+        }
         if matches!(directive, Directive::Publish { .. }) {
             return Ok(());
         }
