@@ -16,20 +16,25 @@ struct Cluster {
     _mongo: MongoServer,
 }
 
-/// Boots `count` nodes; `None` when MongoDB tests are skipped.
+/// Boots `count` nodes (`roost serve`); `None` when MongoDB tests are skipped.
 async fn cluster(what: &str, count: usize) -> Option<Cluster> {
+    cluster_of(what, &vec![false; count]).await
+}
+
+/// Boots a node per entry: `roost serve`, or (true) a split pair.
+async fn cluster_of(what: &str, split: &[bool]) -> Option<Cluster> {
     let mongo = MongoServer::start(what).await?;
     let nats = NatsServer::start().await;
     let secret = roost_auth::tokens::random_secret();
     let mut nodes = Vec::new();
-    for n in 0..count {
+    for (n, &split) in split.iter().enumerate() {
         let env = vec![
             ("ROOST_STORE__URI".to_owned(), mongo.uri()),
             ("ROOST_CLUSTER__NATS".to_owned(), nats.url()),
             ("ROOST_CLUSTER__NODE".to_owned(), format!("node-{n}")),
             ("ROOST_CLUSTER__NODE_TTL".to_owned(), TTL.to_string()),
         ];
-        nodes.push(spawn_node(&secret, env).await);
+        nodes.push(spawn_node(&secret, env, split).await);
     }
     Some(Cluster { nodes, nats, _mongo: mongo })
 }
@@ -98,6 +103,32 @@ async fn publish_lines(node: &System, user: &str, room: &str, label: &str, count
     stdin.write_all(lines.as_bytes()).await.unwrap();
     drop(stdin);
     assert!(publisher.wait().await.unwrap().success());
+}
+
+#[tokio::test]
+async fn a_split_pair_is_a_node_like_any_other() {
+    let Some(cluster) = cluster_of("a split pair as a node", &[false, true]).await else { return };
+    let (a, split) = (&cluster.nodes[0], &cluster.nodes[1]);
+    // a room made through the split pair's API, in force on the all-in-one node
+    split.room("lobby", false, "alice", &["bob"]).await;
+    let mut bob = split.mosquitto_sub("bob", &["rooms/lobby/messages"]).await;
+    let mut alice = a.mosquitto_sub("alice", &["rooms/lobby/messages"]).await;
+    let token = a.token("alice", 600);
+    a.mosquitto_pub("alice", &token, "rooms/lobby/messages", r#"{"body":"to the split broker"}"#, 1).await;
+    split.mosquitto_pub("bob", &split.token("bob", 600), "rooms/lobby/messages", r#"{"body":"back"}"#, 1).await;
+    for lines in [&mut bob, &mut alice] {
+        let first = next_on(lines, "rooms/lobby/messages").await;
+        let second = next_on(lines, "rooms/lobby/messages").await;
+        assert_eq!((first["seq"].as_i64(), second["seq"].as_i64()), (Some(1), Some(2)));
+        assert_eq!((first["from"].as_str(), second["from"].as_str()), (Some("alice"), Some("bob")));
+    }
+    // presence of a user on the all-in-one node, read by the split pair's API from the store
+    let _alice_desk = Agent::online(a, "alice", json!({"client_id": "alice-desk"})).await;
+    let deadline = Instant::now() + PATIENCE;
+    while split.presence("alice", "bob").await["status"] != "online" {
+        assert!(Instant::now() < deadline, "the split API sees alice online");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

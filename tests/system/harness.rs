@@ -101,10 +101,10 @@ pub(crate) async fn spawn_with(env: &[(&str, &str)]) -> System {
     boot(None, env, false, None).await
 }
 
-/// Boots one node of several (`roost serve`): `env` names the shared store, NATS and the
-/// node; `secret` is the cluster's key.
-pub(crate) async fn spawn_node(secret: &str, env: Vec<(String, String)>) -> System {
-    boot(None, env, false, Some(secret.to_owned())).await
+/// Boots one node of several (`roost serve`, or `split` the pair `roost broker` and `roost
+/// history`): `env` names the shared store, NATS and the node; `secret` is the cluster's key.
+pub(crate) async fn spawn_node(secret: &str, env: Vec<(String, String)>, split: bool) -> System {
+    boot(None, env, split, Some(secret.to_owned())).await
 }
 
 /// Boots a fresh all-in-one system on a MongoDB-wire server of its own; `None` when skipped.
