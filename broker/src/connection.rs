@@ -111,7 +111,14 @@ pub(crate) async fn serve(edge: Arc<Edge>, transport: Transport, protocol: Proto
     // Session ids carry the user, so equal client ids of different users never collide.
     let claim = edge.registry.claim(&format!("{user}:{client_id}")).await;
     let session_expiry = session_expiry(version, &connect, properties.as_ref(), edge.config.session_expiry_max);
-    let stored = edge.registry.take(&claim.session_id);
+    let stored = match edge.registry.take(&claim.session_id) {
+        // a session kept on another node moves here
+        Stored::None(router_id) if !connect.clean_session => match edge.session_elsewhere(&claim.session_id).await {
+            Some(subscriptions) => Stored::Live(subscriptions, router_id),
+            None => Stored::None(router_id),
+        },
+        stored => stored,
+    };
     let resumed = !connect.clean_session && matches!(stored, Stored::Live(..));
     edge.registry.settle_will(&claim.session_id, resumed);
     let (subscriptions, router_id, router_may_hold_state) = match stored {

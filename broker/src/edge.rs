@@ -12,6 +12,7 @@ use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::sequencer::Sequencer;
 use crate::slots::Slots;
+use crate::subscriptions::Subscriptions;
 use roost_auth::rate::TokenBucket;
 use roost_auth::{Policy, TokenService};
 use roost_store::{IngestHandle, Store};
@@ -111,6 +112,12 @@ impl Edge {
                 self.hub.publish_room(room, kind, message);
             }
         }
+    }
+
+    /// With several nodes, the kept session `session_id` from the node holding it (which ends
+    /// the connection holding it there).
+    pub(crate) async fn session_elsewhere(&self, session_id: &str) -> Option<Subscriptions> {
+        self.cluster.as_ref()?.take_session(session_id).await
     }
 
     /// Takes one CONNECT from the edge's budget; false when the connect rate is exceeded.

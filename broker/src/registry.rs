@@ -7,7 +7,7 @@
 //! record per session that was alive or saved at the same time.
 
 use crate::background::Background;
-use crate::subscriptions::Subscriptions;
+use crate::subscriptions::{Subscription, Subscriptions};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -191,6 +191,24 @@ impl Registry {
         }
         saved.by_id.insert(session_id.to_owned(), Saved { subscriptions, router_id, expires_at });
         metrics::gauge!("roost_mqtt_saved_sessions").set(saved.by_id.len() as f64);
+    }
+
+    /// Hands session `session_id` to a connection on another node: ends the connection holding
+    /// it here (if any, as a takeover) and returns the subscriptions of the session kept, if it
+    /// was. Its router state is cleared, and its link id recycled, by the next expiry sweep.
+    pub(crate) async fn hand_over(self: &Arc<Self>, session_id: &str) -> Option<Vec<(String, Subscription)>> {
+        if self.live.lock().expect("registry lock").contains_key(session_id) {
+            drop(self.claim(session_id).await);
+        }
+        let mut saved = self.saved.lock().expect("registry lock");
+        let kept = saved.remove(session_id)?;
+        let subscriptions = kept.subscriptions.iter().map(|(filter, s)| (filter.clone(), s.clone())).collect();
+        let now = Instant::now();
+        saved.expiries.insert((now, session_id.to_owned()));
+        let expired =
+            Saved { subscriptions: Subscriptions::default(), router_id: kept.router_id, expires_at: Some(now) };
+        saved.by_id.insert(session_id.to_owned(), expired);
+        Some(subscriptions)
     }
 
     /// Takes the session saved for `session_id`, or a fresh router link id.

@@ -4,8 +4,8 @@
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
-/// One granted subscription.
-#[derive(Debug, Clone)]
+/// One granted subscription (handed to another node as it is when a session moves there).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Subscription {
     /// The QoS granted to the client.
     pub(crate) qos: u8,
@@ -40,6 +40,15 @@ pub(crate) struct Subscriptions {
 }
 
 impl Subscriptions {
+    /// A session's subscriptions as another node handed them over.
+    pub(crate) fn from_handed_over(handed: Vec<(String, Subscription)>) -> Self {
+        let mut subscriptions = Self::default();
+        for (filter, subscription) in handed {
+            subscriptions.grant(&filter, subscription);
+        }
+        subscriptions
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_internal_id.len()
     }

@@ -224,18 +224,25 @@ async fn a_node_stopped_past_its_time_to_live_is_fenced_and_leaves_no_ghost() {
 }
 
 #[tokio::test]
-async fn a_client_id_taken_on_another_node_ends_the_first_connection() {
+async fn a_client_id_taken_on_another_node_ends_the_first_connection_and_its_session_moves() {
     let Some(cluster) = cluster("takeover across nodes", 2).await else { return };
     let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
     a.room("lobby", false, "alice", &["bob"]).await;
-    let phone = json!({"client_id": "alice-phone", "protocol": 5});
-    let mut first = Agent::online(a, "alice", phone.clone()).await;
+    let kept = json!({"client_id": "alice-phone", "protocol": 5, "clean": false, "properties": {"SessionExpiryInterval": 3600}});
+    let mut first = Agent::online(a, "alice", kept.clone()).await;
+    assert_eq!(first.subscribe(&[("rooms/lobby/messages", 1)]).await, vec![1]);
     let mut bob = Agent::online(b, "bob", json!({})).await;
     assert_eq!(bob.subscribe(&[("presence/+", 0)]).await, vec![0]);
     wait_for(&mut bob, "presence/alice", PATIENCE, |p| p["status"] == "online").await;
-    let _second = Agent::online(b, "alice", phone).await;
+
+    let mut second = Agent::online(b, "alice", kept).await;
+    assert_eq!(second.connack()["session_present"], true, "the session moved from the other node");
     let taken = first.expect("disconnected").await;
     assert_eq!(taken["rc"], 0x8E, "session taken over: {taken}");
+    first.kill().await;
+    bob.publish("rooms/lobby/messages", r#"{"body":"still subscribed?"}"#, 1).await;
+    let message = second.message_on("rooms/lobby/messages", PATIENCE).await.expect("its subscription came along");
+    assert_eq!(payload(&message)["body"], "still subscribed?");
     tokio::time::sleep(Duration::from_millis(500)).await;
     for node in &cluster.nodes {
         let presence = node.presence("alice", "bob").await;

@@ -9,6 +9,7 @@ mod config;
 mod nodes;
 mod order;
 mod rooms;
+mod sessions;
 mod wire;
 
 pub use config::ClusterConfig;
@@ -17,10 +18,12 @@ use crate::background::Background;
 use crate::hub::{Hub, Kinds, Message};
 use crate::presence::Presence;
 use crate::registry::Registry;
+use crate::subscriptions::Subscriptions;
 use nodes::Nodes;
 use order::Order;
 use rooms::Rooms;
 use roost_store::Store;
+use sessions::Sessions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -74,6 +77,7 @@ impl NatsLink {
 /// This node's part in the cluster.
 pub(crate) struct Cluster {
     rooms: Rooms,
+    sessions: Sessions,
 }
 
 impl Cluster {
@@ -90,8 +94,9 @@ impl Cluster {
         let order = Arc::new(Order::new(hub.clone(), store));
         background.spawn(order.clone().fill_gaps_until(background.stopping()));
         let rooms = Rooms::start(client.clone(), hub, order.clone(), background);
-        let nodes = Nodes::new(client, node, ttl, presence, registry);
+        let nodes = Nodes::new(client.clone(), node, ttl, presence, registry.clone());
         let reconnected = nodes.start(background);
+        let sessions = Sessions::start(client, registry, nodes.peers_alive(), ttl / 6, background);
         background.spawn_until_stop(async move {
             while let Some(event) = events.recv().await {
                 match event {
@@ -107,7 +112,13 @@ impl Cluster {
                 }
             }
         });
-        Self { rooms }
+        Self { rooms, sessions }
+    }
+
+    /// The session `session_id` from the node holding it, which ends its connection there;
+    /// `None` when no other node holds it.
+    pub(crate) async fn take_session(&self, session_id: &str) -> Option<Subscriptions> {
+        self.sessions.take(session_id).await.map(Subscriptions::from_handed_over)
     }
 
     /// Carries a message this node's client published to the other nodes following `room`,

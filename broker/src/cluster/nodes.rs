@@ -14,7 +14,7 @@ use async_nats::Client;
 use futures_util::StreamExt;
 use roost_protocol::now_millis;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -44,6 +44,8 @@ pub(super) struct Nodes {
     registry: Arc<Registry>,
     /// Device changes this run published.
     published: AtomicU64,
+    /// Other nodes alive now.
+    peers_alive: Arc<AtomicUsize>,
 }
 
 impl Nodes {
@@ -55,7 +57,13 @@ impl Nodes {
         registry: Arc<Registry>,
     ) -> Arc<Self> {
         let epoch = uuid::Uuid::new_v4().as_u64_pair().0;
-        Arc::new(Self { client, node, epoch, ttl, presence, registry, published: AtomicU64::new(0) })
+        let peers_alive = Arc::default();
+        Arc::new(Self { client, node, epoch, ttl, presence, registry, published: AtomicU64::new(0), peers_alive })
+    }
+
+    /// How many other nodes are alive now, kept current.
+    pub(super) fn peers_alive(&self) -> Arc<AtomicUsize> {
+        self.peers_alive.clone()
     }
 
     /// Starts the heartbeat, the publishing of this node's device changes and the following of
@@ -221,6 +229,7 @@ impl Nodes {
                     }
                 }
             }
+            self.peers_alive.store(peers.len(), Ordering::Relaxed);
         }
     }
 

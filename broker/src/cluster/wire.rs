@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub(super) const PRESENCE: &str = "roost.presence";
 /// Every node's heartbeats.
 pub(super) const HEARTBEAT: &str = "roost.heartbeat";
+/// Requests for a session by id (request and reply: every node answers).
+pub(super) const SESSIONS: &str = "roost.sessions";
 
 const SEQ: &str = "Roost-Seq";
 const EXPIRES_AT: &str = "Roost-Expires-At";
