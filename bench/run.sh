@@ -3,10 +3,12 @@
 # Roost (auth, ACL, stamping, persistence), same load generator, same machine, one run.
 #
 #   bench/run.sh                 all scenarios
-#   bench/run.sh fanout chat     some of: fanout chat connections persistence history presence rooms push
+#   bench/run.sh fanout chat     some of: fanout chat connections persistence history presence rooms push nodes
 #
-# presence, rooms and push run on Roost only: the other brokers have no presence, rooms or
-# pushes of ours.
+# presence, rooms, push and nodes run on Roost only: the other brokers have no presence, rooms,
+# pushes or clusters of ours. nodes compares one Roost with two (and one in cluster mode) on
+# MongoDB and NATS: it starts secantusd-rs (ROOST_MONGO_BIN, or ~/.cache/roost-mongo, as
+# .ci/run installs it) and nats-server, both pinned with the load generator.
 # Brokers are pinned to CPU 0 and the load generator to CPU 1 (BENCH_PIN=0 turns that off).
 # Roost uses its embedded store; BENCH_STORE_URI=mongodb://... points it at an empty MongoDB
 # database instead (the server is yours to start, e.g. secantusd-rs, pinned where you like).
@@ -15,12 +17,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history presence rooms push)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout chat connections persistence history presence rooms push nodes)
 : "${CHAT_ROOMS:=1000}" "${CHAT_MEMBERS:=10}" "${CHAT_SECONDS:=20}"
 : "${PERSIST_MESSAGES:=1000000}"
 : "${PRESENCE_USERS:=2000 5000 10000 19000}" "${PRESENCE_SECONDS:=20}"
 : "${ROOMS_CHURN:=10000 100000}"  # rooms created, used and deleted in all, one measurement after each
 : "${PUSH_LAYOUTS:=100x100 1000x10}"  # rooms x members: each room's message is pushed to its members but one
+: "${NODES_ROOMS:=200}" "${NODES_RATE:=2}" "${NODES_SECONDS:=20}"  # rooms of 10, every other member publishing
 roost_env=()  # extra settings for the next Roost started
 
 for tool in mosquitto wrk python3; do
@@ -37,7 +40,9 @@ pin_broker=(); pin_load=()
 if [ "${BENCH_PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ]; then pin_broker=(taskset -c 0); pin_load=(taskset -c 1); fi
 pid=; port=; http=
 stop_broker() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=; fi; }
-trap 'stop_broker; rm -rf "$work"' EXIT
+servers=()  # the nodes scenario's MongoDB, NATS and second node
+stop_servers() { for p in "${servers[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; servers=(); }
+trap 'stop_broker; stop_servers; rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -79,6 +84,40 @@ loadgen() {  # $1: broker name, rest: scenario arguments
 }
 
 wants() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
+
+wait_port() { for _ in $(seq 200); do python3 -c "import socket; socket.create_connection(('127.0.0.1',$1)).close()" 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
+
+nodes_compare() {  # one Roost alone, one in cluster mode, two in a cluster: same store, same load
+  local mongo_bin=${ROOST_MONGO_BIN:-$HOME/.cache/roost-mongo/bin/secantusd-rs} mport nport
+  [ -x "$mongo_bin" ] || { echo "nodes: no secantusd-rs ($mongo_bin); see .ci/run" >&2; return; }
+  command -v nats-server >/dev/null || { echo "nodes: no nats-server (apt-get install nats-server)" >&2; return; }
+  mport=$(free_port); nport=$(free_port); mkdir -p "$work/mongo"
+  "${pin_load[@]}" "$mongo_bin" --host 127.0.0.1 --port "$mport" --cache-size 256M --storage-path "$work/mongo" \
+    >/dev/null 2>&1 & servers+=($!)
+  "${pin_load[@]}" nats-server -a 127.0.0.1 -p "$nport" >/dev/null 2>&1 & servers+=($!)
+  wait_port "$mport"; wait_port "$nport"
+  local nodes_load=(nodes --rooms "$NODES_ROOMS" --rate "$NODES_RATE" --seconds "$NODES_SECONDS")
+  local cluster=(ROOST_CLUSTER__NATS=nats://127.0.0.1:$nport ROOST_CLUSTER__NODE_TTL=6)
+  local store=mongodb://127.0.0.1:$mport
+  BENCH_STORE_URI=$store/alone start_broker roost; loadgen roost "${nodes_load[@]}"; stop_broker
+  roost_env=("${cluster[@]}" ROOST_CLUSTER__NODE=n1)
+  BENCH_STORE_URI=$store/one start_broker roost; loadgen roost "${nodes_load[@]}"; stop_broker
+  # two nodes on the same core: the second one started by hand beside start_broker's
+  local p2 h2
+  p2=$(free_port); h2=$(free_port); rm -rf "$work/roost2"
+  ROOST_DATA_DIR="$work/roost2" ROOST_MQTT__TCP=127.0.0.1:$p2 ROOST_MQTT__WS=127.0.0.1:0 \
+  ROOST_HTTP__LISTEN=127.0.0.1:$h2 ROOST_AUTH__SECRET=$secret RUST_LOG=warn ROOST_STORE__URI=$store/two \
+    "${pin_broker[@]}" env "${cluster[@]}" ROOST_CLUSTER__NODE=n2 target/release/roost serve \
+    >"$work/roost2.out" 2>"$work/roost2.log" & servers+=($!)
+  local second=$!
+  BENCH_STORE_URI=$store/two start_broker roost
+  wait_port "$p2"
+  local line
+  line=$("${pin_load[@]}" target/release/loadgen --port "$port" --port "$p2" --pid "$pid" --pid "$second" \
+    --http "$http" --secret "$secret" "${nodes_load[@]}") || line='{"error":"loadgen failed"}'
+  echo "{\"broker\":\"roost\",\"run\":$line}" | tee -a "$results"
+  stop_broker; stop_servers; roost_env=()
+}
 
 history_load() {  # a 50-message page of one room on the running Roost: wrk flat out, then 1,000 req/s
   local token wrk_out
@@ -129,6 +168,8 @@ for scenario in "${scenarios[@]}"; do
           loadgen roost rooms --churned-before "$churned" --churn $((total - churned)); churned=$total
         done
         stop_broker ;;
+      nodes)
+        [ $broker = roost ] && nodes_compare ;;
       push)
         [ $broker = roost ] || continue
         # a local push service (in the load generator) takes every request; pushes go at once

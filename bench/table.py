@@ -119,6 +119,22 @@ if rooms:
           ratio(dig(run, "load.latency.p99_ms"), dig(base, "latency.p99_ms")),
           fmt(run["load"]["lost"]), fmt(run["churn_lost"])] for run in rooms],
     )
+# nodes (Roost on MongoDB): one alone, one in cluster mode, two in a cluster, the same load
+nodes = [r["run"] for r in runs if r["run"].get("scenario") == "nodes"]
+if nodes:
+    first = nodes[0]
+    print(f"\nnodes: {first['rooms']} rooms of {first['members']} spread over the nodes, "
+          f"{fmt(first['offered_msgs_per_s'])} msg/s offered by members of the first node; every node on one core\n")
+    table(
+        ["setup", "deliveries/s", "same node p50 ms", "p99 ms", "other node p50 ms", "p99 ms",
+         "messages per seq reservation", "CPU µs per message (all nodes)", "vs alone", "RSS MiB (all)", "lost"],
+        [[("alone" if run["messages_per_seq_reservation"] is None else f"{run['nodes']} in a cluster"),
+          fmt(run["deliveries_per_s"]), fmt(dig(run, "latency_same_node.p50_ms")),
+          fmt(dig(run, "latency_same_node.p99_ms")), fmt(dig(run, "latency_other_node.p50_ms")),
+          fmt(dig(run, "latency_other_node.p99_ms")), fmt(run["messages_per_seq_reservation"]),
+          fmt(run["cpu_us_per_message"]), ratio(run["cpu_us_per_message"], first["cpu_us_per_message"]),
+          fmt(mib(run["rss_kib"])), fmt(run["lost"])] for run in nodes],
+    )
 failures = [r for r in runs if "error" in r["run"]]
 for r in failures:
     print(f"\nfailed: {r['broker']}: {r['run']['error']}")

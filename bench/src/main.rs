@@ -15,18 +15,18 @@ use target::Target;
 #[derive(Parser)]
 #[command(about = "MQTT load generator for Roost, mosquitto and raw rumqttd")]
 struct Cli {
-    /// The broker's MQTT port on 127.0.0.1.
-    #[arg(long)]
-    port: u16,
+    /// The broker's MQTT port on 127.0.0.1 (repeated: each node of a Roost cluster).
+    #[arg(long, required = true)]
+    port: Vec<u16>,
     /// Roost's HTTP API, e.g. http://127.0.0.1:8080; with --secret makes this a Roost run.
     #[arg(long, requires = "secret")]
     http: Option<String>,
     /// Roost's HS256 secret, to mint tokens.
     #[arg(long, env = "ROOST_AUTH__SECRET", hide_env_values = true)]
     secret: Option<String>,
-    /// The broker's process id, to report its resident memory.
+    /// The broker's process id, to report its CPU and resident memory (repeated: each node).
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -43,6 +43,22 @@ enum Scenario {
         size: usize,
         #[arg(long, default_value_t = 0)]
         qos: u8,
+    },
+    /// Rooms whose members take turns between the nodes (member m on node m % nodes); the
+    /// members on the first node publish at a fixed rate, every member is subscribed; latency
+    /// reported apart for subscribers on the publisher's node and on the others.
+    Nodes {
+        #[arg(long, default_value_t = 200)]
+        rooms: usize,
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+        /// Messages per second per publishing member.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
     },
     /// Rooms of members, each member publishing at a fixed rate and subscribed to its room.
     Chat {
@@ -135,6 +151,9 @@ async fn main() -> anyhow::Result<()> {
     let report = match cli.scenario {
         Scenario::Fanout { subscribers, messages, size, qos } => {
             scenarios::fanout(&target, subscribers, messages, size, qos).await?
+        }
+        Scenario::Nodes { rooms, members, rate, seconds, size } => {
+            scenarios::nodes(&target, rooms, members, rate, seconds, size).await?
         }
         Scenario::Chat { rooms, members, rate, seconds, size } => {
             scenarios::chat(&target, rooms, members, rate, seconds, size).await?

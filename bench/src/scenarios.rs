@@ -1,9 +1,11 @@
 //! The scenarios. Each returns one JSON report.
 
+mod nodes;
 mod presence;
 mod push;
 mod rooms;
 
+pub(crate) use nodes::nodes;
 pub(crate) use presence::presence;
 pub(crate) use push::push;
 pub(crate) use rooms::rooms;

@@ -18,16 +18,18 @@ struct Roost {
 /// A broker to load.
 #[derive(Clone)]
 pub(crate) struct Target {
-    port: u16,
+    /// The MQTT port of each node (one but for a Roost cluster).
+    ports: Vec<u16>,
     roost: Option<Arc<Roost>>,
-    pid: Option<u32>,
+    /// The process of each node, when known.
+    pids: Vec<u32>,
 }
 
 /// HTTP requests in flight while setting up rooms.
 const SETUP_CONCURRENCY: usize = 32;
 
 impl Target {
-    pub(crate) fn new(port: u16, http: Option<String>, secret: Option<&str>, pid: Option<u32>) -> Self {
+    pub(crate) fn new(ports: Vec<u16>, http: Option<String>, secret: Option<&str>, pids: Vec<u32>) -> Self {
         let roost = http.zip(secret).map(|(http, secret)| {
             Arc::new(Roost {
                 http,
@@ -35,7 +37,12 @@ impl Target {
                 client: reqwest::Client::new(),
             })
         });
-        Self { port, roost, pid }
+        Self { ports, roost, pids }
+    }
+
+    /// How many nodes the broker runs on.
+    pub(crate) fn nodes(&self) -> usize {
+        self.ports.len()
     }
 
     pub(crate) fn is_roost(&self) -> bool {
@@ -44,7 +51,12 @@ impl Target {
 
     /// Connection options for `user` (credentials on Roost) with client id `client_id`.
     pub(crate) fn options(&self, user: &str, client_id: &str) -> MqttOptions {
-        let mut options = MqttOptions::new(client_id, "127.0.0.1", self.port);
+        self.options_on(0, user, client_id)
+    }
+
+    /// The same, connecting to node `node`.
+    pub(crate) fn options_on(&self, node: usize, user: &str, client_id: &str) -> MqttOptions {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", self.ports[node]);
         options.set_keep_alive(Duration::from_secs(60));
         options.set_max_packet_size(1 << 20, 1 << 20);
         options.set_inflight(100);
@@ -148,14 +160,21 @@ impl Target {
         Some(roost.client.get(url).bearer_auth(roost.tokens.issue(reader, 3600)))
     }
 
-    /// Resident memory of the broker in KiB, when its pid is known.
+    /// Resident memory of the broker (every node) in KiB, when its pids are known.
     pub(crate) fn rss_kib(&self) -> Option<u64> {
-        self.pid.and_then(crate::stats::rss_kib)
+        self.pids.iter().map(|&pid| crate::stats::rss_kib(pid)).sum()
     }
 
-    /// CPU seconds the broker has used so far, when its pid is known.
+    /// CPU seconds the broker (every node) has used so far, when its pids are known.
     pub(crate) fn cpu_seconds(&self) -> Option<f64> {
-        self.pid.and_then(crate::stats::cpu_seconds)
+        self.pids.iter().map(|&pid| crate::stats::cpu_seconds(pid)).sum()
+    }
+
+    /// The value of Roost's metric `name` (no labels) on the first node's `/metrics`.
+    pub(crate) async fn metric(&self, name: &str) -> Option<f64> {
+        let roost = self.roost.as_ref()?;
+        let text = roost.client.get(format!("{}/metrics", roost.http)).send().await.ok()?.text().await.ok()?;
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
 }
 
