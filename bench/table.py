@@ -127,11 +127,12 @@ if nodes:
           f"{fmt(first['offered_msgs_per_s'])} msg/s offered by members of the first node; every node on one core\n")
     table(
         ["setup", "deliveries/s", "same node p50 ms", "p99 ms", "other node p50 ms", "p99 ms",
-         "messages per seq reservation", "CPU µs per message (all nodes)", "vs alone", "RSS MiB (all)", "lost"],
+         "messages per seq reservation", "reservation mean ms", "CPU µs per message (all nodes)", "vs alone", "RSS MiB (all)", "lost"],
         [[("alone" if run["messages_per_seq_reservation"] is None else f"{run['nodes']} in a cluster"),
           fmt(run["deliveries_per_s"]), fmt(dig(run, "latency_same_node.p50_ms")),
           fmt(dig(run, "latency_same_node.p99_ms")), fmt(dig(run, "latency_other_node.p50_ms")),
           fmt(dig(run, "latency_other_node.p99_ms")), fmt(run["messages_per_seq_reservation"]),
+          fmt(run["seq_reservation_mean_ms"]),
           fmt(run["cpu_us_per_message"]), ratio(run["cpu_us_per_message"], first["cpu_us_per_message"]),
           fmt(mib(run["rss_kib"])), fmt(run["lost"])] for run in nodes],
     )

@@ -114,6 +114,8 @@ struct HttpPart {
     delivery: Delivery,
     /// What wakes delivery; `None` when split (it polls the store).
     stored: Option<tokio::sync::broadcast::Receiver<Envelope>>,
+    /// This node's name: the holder of the leases of jobs one process at a time runs.
+    node: String,
 }
 
 /// A bound, ready-to-run Roost (or one half of it).
@@ -323,7 +325,7 @@ impl App {
                     .map_err(|source| AppError::Bind { addr: settings.http.listen.clone(), source })?;
                 let config = settings.http.clone();
                 let api = roost_history::http::router(state);
-                Some(HttpPart { listener, api, config, retention, uploads, delivery, stored: stored.take() })
+                Some(HttpPart { listener, api, config, retention, uploads, delivery, stored: stored.take(), node })
             }
         };
         Ok(Self { broker, http })
@@ -352,13 +354,13 @@ impl App {
         };
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(crate::memory::release_periodically(when_stopped()));
-        if let Some(HttpPart { listener, api, config, retention, uploads, delivery, stored }) = self.http {
-            tasks.spawn(uploads.sweep_until(when_stopped()));
+        if let Some(HttpPart { listener, api, config, retention, uploads, delivery, stored, node }) = self.http {
+            tasks.spawn(uploads.sweep_until(node.clone(), when_stopped()));
             tasks.spawn(delivery.run_until(stored, when_stopped()));
             let stopped = when_stopped();
             tasks.spawn(async move { serve(listener, api, &config, stopped).await });
             let (policy, store) = retention;
-            tasks.spawn(policy.run(store, when_stopped()));
+            tasks.spawn(policy.run(store, node, when_stopped()));
         }
         let mut ingest = None;
         if let Some(BrokerPart { broker, ingest: worker, outbox }) = self.broker {

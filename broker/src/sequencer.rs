@@ -132,13 +132,16 @@ impl Sequencer {
 
     async fn reserve(&self, room: &str, count: i64) -> i64 {
         let what = format!("cannot reserve sequence numbers of room {room}; its publishers wait");
-        retry_until_ok(&what, || async {
+        let started = std::time::Instant::now();
+        let first = retry_until_ok(&what, || async {
             let reserved = self.store.reserve_seq(room, count).await;
             if reserved.is_err() {
                 metrics::counter!("roost_seq_lease_failures_total").increment(1);
             }
             reserved
         })
-        .await
+        .await;
+        metrics::histogram!("roost_seq_reservation_seconds").record(started.elapsed().as_secs_f64());
+        first
     }
 }

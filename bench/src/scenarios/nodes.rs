@@ -58,6 +58,10 @@ pub(crate) async fn nodes(
     let cpu_s = cpu_before.zip(target.cpu_seconds()).map(|(before, after)| after - before);
     let rss_kib = target.rss_kib();
     let batches = target.metric("roost_seq_batch_size_count").await;
+    let gap_fills = target.metric("roost_cluster_gap_fills_total").await;
+    // the mean, from the summary's sum and count: its quantiles cover only the last minute or so
+    let reserving = target.metric("roost_seq_reservation_seconds_sum").await;
+    let reservation_ms = reserving.zip(batches).map(|(sum, count)| round2(sum * 1000.0 / count.max(1.0)));
     let _ = stop.send(true);
     let (same, other) = (merged(same_node).await?, merged(other_nodes).await?);
     let delivered = run.delivered.load(Relaxed);
@@ -70,6 +74,7 @@ pub(crate) async fn nodes(
         "latency_same_node": percentiles(&same),
         "latency_other_node": (target.nodes() > 1).then(|| percentiles(&other)),
         "messages_per_seq_reservation": batches.map(|count| round2(published as f64 / count.max(1.0))),
+        "seq_reservation_mean_ms": reservation_ms, "gap_fills": gap_fills,
         "rss_kib": rss_kib, "cpu_s": cpu_s.map(round2),
         "cpu_us_per_message": cpu_s.map(|cpu| micros_per(cpu, published)),
     }))

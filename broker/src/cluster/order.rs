@@ -95,6 +95,7 @@ impl Gate {
     fn skip_gap(&mut self, deliver: &mut impl FnMut(Message)) {
         let (Some(next), Some(&first)) = (self.next, self.waiting.keys().next()) else { return };
         debug!(from = next, to = first - 1, "sequence numbers never stored; passed over");
+        metrics::counter!("roost_cluster_seqs_passed_over_total").increment((first - next) as u64);
         self.holes.extend(next..first);
         while self.holes.len() > HOLES_KEPT {
             self.holes.pop_first();
@@ -221,6 +222,7 @@ impl Order {
         let mut gates = self.gates.lock().expect("order lock");
         let Some(gate) = gates.get_mut(room) else { return };
         gate.filling = false;
+        metrics::counter!("roost_cluster_gap_fills_total").increment(1);
         let mut deliver = self.deliverer(room);
         for envelope in &found {
             gate.offer(envelope.seq, message_of(envelope), &mut deliver);

@@ -294,13 +294,24 @@ impl Uploads {
     /// Deletes, every `media.sweep_interval` until `stopped`, the uploads nothing shows any
     /// more: unused past `media.unused_ttl`, of deleted rooms, or whose message history no
     /// longer keeps.
-    pub async fn sweep_until(self, stopped: impl Future<Output = ()>) {
+    pub async fn sweep_until(self, holder: String, stopped: impl Future<Output = ()>) {
         tokio::pin!(stopped);
-        let mut every = tokio::time::interval(Duration::from_secs(self.inner.config.sweep_interval));
+        let interval = Duration::from_secs(self.inner.config.sweep_interval);
+        let mut every = tokio::time::interval(interval);
         loop {
             tokio::select! {
                 _ = &mut stopped => return,
                 _ = every.tick() => {}
+            }
+            // several processes on one store: one sweeps, for two rounds at a time
+            let until = now_millis() + 2 * i64::try_from(interval.as_millis()).unwrap_or(i64::MAX / 4);
+            match self.inner.store.hold_lease("media-sweep", &holder, until).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!(error = %e, "the upload sweep could not take its lease; trying again next round");
+                    continue;
+                }
             }
             if let Err(e) = self.sweep().await {
                 warn!(error = %e, "sweeping uploads failed; trying again next round");

@@ -382,6 +382,11 @@ pub trait Store: Send + Sync + 'static {
     /// (milliseconds since the epoch) has applied; 0 when none did.
     async fn outbox_applied(&self, live_since: i64) -> Result<i64, StoreError>;
 
+    /// Takes, or keeps, the lease on `job` for `holder` until `until` (ms): true when `holder`
+    /// holds it now (nobody did, it was `holder`'s, or its holder let it lapse). Several nodes
+    /// run a job of which one at a time is enough (retention, the media sweep) under it.
+    async fn hold_lease(&self, job: &str, holder: &str, until: i64) -> Result<bool, StoreError>;
+
     /// Cheap round trip for health checks.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -1031,6 +1031,22 @@ impl Store for MongoStore {
         Ok(self.applied_since(live_since).await?.unwrap_or(0))
     }
 
+    async fn hold_lease(&self, job: &str, holder: &str, until: i64) -> Result<bool, StoreError> {
+        let free = doc! {"_id": job, "$or": [{"holder": holder}, {"until": {"$lt": now_millis()}}]};
+        let taken = self
+            .db
+            .collection::<Document>("leases")
+            .update_one(free, doc! {"$set": {"holder": holder, "until": until}})
+            .upsert(true)
+            .await;
+        match taken {
+            Ok(_) => Ok(true),
+            // held by another: the upsert's insert meets the lease's _id
+            Err(e) if is_duplicate(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.db.run_command(doc! {"ping": 1}).await.map(drop).map_err(unavailable)
     }

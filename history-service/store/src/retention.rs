@@ -39,14 +39,25 @@ impl RetentionPolicy {
         }
     }
 
-    /// Prunes now and then every `every`, until `shutdown`.
-    pub async fn run(self, store: Arc<dyn Store>, shutdown: impl Future<Output = ()>) {
+    /// Prunes now and then every `every`, until `shutdown`. With several processes on one
+    /// store, one at a time prunes: the one holding the `retention` lease, `holder` names this one.
+    pub async fn run(self, store: Arc<dyn Store>, holder: String, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut timer = tokio::time::interval(self.every);
         loop {
             tokio::select! {
                 _ = &mut shutdown => return,
                 _ = timer.tick() => {}
+            }
+            // held for two rounds: a holder that stops renewing it hands over within them
+            let until = now_millis() + 2 * i64::try_from(self.every.as_millis()).unwrap_or(i64::MAX / 4);
+            match store.hold_lease("retention", &holder, until).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    warn!(error = %e, "retention could not take its lease; retrying next round");
+                    continue;
+                }
             }
             if self.limits_history() {
                 self.prune_history(store.as_ref()).await;

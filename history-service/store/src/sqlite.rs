@@ -149,6 +149,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     position INTEGER PRIMARY KEY AUTOINCREMENT,
     directive TEXT NOT NULL
 );
+-- jobs one process at a time runs, and who does until when
+CREATE TABLE IF NOT EXISTS leases (
+    job TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    until INTEGER NOT NULL
+);
 -- each broker following the outbox: how far it applied it, and when it last said so
 CREATE TABLE IF NOT EXISTS outbox_followers (
     node TEXT PRIMARY KEY,
@@ -1056,6 +1062,19 @@ impl Store for SqliteStore {
             c.query_row("SELECT coalesce(min(position), 0) FROM outbox_followers WHERE at >= ?1", [live_since], |r| {
                 r.get(0)
             })
+        })
+        .await
+    }
+
+    async fn hold_lease(&self, job: &str, holder: &str, until: i64) -> Result<bool, StoreError> {
+        let (job, holder, now) = (job.to_owned(), holder.to_owned(), now_millis());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO leases (job, holder, until) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (job) DO UPDATE SET holder = ?2, until = ?3 WHERE holder = ?2 OR until < ?4",
+                params![job, holder, until, now],
+            )
+            .map(|changed| changed == 1)
         })
         .await
     }

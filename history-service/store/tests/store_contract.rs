@@ -531,6 +531,18 @@ async fn pushes_are_planned_once_queued_folded_and_survive_a_restart(mut backend
     assert_eq!(store.push_queue_depth().await.unwrap(), 0, "pushes go with their room");
 }
 
+async fn a_lease_has_one_holder_until_it_lapses(backend: impl Backend) {
+    let store = backend.open().await;
+    let later = now_millis() + 60_000;
+    assert!(store.hold_lease("retention", "a", later).await.unwrap(), "nobody held it");
+    assert!(!store.hold_lease("retention", "b", later).await.unwrap(), "a holds it");
+    assert!(store.hold_lease("retention", "a", later + 1).await.unwrap(), "its holder keeps it");
+    assert!(store.hold_lease("sweep", "b", later).await.unwrap(), "another job, another lease");
+    assert!(store.hold_lease("sweep", "a", now_millis() - 1).await.is_ok_and(|held| !held));
+    assert!(store.hold_lease("sweep", "b", now_millis() - 1).await.unwrap(), "b lets it lapse");
+    assert!(store.hold_lease("sweep", "a", later).await.unwrap(), "a lapsed lease goes to whoever asks");
+}
+
 /// Runs every contract test against the backend `open` makes.
 macro_rules! contract {
     ($backend:ident) => {
@@ -561,6 +573,7 @@ macro_rules! contract {
             run!(media_records_live_until_swept);
             run!(push_registrations_and_notification_settings);
             run!(pushes_are_planned_once_queued_folded_and_survive_a_restart);
+            run!(a_lease_has_one_holder_until_it_lapses);
         }
     };
 }
