@@ -16,6 +16,7 @@ use crate::subscriptions::Subscriptions;
 use roost_auth::rate::TokenBucket;
 use roost_auth::{Policy, TokenService};
 use roost_store::{IngestHandle, Store};
+use rumqttd::protocol::{Publish, PublishProperties};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_rustls::TlsAcceptor;
@@ -75,7 +76,8 @@ impl Edge {
         let sequencer = Arc::new(Sequencer::new(deps.store.clone(), clustered));
         let registry = Arc::new(Registry::new(background.clone()));
         let cluster = nats.map(|link| {
-            Cluster::start(link, hub.clone(), presence.clone(), registry.clone(), deps.store.clone(), &background)
+            let (store, presence, registry) = (deps.store.clone(), presence.clone(), registry.clone());
+            Cluster::start(link, hub.clone(), presence, registry, store, server.clone(), &background)
         });
         let router_filters = Arc::new(RouterFilters::new(config.max_filters_per_user));
         Self {
@@ -111,6 +113,14 @@ impl Edge {
             None => {
                 self.hub.publish_room(room, kind, message);
             }
+        }
+    }
+
+    /// With several nodes, hands a publish on an operator's topic that this node's router got
+    /// (from a client, or its will) to the other nodes' routers.
+    pub(crate) fn carry_operator(&self, publish: &Publish, properties: &Option<PublishProperties>) {
+        if let Some(cluster) = &self.cluster {
+            cluster.publish_operator(publish, properties);
         }
     }
 

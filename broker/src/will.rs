@@ -1,7 +1,7 @@
 //! A client's last will on a topic outside Roost's namespaces, published by the edge itself
 //! (rumqttd's own will never fires for an embedder).
 
-use crate::links::ServerLink;
+use crate::edge::Edge;
 use crate::route_tag::RouteTag;
 use rumqttd::protocol::{LastWill, LastWillProperties, Publish, PublishProperties};
 use std::time::Duration;
@@ -22,8 +22,9 @@ impl Will {
         Duration::from_secs(self.properties.as_ref().and_then(|p| p.delay_interval).unwrap_or(0).into())
     }
 
-    /// Publishes the will through the server link, with its properties.
-    pub(crate) fn publish(self, server: &ServerLink) {
+    /// Publishes the will through the server link, with its properties (and, with several
+    /// nodes, through the other nodes' too).
+    pub(crate) fn publish(self, edge: &Edge) {
         let Will { will, properties } = self;
         let mut publish_properties = properties.map(|p| PublishProperties {
             payload_format_indicator: p.payload_format_indicator,
@@ -38,6 +39,8 @@ impl Will {
         let expires_at = RouteTag::deadline(&publish_properties);
         RouteTag { qos: will.qos as u8, retain: will.retain, origin: None, expires_at, message: None }
             .attach(&mut publish_properties);
-        server.publish_with(Publish::new(will.topic, will.message, will.retain), publish_properties);
+        let publish = Publish::new(will.topic, will.message, will.retain);
+        edge.carry_operator(&publish, &publish_properties);
+        edge.server.publish_with(publish, publish_properties);
     }
 }

@@ -18,22 +18,24 @@ struct Cluster {
 
 /// Boots `count` nodes (`roost serve`); `None` when MongoDB tests are skipped.
 async fn cluster(what: &str, count: usize) -> Option<Cluster> {
-    cluster_of(what, &vec![false; count]).await
+    cluster_of(what, &vec![false; count], &[]).await
 }
 
-/// Boots a node per entry: `roost serve`, or (true) a split pair.
-async fn cluster_of(what: &str, split: &[bool]) -> Option<Cluster> {
+/// Boots a node per entry of `split`: `roost serve`, or (true) a split pair; each with the
+/// settings `extra` too.
+async fn cluster_of(what: &str, split: &[bool], extra: &[(&str, &str)]) -> Option<Cluster> {
     let mongo = MongoServer::start(what).await?;
     let nats = NatsServer::start().await;
     let secret = roost_auth::tokens::random_secret();
     let mut nodes = Vec::new();
     for (n, &split) in split.iter().enumerate() {
-        let env = vec![
+        let mut env = vec![
             ("ROOST_STORE__URI".to_owned(), mongo.uri()),
             ("ROOST_CLUSTER__NATS".to_owned(), nats.url()),
             ("ROOST_CLUSTER__NODE".to_owned(), format!("node-{n}")),
             ("ROOST_CLUSTER__NODE_TTL".to_owned(), TTL.to_string()),
         ];
+        env.extend(extra.iter().map(|(key, value)| (key.to_string(), value.to_string())));
         nodes.push(spawn_node(&secret, env, split).await);
     }
     Some(Cluster { nodes, nats, _mongo: mongo })
@@ -107,7 +109,7 @@ async fn publish_lines(node: &System, user: &str, room: &str, label: &str, count
 
 #[tokio::test]
 async fn a_split_pair_is_a_node_like_any_other() {
-    let Some(cluster) = cluster_of("a split pair as a node", &[false, true]).await else { return };
+    let Some(cluster) = cluster_of("a split pair as a node", &[false, true], &[]).await else { return };
     let (a, split) = (&cluster.nodes[0], &cluster.nodes[1]);
     // a room made through the split pair's API, in force on the all-in-one node
     split.room("lobby", false, "alice", &["bob"]).await;
@@ -129,6 +131,38 @@ async fn a_split_pair_is_a_node_like_any_other() {
         assert!(Instant::now() < deadline, "the split API sees alice online");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn the_operators_topics_and_wills_reach_every_node() {
+    let rules = r#"[{effect="allow",access="all",topic="devices/%u/#"}]"#;
+    let Some(cluster) =
+        cluster_of("operator topics across nodes", &[false, false], &[("ROOST_MQTT__RULES", rules)]).await
+    else {
+        return;
+    };
+    let (a, b) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut watcher = Agent::online(b, "alice", json!({"protocol": 5})).await;
+    assert_eq!(watcher.subscribe(&[("devices/alice/#", 1)]).await, vec![1]);
+    let mut sensor = Agent::online(a, "alice", json!({"protocol": 5, "client_id": "sensor"})).await;
+    let temperature = json!({"cmd": "publish", "topic": "devices/alice/temp", "payload": "21.5", "qos": 1,
+                             "retain": true, "properties": {"UserProperty": [["unit", "C"]]}});
+    sensor.send(temperature).await;
+    assert_eq!(sensor.expect("published").await["rc"], 0);
+    let reading = watcher.message_on("devices/alice/temp", PATIENCE).await.expect("carried to the other node");
+    assert_eq!(reading["payload"], "21.5");
+    assert_eq!(reading["properties"]["UserProperty"], json!([["unit", "C"]]), "{reading}");
+    // the other node's router keeps it retained, too
+    let mut later = Agent::online(b, "alice", json!({"protocol": 5})).await;
+    assert_eq!(later.subscribe(&[("devices/alice/temp", 0)]).await, vec![0]);
+    let retained = later.message_on("devices/alice/temp", PATIENCE).await.expect("retained on the other node");
+    assert_eq!((retained["payload"].as_str(), retained["retain"].as_bool()), (Some("21.5"), Some(true)));
+    // and a will on node A fires on node B
+    let will = json!({"topic": "devices/alice/state", "payload": "gone", "qos": 1, "retain": false});
+    let device = Agent::online(a, "alice", json!({"protocol": 5, "client_id": "probe", "will": will})).await;
+    device.kill().await;
+    let gone = watcher.message_on("devices/alice/state", PATIENCE).await.expect("the will, on the other node");
+    assert_eq!(gone["payload"], "gone");
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 
 mod config;
 mod nodes;
+mod operator;
 mod order;
 mod rooms;
 mod sessions;
@@ -16,13 +17,18 @@ pub use config::ClusterConfig;
 
 use crate::background::Background;
 use crate::hub::{Hub, Kinds, Message};
+use crate::links::ServerLink;
 use crate::presence::Presence;
 use crate::registry::Registry;
 use crate::subscriptions::Subscriptions;
+use async_nats::HeaderMap;
+use bytes::Bytes;
 use nodes::Nodes;
+use operator::Operator;
 use order::Order;
 use rooms::Rooms;
 use roost_store::Store;
+use rumqttd::protocol::{Publish, PublishProperties};
 use sessions::Sessions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +45,33 @@ pub struct ClusterError {
 
 /// The longest wait between two attempts to reach NATS again.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_millis(500);
+/// Messages waiting to be handed to NATS; past that (NATS far behind) they are not carried: the
+/// other nodes fetch room messages from the store, the rest is lost as on a dropped connection.
+const OUTBOUND: usize = 65_536;
+
+/// What this node hands to NATS, in order, without waiting for it.
+#[derive(Clone)]
+struct Carrier(mpsc::Sender<(String, HeaderMap, Bytes)>);
+
+impl Carrier {
+    fn start(client: async_nats::Client, background: &Background) -> Self {
+        let (outbound, mut queued) = mpsc::channel::<(String, HeaderMap, Bytes)>(OUTBOUND);
+        background.spawn_until_stop(async move {
+            while let Some((subject, headers, payload)) = queued.recv().await {
+                if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
+                    warn!(error = %e, "a message was not carried to the other nodes");
+                }
+            }
+        });
+        Self(outbound)
+    }
+
+    fn send(&self, subject: String, headers: HeaderMap, payload: Bytes) {
+        if self.0.try_send((subject, headers, payload)).is_err() {
+            metrics::counter!("roost_cluster_messages_not_carried_total").increment(1);
+        }
+    }
+}
 
 /// A connection to NATS, made before the edge starts.
 pub(crate) struct NatsLink {
@@ -77,6 +110,7 @@ impl NatsLink {
 /// This node's part in the cluster.
 pub(crate) struct Cluster {
     rooms: Rooms,
+    operator: Operator,
     sessions: Sessions,
 }
 
@@ -88,12 +122,15 @@ impl Cluster {
         presence: Arc<Presence>,
         registry: Arc<Registry>,
         store: Arc<dyn Store>,
+        server: ServerLink,
         background: &Background,
     ) -> Self {
         let NatsLink { client, mut events, node, ttl } = link;
         let order = Arc::new(Order::new(hub.clone(), store));
         background.spawn(order.clone().fill_gaps_until(background.stopping()));
-        let rooms = Rooms::start(client.clone(), hub, order.clone(), background);
+        let carrier = Carrier::start(client.clone(), background);
+        let rooms = Rooms::start(client.clone(), carrier.clone(), hub, order.clone(), background);
+        let operator = Operator::start(client.clone(), carrier, server, background);
         let nodes = Nodes::new(client.clone(), node, ttl, presence, registry.clone());
         let reconnected = nodes.start(background);
         let sessions = Sessions::start(client, registry, nodes.peers_alive(), ttl / 6, background);
@@ -112,7 +149,13 @@ impl Cluster {
                 }
             }
         });
-        Self { rooms, sessions }
+        Self { rooms, operator, sessions }
+    }
+
+    /// Carries a publish on a topic outside Roost's namespaces (a client's, or its will), as
+    /// this node handed it to its own router, to the other nodes' routers.
+    pub(crate) fn publish_operator(&self, publish: &Publish, properties: &Option<PublishProperties>) {
+        self.operator.publish(publish, properties);
     }
 
     /// The session `session_id` from the node holding it, which ends its connection there;

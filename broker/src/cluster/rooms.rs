@@ -3,45 +3,37 @@
 //! (interest-based, as the hub's room index says) and hands what arrives to its sessions.
 
 use super::order::Order;
-use super::wire;
+use super::{wire, Carrier};
 use crate::background::Background;
 use crate::hub::{Hub, Kinds, Message, RoomInterest};
-use async_nats::{Client, HeaderMap};
-use bytes::Bytes;
+use async_nats::Client;
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tracing::warn;
-
-/// Messages waiting to be handed to NATS; past that (NATS far behind) they are not carried and
-/// the other nodes fetch them from the store.
-const OUTBOUND: usize = 65_536;
 
 /// When a new subscription looks in the store once more, for messages published before it took
 /// effect that their node had not stored yet the first time.
 const LATE_RECHECK: Duration = Duration::from_millis(500);
 
-struct Outbound {
-    subject: String,
-    headers: HeaderMap,
-    payload: Bytes,
-}
-
 pub(super) struct Rooms {
-    outbound: mpsc::Sender<Outbound>,
+    carrier: Carrier,
     hub: Arc<Hub>,
     order: Arc<Order>,
 }
 
 impl Rooms {
-    pub(super) fn start(client: Client, hub: Arc<Hub>, order: Arc<Order>, background: &Background) -> Self {
-        let (outbound, queued) = mpsc::channel(OUTBOUND);
-        background.spawn_until_stop(carry_out(client.clone(), queued));
+    pub(super) fn start(
+        client: Client,
+        carrier: Carrier,
+        hub: Arc<Hub>,
+        order: Arc<Order>,
+        background: &Background,
+    ) -> Self {
         background.spawn_until_stop(follow(client, hub.clone(), order.clone()));
-        Self { outbound, hub, order }
+        Self { carrier, hub, order }
     }
 
     pub(super) fn publish(&self, room: &str, kind: Kinds, seq: Option<i64>, message: Message) {
@@ -52,27 +44,13 @@ impl Rooms {
         } else {
             "receipts"
         };
-        let outbound = Outbound {
-            subject: wire::room_subject(room, kind_name),
-            headers: wire::headers_of(&message, seq),
-            payload: message.payload.clone(),
-        };
-        if self.outbound.try_send(outbound).is_err() {
-            metrics::counter!("roost_cluster_messages_not_carried_total").increment(1);
-        }
+        let headers = wire::headers_of(&message, seq);
+        self.carrier.send(wire::room_subject(room, kind_name), headers, message.payload.clone());
         match seq {
             Some(seq) => self.order.offer(room, seq, message),
             None => {
                 self.hub.publish_room(room, kind, message);
             }
-        }
-    }
-}
-
-async fn carry_out(client: Client, mut queued: mpsc::Receiver<Outbound>) {
-    while let Some(Outbound { subject, headers, payload }) = queued.recv().await {
-        if let Err(e) = client.publish_with_headers(subject, headers, payload).await {
-            warn!(error = %e, "a room message was not carried to the other nodes");
         }
     }
 }

@@ -15,6 +15,10 @@ pub(super) const PRESENCE: &str = "roost.presence";
 pub(super) const HEARTBEAT: &str = "roost.heartbeat";
 /// Requests for a session by id (request and reply: every node answers).
 pub(super) const SESSIONS: &str = "roost.sessions";
+/// Publishes on the operator's topics (outside Roost's namespaces).
+pub(super) const OPERATOR: &str = "roost.operator";
+
+const TOPIC: &str = "Roost-Topic";
 
 const SEQ: &str = "Roost-Seq";
 const EXPIRES_AT: &str = "Roost-Expires-At";
@@ -76,7 +80,12 @@ pub(super) fn headers_of(message: &Message, seq: Option<i64>) -> HeaderMap {
     if let Some(at) = message.expires_at {
         headers.insert(EXPIRES_AT, at.to_string());
     }
-    if let Some(p) = &message.properties {
+    insert_properties(&mut headers, &message.properties);
+    headers
+}
+
+fn insert_properties(headers: &mut HeaderMap, properties: &Option<PublishProperties>) {
+    if let Some(p) = properties {
         let carried = CarriedProperties {
             payload_format_indicator: p.payload_format_indicator,
             response_topic: p.response_topic.clone(),
@@ -86,7 +95,34 @@ pub(super) fn headers_of(message: &Message, seq: Option<i64>) -> HeaderMap {
         };
         headers.insert(PROPERTIES, serde_json::to_string(&carried).expect("properties serialize"));
     }
+}
+
+fn properties_from(headers: Option<&HeaderMap>) -> Option<PublishProperties> {
+    let json = headers?.get(PROPERTIES)?.as_str();
+    let carried: CarriedProperties = serde_json::from_str(json).ok()?;
+    Some(PublishProperties {
+        payload_format_indicator: carried.payload_format_indicator,
+        response_topic: carried.response_topic,
+        correlation_data: carried.correlation_data.map(Bytes::from),
+        user_properties: carried.user_properties,
+        content_type: carried.content_type,
+        ..PublishProperties::default()
+    })
+}
+
+/// The headers of a publish on an operator's topic: the topic, and its properties (the route
+/// tag among their user properties).
+pub(super) fn operator_headers(topic: &str, properties: &Option<PublishProperties>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(TOPIC, topic);
+    insert_properties(&mut headers, properties);
     headers
+}
+
+/// The topic and properties of a carried publish on an operator's topic.
+pub(super) fn operator_publish(headers: Option<&HeaderMap>) -> Option<(String, Option<PublishProperties>)> {
+    let topic = headers?.get(TOPIC)?.as_str().to_owned();
+    Some((topic, properties_from(headers)))
 }
 
 /// A message another node carried: its sequence number (room messages) and the message as

@@ -109,10 +109,10 @@ impl Session {
         if let Some(will) = will.filter(|_| exit.publishes_will()) {
             let delay = will.delay().min(session_expiry);
             if delay.is_zero() {
-                will.publish(&self.edge.server);
+                will.publish(&self.edge);
             } else {
-                let server = self.edge.server.clone();
-                self.edge.registry.defer_will(&claim.session_id, delay, move || will.publish(&server));
+                let edge = self.edge.clone();
+                self.edge.registry.defer_will(&claim.session_id, delay, move || will.publish(&edge));
             }
         }
         if !matches!(exit, Exit::RouterGone) {

@@ -63,7 +63,9 @@ impl Session {
             let origin = self.subscriptions.any_no_local().then_some(self.identity.generation);
             let message = Some(self.edge.next_message_id());
             RouteTag { qos, retain: publish.retain, origin, expires_at, message }.attach(&mut properties);
-            self.out.push(Packet::Publish(Publish::new(topic, publish.payload, publish.retain), properties));
+            let publish = Publish::new(topic, publish.payload, publish.retain);
+            self.edge.carry_operator(&publish, &properties);
+            self.out.push(Packet::Publish(publish, properties));
             return Ok(Routed::Accepted(None));
         };
         let (payload, seq, stored) = match self
