@@ -248,28 +248,59 @@ pub(crate) async fn chat(
         let publishing = Publishing { topic, phase, every, size };
         members.spawn(member(client, Some(publishing), go.clone(), permit, run.clone()));
     }
-    Run::reach(&run.subscribed, total as u64, Duration::from_secs(300)).await?;
+    let stretch = publish_for(target, &run, &go_tx, total as u64, seconds, members_per_room).await?;
+    let _ = stop.send(true);
+    let latencies = merged(members).await?;
+    let Stretch { published, expected, delivered, elapsed_s, cpu_s, rss_kib } = stretch;
+    Ok(json!({
+        "scenario": "chat", "rooms": rooms, "members": members_per_room, "offered_msgs_per_s": total as f64 * rate,
+        "published": published, "deliveries": delivered, "lost": expected.saturating_sub(delivered),
+        "deliveries_per_s": (delivered as f64 / elapsed_s).round(),
+        "latency": percentiles(&latencies), "rss_kib": rss_kib,
+        "cpu_s": cpu_s.map(round2), "cpu_us_per_message": cpu_s.map(|cpu| micros_per(cpu, published)),
+    }))
+}
+
+/// What one timed stretch of a chat load measured.
+struct Stretch {
+    published: u64,
+    /// Deliveries due: each message reaches every member of its room, its publisher too.
+    expected: u64,
+    delivered: u64,
+    /// From the start to the last delivery.
+    elapsed_s: f64,
+    cpu_s: Option<f64>,
+    rss_kib: Option<u64>,
+}
+
+/// Waits for `subscribers` SUBACKs, lets the members publish for `seconds`, then waits until
+/// every message reached the `members_per_room` members of its room (or deliveries stall).
+async fn publish_for(
+    target: &Target,
+    run: &Run,
+    go: &watch::Sender<bool>,
+    subscribers: u64,
+    seconds: u64,
+    members_per_room: usize,
+) -> anyhow::Result<Stretch> {
+    Run::reach(&run.subscribed, subscribers, Duration::from_secs(300)).await?;
     let cpu_before = target.cpu_seconds();
     let start = Instant::now();
-    let _ = go_tx.send(true);
+    let _ = go.send(true);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let _ = go_tx.send(false);
+    let _ = go.send(false);
     let published = run.sent.load(Relaxed);
     let expected = published * members_per_room as u64;
     let last = run.settle(expected).await;
     let cpu_s = cpu_before.zip(target.cpu_seconds()).map(|(before, after)| after - before);
-    let rss_kib = target.rss_kib();
-    let _ = stop.send(true);
-    let latencies = merged(members).await?;
-    let delivered = run.delivered.load(Relaxed);
-    let elapsed = (last - start).as_secs_f64();
-    Ok(json!({
-        "scenario": "chat", "rooms": rooms, "members": members_per_room, "offered_msgs_per_s": total as f64 * rate,
-        "published": published, "deliveries": delivered, "lost": expected.saturating_sub(delivered),
-        "deliveries_per_s": (delivered as f64 / elapsed).round(),
-        "latency": percentiles(&latencies), "rss_kib": rss_kib,
-        "cpu_s": cpu_s.map(round2), "cpu_us_per_message": cpu_s.map(|cpu| micros_per(cpu, published)),
-    }))
+    Ok(Stretch {
+        published,
+        expected,
+        delivered: run.delivered.load(Relaxed),
+        elapsed_s: (last - start).as_secs_f64(),
+        cpu_s,
+        rss_kib: target.rss_kib(),
+    })
 }
 
 pub(crate) async fn connections(target: &Target, count: usize, concurrency: usize) -> anyhow::Result<Value> {

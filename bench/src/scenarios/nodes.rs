@@ -1,16 +1,14 @@
 //! The `nodes` scenario: chat rooms spread over the nodes of a Roost cluster, latency measured
 //! apart for subscribers on the publisher's node and on the other nodes.
 
-use super::{member, merged, subscriber, Publishing, Run, RAMP_CONCURRENCY};
+use super::{member, merged, publish_for, subscriber, Publishing, Run, Stretch, RAMP_CONCURRENCY};
 use crate::stats::{micros_per, percentiles, round2};
 use crate::target::Target;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 pub(crate) async fn nodes(
     target: &Target,
@@ -45,18 +43,7 @@ pub(crate) async fn nodes(
             members.spawn(member(client, publishing, go.clone(), permit, run.clone()));
         }
     }
-    Run::reach(&run.subscribed, total as u64, Duration::from_secs(300)).await?;
-    let cpu_before = target.cpu_seconds();
-    let start = Instant::now();
-    let _ = go_tx.send(true);
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let _ = go_tx.send(false);
-    let published = run.sent.load(Relaxed);
-    // each message reaches its room's members, the publisher too
-    let expected = published * members_per_room as u64;
-    let last = run.settle(expected).await;
-    let cpu_s = cpu_before.zip(target.cpu_seconds()).map(|(before, after)| after - before);
-    let rss_kib = target.rss_kib();
+    let stretch = publish_for(target, &run, &go_tx, total as u64, seconds, members_per_room).await?;
     let batches = target.metric("roost_seq_batch_size_count").await;
     let gap_fills = target.metric("roost_cluster_gap_fills_total").await;
     // the mean, from the summary's sum and count: its quantiles cover only the last minute or so
@@ -64,13 +51,12 @@ pub(crate) async fn nodes(
     let reservation_ms = reserving.zip(batches).map(|(sum, count)| round2(sum * 1000.0 / count.max(1.0)));
     let _ = stop.send(true);
     let (same, other) = (merged(same_node).await?, merged(other_nodes).await?);
-    let delivered = run.delivered.load(Relaxed);
-    let elapsed = (last - start).as_secs_f64();
+    let Stretch { published, expected, delivered, elapsed_s, cpu_s, rss_kib } = stretch;
     Ok(json!({
         "scenario": "nodes", "nodes": target.nodes(), "rooms": rooms, "members": members_per_room,
         "offered_msgs_per_s": publishers as f64 * rate,
         "published": published, "deliveries": delivered, "lost": expected.saturating_sub(delivered),
-        "deliveries_per_s": (delivered as f64 / elapsed).round(),
+        "deliveries_per_s": (delivered as f64 / elapsed_s).round(),
         "latency_same_node": percentiles(&same),
         "latency_other_node": (target.nodes() > 1).then(|| percentiles(&other)),
         "messages_per_seq_reservation": batches.map(|count| round2(published as f64 / count.max(1.0))),
