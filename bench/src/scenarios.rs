@@ -228,9 +228,7 @@ pub(crate) async fn chat(
     seconds: u64,
     size: usize,
 ) -> anyhow::Result<Value> {
-    let layout: Vec<(String, Vec<String>)> = (0..rooms)
-        .map(|r| (format!("chat-{r}"), (0..members_per_room).map(|m| format!("c{r}m{m}")).collect()))
-        .collect();
+    let layout = layout("chat", "c", rooms, members_per_room);
     target.make_rooms(layout.clone()).await?;
     let (run, stop) = Run::new();
     let (go_tx, go) = watch::channel(false);
@@ -259,6 +257,13 @@ pub(crate) async fn chat(
         "latency": percentiles(&latencies), "rss_kib": rss_kib,
         "cpu_s": cpu_s.map(round2), "cpu_us_per_message": cpu_s.map(|cpu| micros_per(cpu, published)),
     }))
+}
+
+/// Rooms `{room}-{r}` of members `{member}{r}m{m}`.
+fn layout(room: &str, member: &str, rooms: usize, members_per_room: usize) -> Vec<(String, Vec<String>)> {
+    (0..rooms)
+        .map(|r| (format!("{room}-{r}"), (0..members_per_room).map(|m| format!("{member}{r}m{m}")).collect()))
+        .collect()
 }
 
 /// What one timed stretch of a chat load measured.

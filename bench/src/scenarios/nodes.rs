@@ -1,7 +1,7 @@
 //! The `nodes` scenario: chat rooms spread over the nodes of a Roost cluster, latency measured
 //! apart for subscribers on the publisher's node and on the other nodes.
 
-use super::{member, merged, publish_for, subscriber, Publishing, Run, Stretch, RAMP_CONCURRENCY};
+use super::{layout, member, merged, publish_for, subscriber, Publishing, Run, Stretch, RAMP_CONCURRENCY};
 use crate::stats::{micros_per, percentiles, round2};
 use crate::target::Target;
 use serde_json::{json, Value};
@@ -18,9 +18,7 @@ pub(crate) async fn nodes(
     seconds: u64,
     size: usize,
 ) -> anyhow::Result<Value> {
-    let layout: Vec<(String, Vec<String>)> = (0..rooms)
-        .map(|r| (format!("nodes-{r}"), (0..members_per_room).map(|m| format!("n{r}m{m}")).collect()))
-        .collect();
+    let layout = layout("nodes", "n", rooms, members_per_room);
     target.make_rooms(layout.clone()).await?;
     // with one node the same members publish as with two: every other one
     let spread = target.nodes().max(2);
