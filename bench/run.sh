@@ -3,7 +3,7 @@
 # Roost (auth, ACL, stamping, persistence), same load generator, same machine, one run.
 #
 #   bench/run.sh                 all scenarios
-#   bench/run.sh fanout chat     some of: fanout chat connections persistence history presence rooms push nodes
+#   bench/run.sh fanout chat     some of: fanout chat sweep connections persistence history presence rooms push nodes
 #
 # presence, rooms, push and nodes run on Roost only: the other brokers have no presence, rooms,
 # pushes or clusters of ours. nodes compares one Roost with two (and one in cluster mode) on
@@ -23,6 +23,7 @@ scenarios=("$@")
 : "${PRESENCE_USERS:=2000 5000 10000 19000}" "${PRESENCE_SECONDS:=20}"
 : "${ROOMS_CHURN:=10000 100000}"  # rooms created, used and deleted in all, one measurement after each
 : "${PUSH_LAYOUTS:=100x100 1000x10}"  # rooms x members: each room's message is pushed to its members but one
+: "${SWEEP_RATES:=1000 2000 4000 6000 8000 10000}" "${SWEEP_SECONDS:=60}"  # chat sweep: msg/s offered, rooms of 10
 : "${NODES_ROOMS:=200}" "${NODES_RATE:=2}" "${NODES_SECONDS:=20}"  # rooms of 10, every other member publishing
 roost_env=()  # extra settings for the next Roost started
 
@@ -74,13 +75,13 @@ start_broker() {  # $1: mosquitto | rumqttd | roost
   echo "$1 did not start" >&2; exit 1
 }
 
-loadgen() {  # $1: broker name, rest: scenario arguments
+loadgen() {  # $1: broker name, rest: scenario arguments; $tag: extra fields of the result line
   local broker=$1; shift
   local auth=()
   [ "$broker" = roost ] && auth=(--http "$http" --secret "$secret")
   local line
   line=$("${pin_load[@]}" target/release/loadgen --port "$port" --pid "$pid" "${auth[@]}" "$@") || line='{"error":"loadgen failed"}'
-  echo "{\"broker\":\"$broker\",\"run\":$line}" | tee -a "$results"
+  echo "{\"broker\":\"$broker\",${tag:-}\"run\":$line}" | tee -a "$results"
 }
 
 wants() { [[ " ${scenarios[*]} " == *" $1 "* ]]; }
@@ -139,6 +140,13 @@ for scenario in "${scenarios[@]}"; do
         start_broker $broker
         loadgen $broker chat --rooms "$CHAT_ROOMS" --members "$CHAT_MEMBERS" --seconds "$CHAT_SECONDS"
         stop_broker ;;
+      sweep)
+        # one member message a second: rate/10 rooms of 10; a fresh broker per point
+        for rate in $SWEEP_RATES; do
+          start_broker $broker
+          tag='"sweep":true,' loadgen $broker chat --rooms $((rate / 10)) --members 10 --rate 1 --seconds "$SWEEP_SECONDS"
+          stop_broker
+        done ;;
       connections)
         start_broker $broker; loadgen $broker connections --count "$CONNECTIONS"; stop_broker ;;
       persistence)
@@ -182,4 +190,4 @@ for scenario in "${scenarios[@]}"; do
   done
 done
 
-python3 bench/table.py "$results"
+python3 bench/table.py "$results" "$out/sweep.png"

@@ -1,10 +1,16 @@
-"""Prints the benchmark table (markdown) from run.sh's results.jsonl, with Roost's ratios."""
+"""Prints the benchmark table (markdown) from run.sh's results.jsonl, with Roost's ratios, and
+draws the chat sweep (p99 against offered rate, per broker) into the PNG named second, when
+matplotlib is installed (`pip install matplotlib`)."""
 
 import json
 import sys
 
 BROKERS = ["mosquitto", "rumqttd", "roost"]
-runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+lines = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+runs = [r for r in lines if not r.get("sweep")]
+sweep_runs = [r for r in lines if r.get("sweep")]
+# a sweep point holds when its steady p99 is within this and nothing was lost
+KNEE_P99_MS = 50
 
 
 def find(broker, scenario, **match):
@@ -37,6 +43,7 @@ ROWS = [
     ("chat: deliveries/s", "chat", {}, "deliveries_per_s", True),
     ("chat: p50 ms", "chat", {}, "latency.p50_ms", False),
     ("chat: p99 ms", "chat", {}, "latency.p99_ms", False),
+    ("chat: first seconds' p99 ms", "chat", {}, "latency_warmup.p99_ms", False),
     ("chat: lost", "chat", {}, "lost", False),
     ("connections: held", "connections", {}, "connected", None),
     ("connections: connects/s", "connections", {}, "connects_per_s", True),
@@ -136,6 +143,47 @@ if nodes:
           fmt(run["cpu_us_per_message"]), ratio(run["cpu_us_per_message"], first["cpu_us_per_message"]),
           fmt(mib(run["rss_kib"])), fmt(run["lost"])] for run in nodes],
     )
-failures = [r for r in runs if "error" in r["run"]]
+# the chat sweep: each broker's points, and its knee
+if sweep_runs:
+    points = {b: sorted((r["run"] for r in sweep_runs if r["broker"] == b and "error" not in r["run"]),
+                        key=lambda run: run["offered_msgs_per_s"]) for b in BROKERS}
+    first = next(run for b in BROKERS for run in points[b])
+    print(f"\nchat sweep: rooms of {first['members']}, one message a second per member, {first.get('warmup_s', 0)} s")
+    print(f"of warm-up reported apart; the knee is the highest rate with steady p99 <= {KNEE_P99_MS} ms and nothing lost\n")
+    rows = []
+    for b in BROKERS:
+        for run in points[b]:
+            rows.append([b, fmt(run["offered_msgs_per_s"]), fmt(dig(run, "latency.p50_ms")),
+                         fmt(dig(run, "latency.p99_ms")), fmt(dig(run, "latency_warmup.p99_ms")),
+                         fmt(run["lost"]), fmt(run["cpu_us_per_message"])])
+    table(["broker", "offered msg/s", "p50 ms", "p99 ms", "first seconds p99 ms", "lost", "CPU µs per message"], rows)
+    knees = {}
+    for b in BROKERS:
+        held = [run["offered_msgs_per_s"] for run in points[b]
+                if run["lost"] == 0 and (dig(run, "latency.p99_ms") or 1e9) <= KNEE_P99_MS]
+        knees[b] = max(held) if held else None
+    print("\nknee: " + ", ".join(f"{b} {fmt(knees[b])}" for b in BROKERS))
+    if len(sys.argv) > 2:
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            print("(no plot: pip install matplotlib)")
+        else:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            for b in BROKERS:
+                if points[b]:
+                    ax.plot([run["offered_msgs_per_s"] for run in points[b]],
+                            [max(dig(run, "latency.p99_ms") or 0, 0.01) for run in points[b]], marker="o", label=b)
+            ax.axhline(KNEE_P99_MS, color="grey", linestyle="--", linewidth=1)
+            ax.set_yscale("log")
+            ax.set_xlabel("offered msg/s (rooms of 10)")
+            ax.set_ylabel("steady p99 ms")
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(sys.argv[2], dpi=100)
+            print(f"plot: {sys.argv[2]}")
+failures = [r for r in lines if "error" in r["run"]]
 for r in failures:
     print(f"\nfailed: {r['broker']}: {r['run']['error']}")

@@ -71,6 +71,9 @@ enum Scenario {
         rate: f64,
         #[arg(long, default_value_t = 20)]
         seconds: u64,
+        /// Seconds at the start whose messages' latencies are reported apart (`latency_warmup`).
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
         #[arg(long, default_value_t = 100)]
         size: usize,
     },
@@ -155,8 +158,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Nodes { rooms, members, rate, seconds, size } => {
             scenarios::nodes(&target, rooms, members, rate, seconds, size).await?
         }
-        Scenario::Chat { rooms, members, rate, seconds, size } => {
-            scenarios::chat(&target, rooms, members, rate, seconds, size).await?
+        Scenario::Chat { rooms, members, rate, seconds, warmup, size } => {
+            scenarios::chat(&target, rooms, members, rate, seconds, warmup, size).await?
         }
         Scenario::Connections { count, concurrency } => scenarios::connections(&target, count, concurrency).await?,
         Scenario::History { room, reader, rate, seconds } => {

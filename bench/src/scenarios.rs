@@ -10,7 +10,7 @@ pub(crate) use presence::presence;
 pub(crate) use push::push;
 pub(crate) use rooms::rooms;
 
-use crate::stats::{age_ns, histogram, micros_per, payload, percentiles, round2};
+use crate::stats::{histogram, micros_per, now_ns, payload, percentiles, round2, sent_ns};
 use crate::target::Target;
 use hdrhistogram::Histogram;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
@@ -44,6 +44,8 @@ struct Run {
     delivered: Arc<AtomicU64>,
     sent: Arc<AtomicU64>,
     subscribed: Arc<AtomicU64>,
+    /// Messages sent before this (ns since the epoch) count as the warm-up's; 0: none does.
+    steady_from_ns: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
 }
 
@@ -51,7 +53,8 @@ impl Run {
     fn new() -> (Self, watch::Sender<bool>) {
         let (stop_tx, stop) = watch::channel(false);
         let zero = || Arc::new(AtomicU64::new(0));
-        (Self { delivered: zero(), sent: zero(), subscribed: zero(), stop }, stop_tx)
+        let run = Self { delivered: zero(), sent: zero(), subscribed: zero(), steady_from_ns: zero(), stop };
+        (run, stop_tx)
     }
 
     /// Waits until `counter` reaches `target` (or `patience` runs out).
@@ -97,6 +100,18 @@ fn subscriber(options: MqttOptions, topic: &str, level: u8) -> (AsyncClient, Eve
     (client, events)
 }
 
+/// Delivery latencies of the messages sent during the warm-up and after it.
+struct Latencies {
+    warmup: Histogram<u64>,
+    steady: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Self { warmup: histogram(), steady: histogram() }
+    }
+}
+
 /// Polls a client's event loop until the run stops, recording delivery latencies, and
 /// publishes per `publishing` while `go` is set. The handshake permit is held until the
 /// SUBACK, to ramp connections at a bounded concurrency.
@@ -106,9 +121,9 @@ async fn member(
     mut go: watch::Receiver<bool>,
     permit: OwnedSemaphorePermit,
     run: Run,
-) -> Histogram<u64> {
+) -> Latencies {
     let mut permit = Some(permit);
-    let mut latencies = histogram();
+    let mut latencies = Latencies::new();
     let (phase, every) =
         publishing.as_ref().map_or((Duration::ZERO, Duration::from_secs(3600)), |p| (p.phase, p.every));
     let mut ticks = tokio::time::interval_at(Instant::now() + phase, every);
@@ -125,8 +140,10 @@ async fn member(
                     run.subscribed.fetch_add(1, Relaxed);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some(age) = age_ns(&p.payload) {
-                        latencies.saturating_record(age / 1000);
+                    if let Some(sent) = sent_ns(&p.payload) {
+                        let warm = sent < run.steady_from_ns.load(Relaxed);
+                        let histogram = if warm { &mut latencies.warmup } else { &mut latencies.steady };
+                        histogram.saturating_record(now_ns().saturating_sub(sent) / 1000);
                     }
                     run.delivered.fetch_add(1, Relaxed);
                 }
@@ -144,10 +161,12 @@ async fn member(
 }
 
 /// Merges the histograms the member tasks return.
-async fn merged(mut members: JoinSet<Histogram<u64>>) -> anyhow::Result<Histogram<u64>> {
-    let mut all = histogram();
-    while let Some(h) = members.join_next().await {
-        all.add(h?)?;
+async fn merged(mut members: JoinSet<Latencies>) -> anyhow::Result<Latencies> {
+    let mut all = Latencies::new();
+    while let Some(latencies) = members.join_next().await {
+        let Latencies { warmup, steady } = latencies?;
+        all.warmup.add(warmup)?;
+        all.steady.add(steady)?;
     }
     Ok(all)
 }
@@ -209,7 +228,7 @@ pub(crate) async fn fanout(
     let rss_kib = target.rss_kib();
     let _ = stop.send(true);
     publisher_loop.await?;
-    let latencies = merged(members).await?;
+    let latencies = merged(members).await?.steady;
     let delivered = run.delivered.load(Relaxed);
     let seconds = (last - start).as_secs_f64().max(1e-9);
     Ok(json!({
@@ -226,6 +245,7 @@ pub(crate) async fn chat(
     members_per_room: usize,
     rate: f64,
     seconds: u64,
+    warmup: u64,
     size: usize,
 ) -> anyhow::Result<Value> {
     let layout = layout("chat", "c", rooms, members_per_room);
@@ -246,7 +266,7 @@ pub(crate) async fn chat(
         let publishing = Publishing { topic, phase, every, size };
         members.spawn(member(client, Some(publishing), go.clone(), permit, run.clone()));
     }
-    let stretch = publish_for(target, &run, &go_tx, total as u64, seconds, members_per_room).await?;
+    let stretch = publish_for(target, &run, &go_tx, total as u64, seconds, warmup, members_per_room).await?;
     let _ = stop.send(true);
     let latencies = merged(members).await?;
     let Stretch { published, expected, delivered, elapsed_s, cpu_s, rss_kib } = stretch;
@@ -254,7 +274,8 @@ pub(crate) async fn chat(
         "scenario": "chat", "rooms": rooms, "members": members_per_room, "offered_msgs_per_s": total as f64 * rate,
         "published": published, "deliveries": delivered, "lost": expected.saturating_sub(delivered),
         "deliveries_per_s": (delivered as f64 / elapsed_s).round(),
-        "latency": percentiles(&latencies), "rss_kib": rss_kib,
+        "latency": percentiles(&latencies.steady), "warmup_s": warmup,
+        "latency_warmup": (warmup > 0).then(|| percentiles(&latencies.warmup)), "rss_kib": rss_kib,
         "cpu_s": cpu_s.map(round2), "cpu_us_per_message": cpu_s.map(|cpu| micros_per(cpu, published)),
     }))
 }
@@ -278,19 +299,22 @@ struct Stretch {
     rss_kib: Option<u64>,
 }
 
-/// Waits for `subscribers` SUBACKs, lets the members publish for `seconds`, then waits until
-/// every message reached the `members_per_room` members of its room (or deliveries stall).
+/// Waits for `subscribers` SUBACKs, lets the members publish for `seconds` (the messages of
+/// the first `warmup` counted apart), then waits until every message reached the
+/// `members_per_room` members of its room (or deliveries stall).
 async fn publish_for(
     target: &Target,
     run: &Run,
     go: &watch::Sender<bool>,
     subscribers: u64,
     seconds: u64,
+    warmup: u64,
     members_per_room: usize,
 ) -> anyhow::Result<Stretch> {
     Run::reach(&run.subscribed, subscribers, Duration::from_secs(300)).await?;
     let cpu_before = target.cpu_seconds();
     let start = Instant::now();
+    run.steady_from_ns.store(now_ns() + warmup * 1_000_000_000, Relaxed);
     let _ = go.send(true);
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let _ = go.send(false);

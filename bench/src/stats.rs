@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default()
 }
 
@@ -18,14 +18,13 @@ pub(crate) fn payload(size: usize) -> Vec<u8> {
     out
 }
 
-/// Nanoseconds since the payload was made, read from the `"body":"<ns> ` it carries (raw or
-/// inside a Roost envelope).
-pub(crate) fn age_ns(received: &[u8]) -> Option<u64> {
+/// When the payload was made (ns since the epoch), read from the `"body":"<ns> ` it carries
+/// (raw or inside a Roost envelope).
+pub(crate) fn sent_ns(received: &[u8]) -> Option<u64> {
     const MARK: &[u8] = b"\"body\":\"";
     let start = received.windows(MARK.len()).position(|w| w == MARK)? + MARK.len();
     let digits = received[start..].iter().take_while(|b| b.is_ascii_digit()).count();
-    let sent: u64 = std::str::from_utf8(&received[start..start + digits]).ok()?.parse().ok()?;
-    Some(now_ns().saturating_sub(sent))
+    std::str::from_utf8(&received[start..start + digits]).ok()?.parse().ok()
 }
 
 /// A latency histogram in microseconds, 1 µs to 60 s.
@@ -86,7 +85,8 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&p).unwrap();
         assert!(value["body"].is_string());
         let envelope = format!(r#"{{"id":"x","seq":1,"body":{}}}"#, value["body"]);
-        assert!(super::age_ns(envelope.as_bytes()).unwrap() < 60_000_000_000);
+        let age = super::now_ns() - super::sent_ns(envelope.as_bytes()).unwrap();
+        assert!(age < 60_000_000_000);
     }
 
     #[test]

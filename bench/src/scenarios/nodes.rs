@@ -41,14 +41,14 @@ pub(crate) async fn nodes(
             members.spawn(member(client, publishing, go.clone(), permit, run.clone()));
         }
     }
-    let stretch = publish_for(target, &run, &go_tx, total as u64, seconds, members_per_room).await?;
+    let stretch = publish_for(target, &run, &go_tx, total as u64, seconds, 0, members_per_room).await?;
     let batches = target.metric("roost_seq_batch_size_count").await;
     let gap_fills = target.metric("roost_cluster_gap_fills_total").await;
     // the mean, from the summary's sum and count: its quantiles cover only the last minute or so
     let reserving = target.metric("roost_seq_reservation_seconds_sum").await;
     let reservation_ms = reserving.zip(batches).map(|(sum, count)| round2(sum * 1000.0 / count.max(1.0)));
     let _ = stop.send(true);
-    let (same, other) = (merged(same_node).await?, merged(other_nodes).await?);
+    let (same, other) = (merged(same_node).await?.steady, merged(other_nodes).await?.steady);
     let Stretch { published, expected, delivered, elapsed_s, cpu_s, rss_kib } = stretch;
     Ok(json!({
         "scenario": "nodes", "nodes": target.nodes(), "rooms": rooms, "members": members_per_room,

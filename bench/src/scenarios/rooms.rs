@@ -90,7 +90,7 @@ pub(crate) async fn rooms(
         lost += done??;
     }
     let churn_s = start.elapsed().as_secs_f64();
-    let load = chat(target, load_rooms, load_members, LOAD_RATE, seconds, SIZE).await?;
+    let load = chat(target, load_rooms, load_members, LOAD_RATE, seconds, 0, SIZE).await?;
     Ok(json!({
         "scenario": "rooms", "rooms_churned": churned_before + churn, "churned_now": churn,
         "churn_s": round2(churn_s), "rooms_per_s": (churn as f64 / churn_s.max(1e-9)).round(), "churn_lost": lost,
