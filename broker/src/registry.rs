@@ -26,13 +26,14 @@ struct Entry {
 pub(crate) struct Kick {
     notify: Notify,
     /// The server goes away (shutdown, fence) rather than another connection taking over;
-    /// set before the notification, so the reason is the one given when kicked.
+    /// set before the notification, so the reason is the one given when kicked, and once set
+    /// it stays: a takeover after it does not make a closing server's kick a takeover.
     server_going: AtomicBool,
 }
 
 impl Kick {
     fn stop(&self, server_going: bool) {
-        self.server_going.store(server_going, Ordering::Relaxed);
+        self.server_going.fetch_or(server_going, Ordering::Relaxed);
         self.notify.notify_one();
     }
 
