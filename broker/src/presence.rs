@@ -12,14 +12,14 @@ use roost_auth::Policy;
 use roost_protocol::{now_millis, to_payload, DeviceStatus, PresenceAggregate, PresenceStatus, Topic};
 use roost_store::{retry_until_ok, PresenceSource, Store};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{mpsc, Notify};
 use tracing::warn;
 
 /// One device of a user, held by a connection on some node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct Device {
     pub(crate) user: String,
     pub(crate) client_id: String,
@@ -243,6 +243,7 @@ impl Presence {
     /// longer holds go offline, the others come online. Returns the session ids of this node's
     /// connections taken over.
     pub(crate) fn replace_node(&self, node: &str, devices: &[Device]) -> Vec<String> {
+        let listed: HashSet<&Device> = devices.iter().collect();
         let gone: Vec<Device> = {
             let users = self.users.lock().expect("presence lock");
             users
@@ -257,7 +258,7 @@ impl Presence {
                         }
                     })
                 })
-                .filter(|held| !devices.contains(held))
+                .filter(|held| !listed.contains(held))
                 .collect()
         };
         let ts = now_millis();
