@@ -113,10 +113,12 @@ pub(crate) async fn serve(edge: Arc<Edge>, transport: Transport, protocol: Proto
     let session_expiry = session_expiry(version, &connect, properties.as_ref(), edge.config.session_expiry_max);
     let stored = match edge.registry.take(&claim.session_id) {
         // a session kept on another node moves here
-        Stored::None(router_id) if !connect.clean_session => match edge.session_elsewhere(&claim.session_id).await {
-            Some(subscriptions) => Stored::Live(subscriptions, router_id),
-            None => Stored::None(router_id),
-        },
+        Stored::None(router_id) if !connect.clean_session => {
+            match Box::pin(edge.session_elsewhere(&claim.session_id)).await {
+                Some(subscriptions) => Stored::Live(subscriptions, router_id),
+                None => Stored::None(router_id),
+            }
+        }
         stored => stored,
     };
     let resumed = !connect.clean_session && matches!(stored, Stored::Live(..));
@@ -194,7 +196,9 @@ pub(crate) async fn serve(edge: Arc<Edge>, transport: Transport, protocol: Proto
     };
     let mut session = Session::new(edge, identity, io, tx, subscriptions);
     let exit = session.run(rx, &claim, keepalive, token_deadline).await;
-    let told = session.teardown(exit, &claim, router_id, will, persistent || resumed).await;
+    // the rare paths boxed (here and the session asked of other nodes): their state would
+    // otherwise size every connection's task for its whole life
+    let told = Box::pin(session.teardown(exit, &claim, router_id, will, persistent || resumed)).await;
     drop(claim);
     if let Some(io) = told {
         io.linger(LINGER).await;

@@ -54,13 +54,7 @@ pub(crate) enum Unreadable {
 impl Framed {
     /// A socket whose packets may be up to `max_packet` bytes; 3.1.1 until a CONNECT says otherwise.
     pub(crate) fn new(transport: Transport, max_packet: usize) -> Self {
-        Self {
-            transport,
-            rbuf: BytesMut::with_capacity(4096),
-            wbuf: BytesMut::new(),
-            version: Version::V311,
-            max_packet,
-        }
+        Self { transport, rbuf: BytesMut::new(), wbuf: BytesMut::new(), version: Version::V311, max_packet }
     }
 
     /// The version the connection speaks.
@@ -74,7 +68,8 @@ impl Framed {
             self.version = if codec::connect_level(&self.rbuf) == Some(5) { Version::V5 } else { Version::V311 };
             match codec::next_frame(&mut self.rbuf, self.max_packet, self.version) {
                 Ok(Some(Frame::Other(Packet::Connect(connect, properties, will, will_properties, login)))) => {
-                    return Ok(ConnectPacket { connect, properties, will, will_properties, login })
+                    self.drop_drained_buffer();
+                    return Ok(ConnectPacket { connect, properties, will, will_properties, login });
                 }
                 Ok(Some(_)) => return Err(BeforeConnect::NotConnect),
                 Ok(None) => {}
@@ -96,10 +91,22 @@ impl Framed {
 
     /// Takes the next complete packet off what was read; `Ok(None)` when more bytes are needed.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, Unreadable> {
-        codec::next_frame(&mut self.rbuf, self.max_packet, self.version).map_err(|e| match e {
+        let frame = codec::next_frame(&mut self.rbuf, self.max_packet, self.version).map_err(|e| match e {
             rumqttd::protocol::Error::PayloadSizeLimitExceeded(_) => Unreadable::TooLarge,
             e => Unreadable::Malformed(e),
-        })
+        })?;
+        if frame.is_none() {
+            self.drop_drained_buffer();
+        }
+        Ok(frame)
+    }
+
+    /// Once every byte read is framed the read buffer goes, so an idle connection holds none
+    /// ([`Transport::read`] allocates again when data arrives).
+    fn drop_drained_buffer(&mut self) {
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
     }
 
     /// Encodes `packet` for the client; it goes out with the next [`Framed::flush`].
@@ -117,7 +124,8 @@ impl Framed {
     pub(crate) async fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
             self.transport.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+            // not cleared but dropped: a burst's buffer is not kept by a connection gone quiet
+            self.wbuf = BytesMut::new();
         }
         Ok(())
     }

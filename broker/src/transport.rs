@@ -40,6 +40,9 @@ pub enum TlsError {
     Config { path: std::path::PathBuf, source: rustls::Error },
 }
 
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 4096;
+
 /// The path browsers connect to.
 pub(crate) const WS_PATH: &str = "/mqtt";
 
@@ -107,9 +110,23 @@ impl Transport {
     }
 
     /// Appends received bytes to `buf`; `Ok(0)` at end of stream. Cancel-safe.
+    ///
+    /// A plain socket waits for data before `buf` grows, so an idle connection may hold an
+    /// empty buffer with no allocation behind it.
     pub(crate) async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
-            Self::Direct(stream) => stream.read_buf(buf).await,
+            Self::Direct(Stream::Plain(tcp)) => loop {
+                tcp.readable().await?;
+                buf.reserve(READ_CHUNK);
+                match tcp.try_read_buf(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    read => return read,
+                }
+            },
+            Self::Direct(stream) => {
+                buf.reserve(READ_CHUNK);
+                stream.read_buf(buf).await
+            }
             Self::Ws(ws) => loop {
                 match ws.next().await {
                     None | Some(Ok(Message::Close(_))) => return Ok(0),

@@ -145,12 +145,14 @@ impl Session {
                     Ok(0) => Err(Exit::Closed),
                     Ok(_) => {
                         last_read = Instant::now();
-                        self.on_bytes().await
+                        // boxed: the packet handling's state is kept only while it runs, not
+                        // in every idle connection's task
+                        Box::pin(self.on_bytes()).await
                     }
                     Err(e) => Err(Exit::Socket(e)),
                 },
                 notification = rx.next() => match notification {
-                    Ok(first) => self.on_notifications(&mut rx, first).await,
+                    Ok(first) => Box::pin(self.on_notifications(&mut rx, first)).await,
                     Err(_) => Err(Exit::RouterGone),
                 },
                 ack = self.inbound.next_ack(), if self.inbound.awaiting() => {
