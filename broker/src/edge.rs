@@ -74,6 +74,10 @@ impl Edge {
             Arc::new(Presence::new(hub.clone(), deps.store.clone(), deps.policy.clone(), &deps.node, &background));
         let clustered = nats.is_some();
         let sequencer = Arc::new(Sequencer::new(deps.store.clone(), clustered));
+        if !clustered {
+            // several nodes watch the rooms followed for NATS instead, and reserve per message
+            background.spawn_until_stop(sequencer.clone().lease_ahead(hub.watch_rooms()));
+        }
         let registry = Arc::new(Registry::new(background.clone()));
         let cluster = nats.map(|link| {
             let (store, presence, registry) = (deps.store.clone(), presence.clone(), registry.clone());

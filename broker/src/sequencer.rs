@@ -2,22 +2,28 @@
 //! rarely waits on I/O and a crash can only make `seq` jump forward, never repeat. Several
 //! nodes cannot share blocks (they would interleave), so each reserves exactly what it needs:
 //! per room, while one reservation is in flight the room's new publishes wait and the next
-//! reservation takes them all at once (a group commit).
+//! reservation takes them all at once (a group commit). A lone node takes a room's first
+//! block as soon as one of its sessions follows the room, before the room's first message.
 
+use crate::hub::RoomInterest;
 use roost_store::{retry_until_ok, Store};
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 /// Sequence numbers reserved per store round trip by a lone node.
 const LEASE: i64 = 1000;
 
+/// A room's block of numbers: the next to hand out up to the end of what was reserved.
+type Lease = Arc<tokio::sync::Mutex<Range<i64>>>;
+
 /// How numbers are reserved.
 enum Numbering {
     /// One node: blocks of [`LEASE`] per room.
-    Leased(Mutex<HashMap<String, Arc<tokio::sync::Mutex<Range<i64>>>>>),
+    Leased(Mutex<HashMap<String, Lease>>),
     /// Several nodes: exactly the numbers wanted, per room.
     Exact(Mutex<HashMap<String, Batch>>),
 }
@@ -33,13 +39,15 @@ struct Batch {
 pub(crate) struct Sequencer {
     store: Arc<dyn Store>,
     numbering: Numbering,
+    /// The leases went back to the store (the broker is stopping): none is taken ahead any more.
+    given_back: AtomicBool,
 }
 
 impl Sequencer {
     /// Numbers for a lone node (`shared` false) or one of several.
     pub(crate) fn new(store: Arc<dyn Store>, shared: bool) -> Self {
         let numbering = if shared { Numbering::Exact(Mutex::default()) } else { Numbering::Leased(Mutex::default()) };
-        Self { store, numbering }
+        Self { store, numbering, given_back: AtomicBool::new(false) }
     }
 
     /// The next sequence number of `room`. While the store cannot reserve numbers this waits,
@@ -48,19 +56,9 @@ impl Sequencer {
     pub(crate) async fn next(self: &Arc<Self>, room: &str) -> i64 {
         match &self.numbering {
             Numbering::Leased(leases) => {
-                let lease = {
-                    let mut leases = leases.lock().expect("lease map lock");
-                    // every message passes here: allocate the room's key only the first time
-                    match leases.get(room) {
-                        Some(lease) => lease.clone(),
-                        None => leases.entry(room.to_owned()).or_default().clone(),
-                    }
-                };
+                let lease = Self::lease_of(leases, room);
                 let mut lease = lease.lock().await;
-                if lease.is_empty() {
-                    let first = self.reserve(room, LEASE).await;
-                    *lease = first..first + LEASE;
-                }
+                self.refill(room, &mut lease).await;
                 let seq = lease.start;
                 lease.start += 1;
                 seq
@@ -81,6 +79,37 @@ impl Sequencer {
                     return seq;
                 }
             },
+        }
+    }
+
+    /// A lone node: takes the first lease of each room its sessions begin to follow, one room
+    /// after another, so that a room's first message does not wait on the store.
+    pub(crate) async fn lease_ahead(self: Arc<Self>, mut interest: mpsc::UnboundedReceiver<RoomInterest>) {
+        let Numbering::Leased(leases) = &self.numbering else { return };
+        while let Some(change) = interest.recv().await {
+            let RoomInterest::Followed(room) = change else { continue };
+            if self.given_back.load(Ordering::Acquire) {
+                return;
+            }
+            let lease = Self::lease_of(leases, &room);
+            self.refill(&room, &mut *lease.lock().await).await;
+        }
+    }
+
+    fn lease_of(leases: &Mutex<HashMap<String, Lease>>, room: &str) -> Lease {
+        let mut leases = leases.lock().expect("lease map lock");
+        // every message passes here: allocate the room's key only the first time
+        match leases.get(room) {
+            Some(lease) => lease.clone(),
+            None => leases.entry(room.to_owned()).or_default().clone(),
+        }
+    }
+
+    /// Reserves a new block for `room` once its lease is used up.
+    async fn refill(&self, room: &str, lease: &mut Range<i64>) {
+        if lease.is_empty() {
+            let first = self.reserve(room, LEASE).await;
+            *lease = first..first + LEASE;
         }
     }
 
@@ -117,6 +146,7 @@ impl Sequencer {
     /// nothing publishes any more), so a graceful restart goes on from the last number used.
     pub(crate) async fn give_back(&self) {
         let Numbering::Leased(leases) = &self.numbering else { return };
+        self.given_back.store(true, Ordering::Release);
         let leases: Vec<_> = leases.lock().expect("lease map lock").drain().collect();
         for (room, lease) in leases {
             let mut lease = lease.lock().await;
