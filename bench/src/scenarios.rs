@@ -374,6 +374,9 @@ pub(crate) async fn connections(target: &Target, count: usize, concurrency: usiz
     for user in &users {
         let permit = gate.clone().acquire_owned().await?;
         let (client, events) = AsyncClient::new(target.options_with_will(user, user), 10);
+        // what an idle chat client holds: its room and its inbox (the same topics everywhere)
+        let _ = client.try_subscribe("rooms/conn-lobby/messages", QoS::AtMostOnce);
+        let _ = client.try_subscribe(format!("users/{user}/inbox"), QoS::AtMostOnce);
         let announce = (!target.is_roost()).then(|| format!("presence/{user}/{user}"));
         clients.spawn(idle(client, events, announce, permit, connected.clone(), failed.clone(), run.stop.clone()));
     }
