@@ -131,6 +131,11 @@ impl MembershipView {
         of.iter().filter_map(|room| rooms.members.get(room)).flatten().cloned().collect()
     }
 
+    /// How many members `room` has.
+    pub fn member_count(&self, room: &str) -> usize {
+        self.rooms.read().expect("membership lock").members.get(room).map_or(0, |members| members.len())
+    }
+
     /// The members of `room`, sorted.
     pub fn members(&self, room: &str) -> Vec<String> {
         let rooms = self.rooms.read().expect("membership lock");

@@ -12,6 +12,12 @@ use utoipa::ToSchema;
 /// The prefix of direct-message room ids, reserved: no one creates a room under it.
 const DIRECT_PREFIX: &str = "dm.";
 
+/// The name `GET /v1/rooms/{name}` would share with the room directory, reserved.
+const DIRECTORY: &str = "public";
+
+/// Rooms per page of the directory.
+pub(crate) const DIRECTORY_PAGE: u32 = 50;
+
 /// Why the rooms service refused or failed an operation; the message is the one the client reads.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RoomError {
@@ -22,6 +28,8 @@ pub(crate) enum RoomError {
     JoinFirst,
     #[error("room names starting with '{prefix}' are reserved for direct messages (POST /v1/dms)", prefix = DIRECT_PREFIX)]
     ReservedName,
+    #[error("'{DIRECTORY}' names the room directory (GET /v1/rooms/{DIRECTORY}); choose another name")]
+    DirectoryName,
     #[error("you own {0} rooms, the most one may; delete one first")]
     TooManyOwned(usize),
     #[error("room '{0}' exists")]
@@ -64,6 +72,17 @@ pub(crate) struct RoomDetail {
     members: Vec<String>,
 }
 
+/// A public room as the directory lists it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ListedRoom {
+    id: String,
+    owner: String,
+    created_at: i64,
+    members: usize,
+    /// The time of its newest message, or of its creation while it has none (ms).
+    last_activity: i64,
+}
+
 /// A direct-message room as [`Rooms::open_dm`] leaves it.
 pub(crate) struct OpenedDm {
     pub(crate) room: RoomDetail,
@@ -101,6 +120,9 @@ impl Rooms {
         if name.starts_with(DIRECT_PREFIX) {
             return Err(RoomError::ReservedName);
         }
+        if name == DIRECTORY {
+            return Err(RoomError::DirectoryName);
+        }
         let owned = self.store.rooms_of(owner).await?.iter().filter(|room| room.owner == owner && !room.direct).count();
         if owned >= self.max_owned {
             return Err(RoomError::TooManyOwned(owned));
@@ -113,6 +135,31 @@ impl Rooms {
         })?;
         self.grant(&room.id, owner).await?;
         Ok(self.detail(room))
+    }
+
+    /// A page of the directory: the public rooms whose name starts with `prefix`, after the
+    /// room `after`, and the name to continue after when there may be more.
+    pub(crate) async fn directory(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<ListedRoom>, Option<String>), RoomError> {
+        let listed = self.store.public_rooms(prefix, after, DIRECTORY_PAGE).await?;
+        let next = match listed.last() {
+            Some((room, _)) if listed.len() == DIRECTORY_PAGE as usize => Some(room.id.clone()),
+            _ => None,
+        };
+        let rooms = listed
+            .into_iter()
+            .map(|(room, newest)| ListedRoom {
+                members: self.membership.member_count(&room.id),
+                last_activity: newest.unwrap_or(room.created_at),
+                id: room.id,
+                owner: room.owner,
+                created_at: room.created_at,
+            })
+            .collect();
+        Ok((rooms, next))
     }
 
     /// The room `id` with its members, when `user` may see it.

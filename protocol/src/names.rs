@@ -30,10 +30,16 @@ impl Name {
 /// True when `raw` follows the name grammar. `.` and `..` are refused: as a path segment (an
 /// HTTP route, a file name) they mean something else.
 pub fn is_valid(raw: &str) -> bool {
-    (1..=64).contains(&raw.len())
-        && raw != "."
-        && raw != ".."
-        && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'))
+    (1..=64).contains(&raw.len()) && raw != "." && raw != ".." && raw.bytes().all(is_name_byte)
+}
+
+/// True when some name starts with `raw` (the empty string included): a search by prefix.
+pub fn is_prefix(raw: &str) -> bool {
+    raw.len() <= 64 && raw.bytes().all(is_name_byte)
+}
+
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
 }
 
 /// The grammar as an OpenAPI (ECMA-262) pattern without lookaround, which schema-driven

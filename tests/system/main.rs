@@ -16,6 +16,7 @@ mod mqtt5;
 mod openapi;
 mod presence;
 mod push;
+mod room_events;
 mod rooms_all;
 mod security;
 mod split;

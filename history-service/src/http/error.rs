@@ -142,6 +142,7 @@ impl From<RoomError> for ApiError {
             E::DmWithSelf => Self::bad_request(e.to_string()),
             E::JoinFirst
             | E::ReservedName
+            | E::DirectoryName
             | E::TooManyOwned(_)
             | E::DirectHasNoOwner
             | E::NotOwner

@@ -1,22 +1,23 @@
 //! Room endpoints: create, list, join, leave, owner-managed members, delete, direct messages.
 
 use super::auth::{AuthUser, Person};
-use super::error::{ApiJson, ErrorBody};
+use super::error::{ApiJson, ApiQuery, ErrorBody};
 use super::{ApiError, AppState};
-use crate::rooms::{RoomDetail, Rooms};
+use crate::rooms::{ListedRoom, RoomDetail, Rooms};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use roost_protocol::Name;
 use roost_store::Room;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_room, list_rooms))
+        .routes(routes!(directory))
         .routes(routes!(get_room, delete_room))
         .routes(routes!(join))
         .routes(routes!(leave))
@@ -59,6 +60,42 @@ pub(crate) async fn list_rooms(
     AuthUser(user): AuthUser,
 ) -> Result<Json<RoomList>, ApiError> {
     Ok(Json(RoomList { rooms: rooms.of_user(&user).await? }))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DirectoryQuery {
+    /// Rooms whose name starts with this (name characters; case aside); absent: every room.
+    #[param(pattern = r"^[A-Za-z0-9_.-]{0,64}$")]
+    q: Option<String>,
+    /// The `next` of the page before.
+    cursor: Option<Name>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Directory {
+    /// In name order, at most 50.
+    rooms: Vec<ListedRoom>,
+    /// The `cursor` of the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// The room directory: public rooms by name prefix, with member counts and last activity.
+/// Private rooms and direct-message rooms are never listed.
+#[utoipa::path(get, path = "/v1/rooms/public", params(DirectoryQuery), security(("bearer" = [])), responses(
+    (status = 200, body = Directory), (status = 400, body = ErrorBody)))]
+pub(crate) async fn directory(
+    State(rooms): State<Rooms>,
+    _reader: AuthUser,
+    ApiQuery(query): ApiQuery<DirectoryQuery>,
+) -> Result<Json<Directory>, ApiError> {
+    let prefix = query.q.unwrap_or_default().to_ascii_lowercase();
+    if !roost_protocol::names::is_prefix(&prefix) {
+        return Err(ApiError::bad_request("q is the start of a room name: up to 64 of a-z, 0-9, '_', '.', '-'"));
+    }
+    let (rooms, next) = rooms.directory(&prefix, query.cursor.as_ref().map(|cursor| cursor.as_ref())).await?;
+    Ok(Json(Directory { rooms, next }))
 }
 
 #[utoipa::path(get, path = "/v1/rooms/{id}", security(("bearer" = [])), responses(

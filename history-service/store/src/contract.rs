@@ -52,6 +52,12 @@ pub const PUSH_DUE_HOLD_MS: i64 = 5_000;
 /// entries it has not applied (ms): a node paused or cut off for less catches up without a gap.
 pub const OUTBOX_FOLLOWER_KEEP_MS: i64 = 10 * 60 * 1000;
 
+/// Where the ids starting with `prefix` end: names are `[a-z0-9_.-]`, every one of them below
+/// `{`, so no name starting with `prefix` reaches `prefix` followed by `{`.
+pub(crate) fn name_prefix_end(prefix: &str) -> String {
+    format!("{prefix}{{")
+}
+
 /// The most unread messages counted per room: a badge says "999+" past it, not the number.
 pub const UNREAD_CAP: u64 = 1000;
 
@@ -262,6 +268,14 @@ pub trait Store: Send + Sync + 'static {
     async fn create_room(&self, room: &Room) -> Result<(), StoreError>;
     async fn room(&self, id: &str) -> Result<Option<Room>, StoreError>;
     async fn rooms_of(&self, user: &str) -> Result<Vec<Room>, StoreError>;
+    /// The directory: public rooms (neither private nor direct) whose id starts with `prefix`,
+    /// in id order after `after`, at most `limit`, each with the time of its newest message.
+    async fn public_rooms(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(Room, Option<i64>)>, StoreError>;
     /// Deletes the room, its members, receipts and history. Its sequence counter stays, so a
     /// room re-created under the same name continues numbering instead of repeating it, and
     /// every number reserved so far becomes the room's floor: [`Store::messages`] never serves

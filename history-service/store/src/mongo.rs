@@ -2,8 +2,8 @@
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
 use crate::contract::{
-    Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, RefreshToken, Retention, Room, Store,
-    StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, RefreshToken,
+    Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -495,6 +495,29 @@ impl Store for MongoStore {
             rooms.push(cursor.deserialize_current().map_err(unavailable)?.into());
         }
         Ok(rooms)
+    }
+
+    async fn public_rooms(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(Room, Option<i64>)>, StoreError> {
+        let ids = doc! {"$gte": prefix, "$lt": name_prefix_end(prefix), "$gt": after.unwrap_or_default()};
+        let filter = doc! {"private": false, "direct": false, "_id": ids};
+        let mut cursor =
+            self.rooms().find(filter).sort(doc! {"_id": 1}).limit(i64::from(limit)).await.map_err(unavailable)?;
+        let mut rooms: Vec<Room> = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            rooms.push(cursor.deserialize_current().map_err(unavailable)?.into());
+        }
+        let mut listed = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            let newest =
+                self.messages().find_one(doc! {"room": &room.id}).sort(doc! {"seq": -1}).await.map_err(unavailable)?;
+            listed.push((room, newest.map(|message| message.ts)));
+        }
+        Ok(listed)
     }
 
     async fn delete_room(&self, id: &str) -> Result<(), StoreError> {

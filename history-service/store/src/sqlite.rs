@@ -1,8 +1,8 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
 use crate::contract::{
-    Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, RefreshToken, Retention, Room, Store, StoreError,
-    OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, RefreshToken, Retention, Room,
+    Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -426,6 +426,26 @@ impl Store for SqliteStore {
             ))?;
             let rooms = stmt.query_map([user], room_from_row)?.collect();
             rooms
+        })
+        .await
+    }
+
+    async fn public_rooms(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<(Room, Option<i64>)>, StoreError> {
+        let (from, until) = (prefix.to_owned(), name_prefix_end(prefix));
+        let after = after.unwrap_or_default().to_owned();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {ROOM_COLUMNS}, (SELECT ts FROM messages m WHERE m.room = rooms.id ORDER BY seq DESC LIMIT 1)
+                 FROM rooms WHERE private = 0 AND direct = 0 AND id >= ?1 AND id < ?2 AND id > ?3
+                 ORDER BY id LIMIT ?4"
+            ))?;
+            let rows = stmt.query_map(params![from, until, after, limit], |r| Ok((room_from_row(r)?, r.get(5)?)))?;
+            rows.collect()
         })
         .await
     }

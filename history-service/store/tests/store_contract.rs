@@ -210,6 +210,30 @@ async fn rooms_and_members(backend: impl Backend) {
     assert_eq!(ids(store.rooms_of("alice").await.unwrap()), Vec::<String>::new());
 }
 
+async fn the_directory_lists_public_rooms_by_prefix(backend: impl Backend) {
+    let store = backend.open().await;
+    for (id, private, direct) in [
+        ("lobby", false, false),
+        ("lobby-2", false, false),
+        ("lob", false, false),
+        ("lobby-secret", true, false),
+        ("dm.lobby.x", false, true),
+        ("other", false, false),
+    ] {
+        store.create_room(&Room { private, direct, ..room(id, "alice") }).await.unwrap();
+    }
+    store.write_batch(&[envelope("lobby", 1), envelope("lobby", 2)], &[]).await.unwrap();
+    let listed = store.public_rooms("", None, 10).await.unwrap();
+    let ids = |listed: &[(Room, Option<i64>)]| listed.iter().map(|(r, _)| r.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&listed), ["lob", "lobby", "lobby-2", "other"], "private rooms and DMs never listed");
+    assert_eq!(listed[1].1, Some(envelope("lobby", 2).ts), "the newest message's time");
+    assert_eq!(listed[0].1, None, "a room without messages");
+    assert_eq!(ids(&store.public_rooms("lobby", None, 10).await.unwrap()), ["lobby", "lobby-2"]);
+    assert_eq!(ids(&store.public_rooms("lob", None, 2).await.unwrap()), ["lob", "lobby"]);
+    assert_eq!(ids(&store.public_rooms("lob", Some("lobby"), 2).await.unwrap()), ["lobby-2"]);
+    assert!(store.public_rooms("z", None, 10).await.unwrap().is_empty());
+}
+
 async fn sequence_reservations_never_overlap(backend: impl Backend) {
     let first = backend.open().await.reserve_seq("lobby", 100).await.unwrap();
     let store = backend.open().await;
@@ -564,6 +588,7 @@ macro_rules! contract {
             run!(the_outbox_keeps_order);
             run!(refresh_tokens_work_once_and_a_replay_is_recognised);
             run!(rooms_and_members);
+            run!(the_directory_lists_public_rooms_by_prefix);
             run!(sequence_reservations_never_overlap);
             run!(unused_sequence_numbers_are_given_back_only_when_nothing_came_after);
             run!(history_pages);
