@@ -7,7 +7,7 @@ use std::process::Command;
 use std::{env, fs};
 
 /// The files the HTTP service serves; see src/http/web.rs.
-const ASSETS: [&str; 4] = ["index.html", "app.js", "style.css", "mqtt.esm.js"];
+const ASSETS: [&str; 5] = ["index.html", "app.js", "style.css", "mqtt.esm.js", "sw.js"];
 
 fn main() {
     for watched in ["web/src", "web/build.mjs", "web/package.json", "web/package-lock.json"] {
