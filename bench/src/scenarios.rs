@@ -335,9 +335,11 @@ async fn publish_for(
 pub(crate) async fn connections(target: &Target, count: usize, concurrency: usize) -> anyhow::Result<Value> {
     let users: Vec<String> = (0..count).map(|i| format!("k{i}")).collect();
     let watcher = "kwatcher".to_owned();
-    target
-        .make_rooms(vec![("conn-lobby".to_owned(), std::iter::once(watcher.clone()).chain(users.clone()).collect())])
-        .await?;
+    // everyone shares the lobby with the watcher, who sees their presence there; each client
+    // subscribes to the messages of its own room of 10, as a chat client in the chat scenario
+    let lobby = ("conn-lobby".to_owned(), std::iter::once(watcher.clone()).chain(users.clone()).collect());
+    let rooms = users.chunks(10).enumerate().map(|(k, members)| (format!("conn-{k}"), members.to_vec()));
+    target.make_rooms(std::iter::once(lobby).chain(rooms).collect()).await?;
     // Roost publishes each user's aggregate itself; elsewhere clients publish retained device status
     let filter = if target.is_roost() { "presence/+" } else { "presence/+/+" };
     let (watch_client, mut watch_events) = subscriber(target.options(&watcher, &watcher), filter, 0);
@@ -371,11 +373,11 @@ pub(crate) async fn connections(target: &Target, count: usize, concurrency: usiz
     let failed = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut clients = JoinSet::new();
-    for user in &users {
+    for (i, user) in users.iter().enumerate() {
         let permit = gate.clone().acquire_owned().await?;
         let (client, events) = AsyncClient::new(target.options_with_will(user, user), 10);
         // what an idle chat client holds: its room and its inbox (the same topics everywhere)
-        let _ = client.try_subscribe("rooms/conn-lobby/messages", QoS::AtMostOnce);
+        let _ = client.try_subscribe(format!("rooms/conn-{}/messages", i / 10), QoS::AtMostOnce);
         let _ = client.try_subscribe(format!("users/{user}/inbox"), QoS::AtMostOnce);
         let announce = (!target.is_roost()).then(|| format!("presence/{user}/{user}"));
         clients.spawn(idle(client, events, announce, permit, connected.clone(), failed.clone(), run.stop.clone()));
