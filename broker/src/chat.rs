@@ -13,7 +13,13 @@ use roost_auth::{Decision, Policy};
 use roost_protocol::{to_payload, Attachment, AttachmentRef, Topic};
 use roost_store::{retry_until_ok, IngestHandle, Record, Store};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
+
+/// How often, and how far apart, a cluster node asks the store for the message a reply answers
+/// before refusing the reply: another node may have delivered it before storing it.
+const REPLY_TARGET_ASKS: u32 = 10;
+const REPLY_TARGET_WAIT: Duration = Duration::from_millis(200);
 
 /// What the pipeline made of a publish.
 pub(crate) enum Outcome {
@@ -79,6 +85,26 @@ impl Chat {
         }
     }
 
+    /// True when `room` holds message `seq`, the one a reply answers. A message a client could
+    /// have seen was handed to the ingest before it was delivered, so one the store does not
+    /// have yet is waited for; in a cluster another node's message can arrive here before that
+    /// node has stored it, so the store is asked again for a while.
+    async fn holds(&self, room: &str, seq: i64) -> bool {
+        let wanted = [seq];
+        for ask in 1..=REPLY_TARGET_ASKS {
+            let found = retry_until_ok("looking up a replied message", || self.store.messages_at(room, &wanted)).await;
+            if !found.is_empty() {
+                return true;
+            }
+            match ask {
+                1 => self.ingest.written().await,
+                _ if self.clustered => tokio::time::sleep(REPLY_TARGET_WAIT).await,
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Runs `payload`, published by (`user`, `client_id`) on `topic`, through the pipeline.
     pub(crate) async fn publish(&self, user: &str, client_id: &str, topic: &Topic<'_>, payload: &[u8]) -> Outcome {
         match self.policy.publish(user, client_id, topic) {
@@ -98,10 +124,19 @@ impl Chat {
                     Ok(attachments) => attachments,
                     Err(invalid) => return Outcome::Refused(invalid),
                 };
+                if let Some(target) = message.reply_to {
+                    if !self.holds(room, target).await {
+                        return Outcome::Refused(Invalid::new(
+                            Rejection::InvalidReplyTo,
+                            format!("reply_to {target} names no message of this room"),
+                        ));
+                    }
+                }
+                let is_member = |name: &str| self.policy.membership().is_member(room, name);
                 let client_id = message.id.clone();
                 if let Some(seq) = client_id.as_deref().and_then(|id| self.recent.seq_of(room, user, id)) {
                     // the same message again: its number and delivery stand, the store keeps it once
-                    let again = stamp::envelope(room, user, seq, message, attachments);
+                    let again = stamp::envelope(room, user, seq, message, attachments, is_member);
                     metrics::counter!("roost_messages_retried_total").increment(1);
                     return Outcome::Again { stored: self.ingest.submit_confirmed(Record::Message(again)).await };
                 }
@@ -115,7 +150,7 @@ impl Chat {
                     self.recent.remember(room, user, id, seq);
                 }
                 self.reference(attachments.as_deref(), seq).await;
-                let envelope = stamp::envelope(room, user, seq, message, attachments);
+                let envelope = stamp::envelope(room, user, seq, message, attachments, is_member);
                 let payload = to_payload(&envelope);
                 metrics::counter!("roost_messages_total").increment(1);
                 let stored = self.ingest.submit_confirmed(Record::Message(envelope)).await;

@@ -63,25 +63,31 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub data: Option<Map<String, Value>>,
+    /// The room's members the message mentions, sorted, found once when it is stamped
+    /// ([`mentioned_names`]); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
-impl Envelope {
-    /// True when the message mentions `user`: `@user` as a word of the body (not inside an
-    /// address such as `a@user`; case aside; a full stop after it ends the sentence), or
-    /// `user` among the names in `data.mentions`.
-    pub fn mentions(&self, user: &str) -> bool {
-        let listed = self.data.as_ref().and_then(|data| data.get("mentions")).and_then(Value::as_array);
-        if listed.is_some_and(|names| names.iter().any(|name| name.as_str() == Some(user))) {
-            return true;
-        }
-        let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-        let body = self.body.to_ascii_lowercase();
-        body.match_indices('@').any(|(at, _)| {
-            let before = body[..at].chars().next_back();
-            let word: String = body[at + 1..].chars().take_while(|c| name_char(*c)).collect();
-            !before.is_some_and(name_char) && (word == user || word.trim_end_matches('.') == user)
-        })
-    }
+/// The names a message mentions: each `@name` word of the body (not inside an address such as
+/// `a@user`; case aside; a full stop after it ends the sentence) and each name listed in
+/// `data.mentions`, in order of appearance, each once. Which of them are members is the
+/// stamper's call.
+pub fn mentioned_names(body: &str, data: Option<&Map<String, Value>>) -> Vec<String> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let body = body.to_ascii_lowercase();
+    let in_body = body.match_indices('@').filter_map(|(at, _)| {
+        let before = body[..at].chars().next_back();
+        let word: String = body[at + 1..].chars().take_while(|c| name_char(*c)).collect();
+        let word = word.trim_end_matches('.');
+        (!before.is_some_and(name_char) && !word.is_empty()).then(|| word.to_owned())
+    });
+    let listed = data.and_then(|data| data.get("mentions")).and_then(Value::as_array).into_iter().flatten();
+    let mut seen = std::collections::HashSet::new();
+    in_body
+        .chain(listed.filter_map(Value::as_str).map(str::to_owned))
+        .filter(|name| seen.insert(name.clone()))
+        .collect()
 }
 
 /// `{"typing":bool}` as a client sends it on `rooms/{room}/typing`.
@@ -180,30 +186,21 @@ pub fn to_payload<T: Serialize>(value: &T) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn said(body: &str, data: Option<Value>) -> Envelope {
-        Envelope {
-            id: "m".into(),
-            room: "lobby".into(),
-            seq: 1,
-            from: "alice".into(),
-            ts: 1,
-            body: body.into(),
-            attachments: None,
-            reply_to: None,
-            data: data.and_then(|d| d.as_object().cloned()),
-        }
+    fn mentioned(body: &str, data: Option<Value>) -> Vec<String> {
+        mentioned_names(body, data.as_ref().and_then(Value::as_object))
     }
 
     #[test]
     fn a_mention_is_an_at_word_or_a_listed_name() {
-        for body in ["@bob", "hi @bob!", "hi @Bob.", "(@bob)", "@bob, @carol"] {
-            assert!(said(body, None).mentions("bob"), "{body}");
+        for body in ["@bob", "hi @bob!", "hi @Bob.", "(@bob)", "@bob, @bob"] {
+            assert_eq!(mentioned(body, None), ["bob"], "{body}");
         }
-        for body in ["bob", "@bobby", "mail bob@bob.org", "@bo", "@bob_2"] {
-            assert!(!said(body, None).mentions("bob"), "{body}");
+        for body in ["bob", "mail bob@bob.org", "@ bob", "@."] {
+            assert!(mentioned(body, None).is_empty(), "{body}: {:?}", mentioned(body, None));
         }
-        assert!(said("@bob.smith", None).mentions("bob.smith"));
-        assert!(said("psst", Some(serde_json::json!({"mentions": ["carol", "bob"]}))).mentions("bob"));
-        assert!(!said("psst", Some(serde_json::json!({"mentions": "bob"}))).mentions("bob"), "a list of names");
+        assert_eq!(mentioned("@bobby and @bob_2", None), ["bobby", "bob_2"]);
+        assert_eq!(mentioned("@bob.smith", None), ["bob.smith"]);
+        assert_eq!(mentioned("psst @carol", Some(serde_json::json!({"mentions": ["bob", "carol"]}))), ["carol", "bob"]);
+        assert!(mentioned("psst", Some(serde_json::json!({"mentions": "bob"}))).is_empty(), "a list of names");
     }
 }

@@ -27,12 +27,15 @@ async fn members_receive_the_stamped_envelope_and_history_returns_it() {
     let live2 = next_on(&mut bob, "rooms/lobby/messages").await;
     assert_eq!(live2["seq"], 2);
     assert_eq!(live2["reply_to"], 1);
+    // history shows a reply with the message it answers
+    let mut listed2 = live2.clone();
+    listed2["quote"] = json!({"seq": 1, "from": "alice", "body": "hello bob"});
 
     // QoS 1 PUBACK means stored: history has both, exactly as delivered
-    assert_eq!(system.history("lobby", "bob", "").await, vec![live2.clone(), live.clone()]);
-    assert_eq!(system.history("lobby", "bob", "?after=0").await, vec![live.clone(), live2.clone()]);
+    assert_eq!(system.history("lobby", "bob", "").await, vec![listed2.clone(), live.clone()]);
+    assert_eq!(system.history("lobby", "bob", "?after=0").await, vec![live.clone(), listed2.clone()]);
     assert_eq!(system.history("lobby", "bob", "?before=2").await, vec![live]);
-    assert_eq!(system.history("lobby", "bob", "?after=1&limit=5").await, vec![live2]);
+    assert_eq!(system.history("lobby", "bob", "?after=1&limit=5").await, vec![listed2]);
 }
 
 #[tokio::test]

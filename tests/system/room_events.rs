@@ -1,6 +1,7 @@
-//! What chat users expect beyond sending (issue 21): the directory of public rooms.
+//! What chat users expect beyond sending (issue 21): replies and mentions, the directory of
+//! public rooms.
 
-use crate::harness::{spawn_on_mongo, spawn_system, System};
+use crate::harness::{next_on, spawn_on_mongo, spawn_system, Agent, System};
 use serde_json::{json, Value};
 
 /// The names on one directory page, and its `next`.
@@ -72,4 +73,60 @@ async fn the_directory_lists_public_rooms_only_on_sqlite() {
 async fn the_directory_lists_public_rooms_only_on_mongo() {
     let Some(system) = spawn_on_mongo("the room directory").await else { return };
     the_directory_lists_public_rooms_only(system).await;
+}
+
+/// Proves: a reply must answer a message of its own room: one naming a seq the room does not
+/// hold (never given, or another room's) is refused (MQTT 5: 0x99) and neither delivered nor
+/// stored; one sent right behind its target (QoS 0, not yet stored) is taken. History shows a
+/// reply with the message it quotes. Mentions are the room's members the message names
+/// (`@name`, `data.mentions`), found once at stamping, delivered and stored with it.
+async fn replies_answer_messages_of_their_room_and_mentions_name_members(system: System) {
+    system.room("lobby", false, "alice", &["bob", "carol"]).await;
+    system.room("annex", false, "alice", &[]).await;
+    let mut bob = system.mosquitto_sub("bob", &["rooms/lobby/messages"]).await;
+    let mut alice = Agent::online(&system, "alice", json!({"protocol": 5})).await;
+    for n in 1..=3 {
+        alice.publish("rooms/annex/messages", &format!(r#"{{"body":"annex {n}"}}"#), 1).await;
+        assert_eq!(alice.expect("published").await["rc"], 0);
+    }
+
+    let question = r#"{"body":"lunch @bob, @dave? cc @Carol.","data":{"mentions":["alice","bob"]}}"#;
+    alice.publish("rooms/lobby/messages", question, 0).await;
+    alice.expect("published").await; // QoS 0: sent
+    alice.publish("rooms/lobby/messages", r#"{"body":"well?","reply_to":1}"#, 1).await;
+    assert_eq!(alice.expect("published").await["rc"], 0, "the target, numbered just before, is found");
+    let asked = next_on(&mut bob, "rooms/lobby/messages").await;
+    assert_eq!(asked["mentions"], json!(["alice", "bob", "carol"]), "members only, sorted, once: {asked}");
+    let reply = next_on(&mut bob, "rooms/lobby/messages").await;
+    assert_eq!((reply["seq"].as_i64(), reply["reply_to"].as_i64()), (Some(2), Some(1)));
+    assert!(reply.get("mentions").is_none(), "none: {reply}");
+
+    for target in [3, 99, 0] {
+        alice.publish("rooms/lobby/messages", &format!(r#"{{"body":"re","reply_to":{target}}}"#), 1).await;
+        assert_eq!(alice.expect("published").await["rc"], 0x99, "reply_to {target}");
+    }
+    let (code, _) = system
+        .mosquitto_pub("bob", &system.token("bob", 60), "rooms/lobby/messages", r#"{"body":"sure","reply_to":2}"#, 1)
+        .await;
+    assert_eq!(code, 0);
+    let answer = next_on(&mut bob, "rooms/lobby/messages").await;
+    assert_eq!(answer["seq"], 3, "the refused replies took no number: {answer}");
+
+    let history = system.history("lobby", "carol", "?after=0").await;
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert_eq!(history[0]["mentions"], asked["mentions"], "stored with its mentions");
+    assert!(history[0].get("quote").is_none());
+    assert_eq!(history[1]["quote"], json!({"seq": 1, "from": "alice", "body": asked["body"]}));
+    assert_eq!(history[2]["quote"], json!({"seq": 2, "from": "alice", "body": "well?"}));
+}
+
+#[tokio::test]
+async fn replies_answer_messages_of_their_room_and_mentions_name_members_on_sqlite() {
+    replies_answer_messages_of_their_room_and_mentions_name_members(spawn_system().await).await;
+}
+
+#[tokio::test]
+async fn replies_answer_messages_of_their_room_and_mentions_name_members_on_mongo() {
+    let Some(system) = spawn_on_mongo("replies and mentions").await else { return };
+    replies_answer_messages_of_their_room_and_mentions_name_members(system).await;
 }

@@ -7,8 +7,9 @@ use crate::rooms::Rooms;
 use axum::extract::{Path, State};
 use axum::Json;
 use roost_protocol::Envelope;
-use roost_store::Page;
+use roost_store::{Page, Store};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,7 +36,40 @@ pub(crate) struct PageQuery {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct MessagePage {
-    messages: Vec<Envelope>,
+    messages: Vec<ListedMessage>,
+}
+
+/// A stored message as history lists it, with the message it answers.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ListedMessage {
+    #[serde(flatten)]
+    message: Envelope,
+    /// The message `reply_to` names, while history keeps it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quote: Option<Quote>,
+}
+
+/// The message a reply answers, as the reply shows it.
+#[derive(Clone, Serialize, ToSchema)]
+pub(crate) struct Quote {
+    seq: i64,
+    from: String,
+    body: String,
+}
+
+/// `messages` of `room`, each with the message it answers.
+async fn with_quotes(store: &dyn Store, room: &str, messages: Vec<Envelope>) -> Result<Vec<ListedMessage>, ApiError> {
+    let targets: Vec<i64> = messages.iter().filter_map(|message| message.reply_to).collect();
+    let mut quotes: HashMap<i64, Quote> = HashMap::new();
+    if !targets.is_empty() {
+        for quoted in store.messages_at(room, &targets).await? {
+            quotes.insert(quoted.seq, Quote { seq: quoted.seq, from: quoted.from, body: quoted.body });
+        }
+    }
+    let listed = messages
+        .into_iter()
+        .map(|message| ListedMessage { quote: message.reply_to.and_then(|seq| quotes.get(&seq)).cloned(), message });
+    Ok(listed.collect())
 }
 
 /// Most messages an unread count looks at; beyond it the count is `capped`.
@@ -71,7 +105,8 @@ pub(crate) async fn messages(
         (Some(before), None) => Page::Before { before, limit },
         (None, None) => Page::Latest { limit },
     };
-    Ok(Json(MessagePage { messages: state.store.messages(&id, page).await? }))
+    let messages = state.store.messages(&id, page).await?;
+    Ok(Json(MessagePage { messages: with_quotes(state.store.as_ref(), &id, messages).await? }))
 }
 
 #[utoipa::path(get, path = "/v1/rooms/{id}/unread", security(("bearer" = [])), responses(

@@ -156,7 +156,7 @@ impl Delivery {
             if devices.is_empty() {
                 continue;
             }
-            let mentioned = message.mentions(&user);
+            let mentioned = message.mentions.contains(&user);
             let setting = setting_of(self.store.as_ref(), &message.room, &user).await?;
             let wanted = match setting.level {
                 NotificationLevel::All => true,

@@ -308,6 +308,8 @@ pub trait Store: Send + Sync + 'static {
     /// (room, from, id) is (a client's retry after a reconnect), is skipped: stored once.
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
+    /// The messages of `room` numbered `seqs` that history still serves, in seq order.
+    async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError>;
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError>;
     /// Deletes the messages `retention` no longer keeps, in every room; returns how many.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;

@@ -21,8 +21,9 @@ pub enum Record {
     Receipt(ReceiptStamped),
 }
 
+/// A record to store, or none: a marker confirmed once everything queued before it is stored.
 struct Submission {
-    record: Record,
+    record: Option<Record>,
     stored: Option<oneshot::Sender<()>>,
 }
 
@@ -57,20 +58,23 @@ impl Ingest {
             let mut confirmations = Vec::new();
             for submission in batch.drain(..) {
                 match submission.record {
-                    Record::Message(m) => messages.push(m),
-                    Record::Receipt(r) => receipts.push(r),
+                    Some(Record::Message(m)) => messages.push(m),
+                    Some(Record::Receipt(r)) => receipts.push(r),
+                    None => {}
                 }
                 confirmations.extend(submission.stored);
             }
-            let what = format!("{} records not stored", messages.len() + receipts.len());
-            retry_until_ok(&what, || async {
-                let written = self.store.write_batch(&messages, &receipts).await;
-                if written.is_err() {
-                    metrics::counter!("roost_ingest_write_failures_total").increment(1);
-                }
-                written
-            })
-            .await;
+            if !messages.is_empty() || !receipts.is_empty() {
+                let what = format!("{} records not stored", messages.len() + receipts.len());
+                retry_until_ok(&what, || async {
+                    let written = self.store.write_batch(&messages, &receipts).await;
+                    if written.is_err() {
+                        metrics::counter!("roost_ingest_write_failures_total").increment(1);
+                    }
+                    written
+                })
+                .await;
+            }
             metrics::counter!("roost_ingest_messages_total").increment(messages.len() as u64);
             for stored in confirmations {
                 let _ = stored.send(());
@@ -87,7 +91,7 @@ impl Ingest {
 impl IngestHandle {
     /// Queues `record`, waiting for room in the queue (back-pressure on the publisher).
     pub async fn submit(&self, record: Record) {
-        let _ = self.tx.send(Submission { record, stored: None }).await;
+        let _ = self.tx.send(Submission { record: Some(record), stored: None }).await;
     }
 
     /// Every room message from now on, once it is stored (a client's retry of one already
@@ -99,8 +103,15 @@ impl IngestHandle {
     /// Queues `record` and returns a receiver that resolves once it is stored.
     pub async fn submit_confirmed(&self, record: Record) -> oneshot::Receiver<()> {
         let (stored, confirmed) = oneshot::channel();
-        let _ = self.tx.send(Submission { record, stored: Some(stored) }).await;
+        let _ = self.tx.send(Submission { record: Some(record), stored: Some(stored) }).await;
         confirmed
+    }
+
+    /// Resolves once every record queued before this call is stored.
+    pub async fn written(&self) {
+        let (stored, confirmed) = oneshot::channel();
+        let _ = self.tx.send(Submission { record: None, stored: Some(stored) }).await;
+        let _ = confirmed.await;
     }
 }
 
@@ -126,6 +137,7 @@ mod tests {
             attachments: None,
             reply_to: None,
             data: None,
+            mentions: Vec::new(),
         };
         handle.submit_confirmed(Record::Message(envelope.clone())).await.await.expect("confirmed");
         assert_eq!(stored.recv().await.expect("reported"), envelope);

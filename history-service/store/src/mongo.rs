@@ -648,6 +648,17 @@ impl Store for MongoStore {
         Ok(out)
     }
 
+    async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError> {
+        let floor = self.counters().find_one(doc! {"_id": room}).await.map_err(unavailable)?.map_or(0, |c| c.floor);
+        let filter = doc! {"room": room, "seq": {"$gte": floor, "$in": seqs}};
+        let mut cursor = self.messages().find(filter).sort(doc! {"seq": 1}).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            out.push(cursor.deserialize_current().map_err(unavailable)?);
+        }
+        Ok(out)
+    }
+
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError> {
         let receipt = self.receipts().find_one(doc! {"room": room, "user": user}).await.map_err(unavailable)?;
         Ok(receipt.map(|r| r.read_seq))

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS messages (
     attachments TEXT,
     reply_to INTEGER,
     data TEXT,
+    mentions TEXT,
     PRIMARY KEY (room, seq)
 );
 -- a client's retry of a message (same id) after a reconnect is stored once
@@ -215,6 +216,7 @@ CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_a
 /// Columns added after their table was first released, as `(table, column, type)`.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("messages", "data", "TEXT"),
+    ("messages", "mentions", "TEXT"),
     ("room_seq", "floor", "INTEGER NOT NULL DEFAULT 0"),
     ("refresh_tokens", "family", "TEXT"),
     ("refresh_tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
@@ -272,6 +274,7 @@ fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
         attachments: from_json_text(row.get(6)?),
         reply_to: row.get(7)?,
         data: from_json_text(row.get(8)?),
+        mentions: from_json_text(row.get(9)?).unwrap_or_default(),
     })
 }
 
@@ -295,7 +298,7 @@ const ROOM_COLUMNS: &str = "id, private, owner, direct, created_at";
 const MEDIA_COLUMNS: &str =
     "id, room, uploader, content_type, size, sha256, filename, width, height, created_at, referenced_by";
 const BOT_COLUMNS: &str = "name, owner, token_id, created_at";
-const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to, data";
+const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to, data, mentions";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -562,15 +565,26 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
                 ))?;
                 // a rowid freed by a deleted message can come back: the new message is the due one
                 let mut due = tx.prepare_cached("INSERT OR REPLACE INTO push_due (msg, lease_until) VALUES (?1, ?2)")?;
                 let held_until = now_millis() + PUSH_DUE_HOLD_MS;
                 for m in &messages {
                     let (attachments, data) = (json_text(&m.attachments), json_text(&m.data));
-                    let stored =
-                        insert.execute(params![m.room, m.seq, m.id, m.from, m.ts, m.body, attachments, m.reply_to, data])?;
+                    let mentions = json_text(&Some(&m.mentions).filter(|names| !names.is_empty()));
+                    let stored = insert.execute(params![
+                        m.room,
+                        m.seq,
+                        m.id,
+                        m.from,
+                        m.ts,
+                        m.body,
+                        attachments,
+                        m.reply_to,
+                        data,
+                        mentions
+                    ])?;
                     if stored == 1 {
                         due.execute([tx.last_insert_rowid(), held_until])?;
                     }
@@ -604,6 +618,24 @@ impl Store for SqliteStore {
             ))?;
             let rows = stmt.query_map(params![room, lower, upper, limit], envelope_from_row)?.collect();
             rows
+        })
+        .await
+    }
+
+    async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError> {
+        let (room, mut seqs) = (room.to_owned(), seqs.to_vec());
+        seqs.sort_unstable();
+        seqs.dedup();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND seq = ?2
+                 AND seq >= (SELECT coalesce(max(floor), 0) FROM room_seq WHERE room = ?1)"
+            ))?;
+            let mut found = Vec::new();
+            for seq in seqs {
+                found.extend(stmt.query_row(params![room, seq], envelope_from_row).optional()?);
+            }
+            Ok(found)
         })
         .await
     }
@@ -1148,6 +1180,7 @@ mod tests {
             attachments: None,
             reply_to: None,
             data: reading.as_object().cloned(),
+            mentions: vec!["bob".into()],
         };
         store.write_batch(std::slice::from_ref(&newer), &[]).await.unwrap();
         let stored = store.messages("lobby", Page::Latest { limit: 5 }).await.unwrap();

@@ -63,6 +63,7 @@ fn envelope(room: &str, seq: i64) -> Envelope {
         attachments: None,
         reply_to: None,
         data: None,
+        mentions: Vec::new(),
     }
 }
 
@@ -279,6 +280,7 @@ async fn late_writes_of_a_deleted_room_stay_hidden(backend: impl Backend) {
     ] {
         assert_eq!(seqs(store.messages("lobby", page).await.unwrap()), [next], "{page:?}");
     }
+    assert_eq!(seqs(store.messages_at("lobby", &[first, first + 1, next]).await.unwrap()), [next]);
 }
 
 async fn history_pages(backend: impl Backend) {
@@ -297,6 +299,9 @@ async fn history_pages(backend: impl Backend) {
     let window = Page::After { after: 2, before: Some(4), limit: 5 };
     assert_eq!(store.messages("lobby", window).await.unwrap(), vec![envelope("lobby", 3)], "the first copy stands");
     assert!(store.messages("other", Page::Latest { limit: 5 }).await.unwrap().is_empty());
+    let picked = store.messages_at("lobby", &[9, 3, 42, 9]).await.unwrap();
+    assert_eq!(picked, vec![envelope("lobby", 3), envelope("lobby", 9)], "kept ones, in seq order, once each");
+    assert!(store.messages_at("other", &[3]).await.unwrap().is_empty());
 
     let mut rich = envelope("lobby", 12);
     let photo = media("photo", "lobby", "alice", 1234, 1).attachment();
@@ -312,6 +317,7 @@ async fn history_pages(backend: impl Backend) {
     rich.reply_to = Some(3);
     let reading = serde_json::json!({"celsius": 21.4, "count": -9_223_372_036_854_775_808i64, "$unit": "C", "a.b": [1, {"c": null}]});
     rich.data = Some(reading.as_object().unwrap().clone());
+    rich.mentions = vec!["bob".into(), "carol".into()];
     store.write_batch(&[rich.clone()], &[]).await.unwrap();
     assert_eq!(store.messages("lobby", Page::Latest { limit: 1 }).await.unwrap(), vec![rich]);
 
