@@ -131,6 +131,14 @@ impl MembershipView {
         of.iter().filter_map(|room| rooms.members.get(room)).flatten().cloned().collect()
     }
 
+    /// What collecting `user`'s peers ([`Self::peers_of`]) walks: the member counts of their
+    /// rooms, summed (someone in two of them counts twice).
+    pub fn peer_bound(&self, user: &str) -> usize {
+        let rooms = self.rooms.read().expect("membership lock");
+        let Some(of) = rooms.rooms_of.get(user) else { return 0 };
+        of.iter().filter_map(|room| rooms.members.get(room)).map(|members| members.len()).sum()
+    }
+
     /// How many members `room` has.
     pub fn member_count(&self, room: &str) -> usize {
         self.rooms.read().expect("membership lock").members.get(room).map_or(0, |members| members.len())

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use roost_auth::MembershipView;
 use rumqttd::protocol::PublishProperties;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
@@ -191,6 +191,8 @@ struct Index {
     by_user: HashMap<Arc<str>, Vec<SessionId>>,
     /// Room -> the sessions following it, with the kinds each wants.
     rooms: HashMap<String, HashMap<SessionId, Kinds>>,
+    /// The sessions holding a presence filter.
+    presence_watchers: HashSet<SessionId>,
     /// Told when a room gains its first follower or loses its last.
     interest: Option<mpsc::UnboundedSender<RoomInterest>>,
 }
@@ -290,6 +292,7 @@ impl Hub {
     pub(crate) fn leave(&self, id: SessionId) {
         let mut index = self.index.write().expect("hub lock");
         let Some(follower) = index.followers.remove(&id) else { return };
+        index.presence_watchers.remove(&id);
         if let Some(sessions) = index.by_user.get_mut(&follower.user) {
             sessions.retain(|session| *session != id);
             if sessions.is_empty() {
@@ -333,8 +336,14 @@ impl Hub {
             Interest::Room { room: None, .. } => Some(self.membership.rooms_of(&follower.user)),
             _ => None,
         };
+        let presence = matches!(interest, Interest::Presence(_));
         edit(&mut follower.interests, interest);
-        if let Some(rooms) = touched_rooms {
+        if presence {
+            match follower.interests.iter().any(|held| matches!(held, Interest::Presence(_))) {
+                true => index.presence_watchers.insert(id),
+                false => index.presence_watchers.remove(&id),
+            };
+        } else if let Some(rooms) = touched_rooms {
             let user = follower.user.clone();
             let member_rooms: Vec<String> =
                 rooms.into_iter().filter(|room| self.membership.is_member(room, &user)).collect();
@@ -404,16 +413,27 @@ impl Hub {
     }
 
     /// Hands a presence message of `owner` to the sessions of `owner` and of the users sharing a
-    /// room with them whose presence filters match: work per peer, whoever else is connected.
+    /// room with them whose presence filters match. The work is the smaller of the owner's
+    /// peers (members of their rooms, each asked for sessions) and the sessions watching
+    /// presence at all (each asked whether it shares a room with the owner): a member of a
+    /// room of 19,000 costs a scan of 19,000 names only while more sessions than that watch.
     pub(crate) fn publish_presence(&self, owner: &str, message: Message) -> usize {
         let message = Arc::new(message);
         let topic = std::str::from_utf8(&message.topic).unwrap_or_default();
-        let peers = self.membership.peers_of(owner);
         let index = self.index.read().expect("hub lock");
-        let sent = std::iter::once(owner)
-            .chain(peers.iter().map(String::as_str).filter(|peer| *peer != owner))
-            .flat_map(|user| index.sessions_of(user))
-            .filter_map(|id| index.followers.get(id))
+        let recipients: Vec<&Follower> = if index.presence_watchers.len() < self.membership.peer_bound(owner) {
+            let watchers = index.presence_watchers.iter().filter_map(|id| index.followers.get(id));
+            watchers.filter(|follower| self.membership.shares_room(owner, &follower.user)).collect()
+        } else {
+            let peers = self.membership.peers_of(owner);
+            std::iter::once(owner)
+                .chain(peers.iter().map(String::as_str).filter(|peer| *peer != owner))
+                .flat_map(|user| index.sessions_of(user))
+                .filter_map(|id| index.followers.get(id))
+                .collect()
+        };
+        let sent = recipients
+            .into_iter()
             .filter(|follower| {
                 follower.interests.iter().any(|interest| {
                     matches!(interest, Interest::Presence(filter) if rumqttd::protocol::matches(topic, filter))
@@ -508,6 +528,26 @@ mod tests {
         assert_eq!(received(&mut bob), ["presence/ann"]);
         assert!(received(&mut cat).is_empty());
         assert_eq!(hub.publish_presence("loner", message("presence/loner")), 0);
+    }
+
+    #[test]
+    fn in_a_big_room_presence_asks_the_few_watchers_and_reaches_the_same_sessions() {
+        let crowd: Vec<(String, String)> = (0..100).map(|n| ("big".to_owned(), format!("u{n}"))).collect();
+        let mut pairs: Vec<(&str, &str)> = crowd.iter().map(|(room, user)| (room.as_str(), user.as_str())).collect();
+        pairs.extend([("big", "ann"), ("small", "ann"), ("small", "bob"), ("elsewhere", "cat")]);
+        let hub = hub(&pairs);
+        let (mut bob, mut cat, mut u7) = (hub.enter(1, "bob"), hub.enter(2, "cat"), hub.enter(3, "u7"));
+        for id in 1..=3 {
+            hub.follow(id, "presence/+");
+        }
+        assert_eq!(hub.publish_presence("ann", message("presence/ann")), 2, "bob and u7, not cat");
+        assert_eq!(received(&mut bob), ["presence/ann"]);
+        assert_eq!(received(&mut u7), ["presence/ann"]);
+        assert!(received(&mut cat).is_empty());
+        hub.unfollow(1, "presence/+");
+        hub.leave(3);
+        assert_eq!(hub.publish_presence("ann", message("presence/ann")), 0, "nobody watching any more");
+        assert!(received(&mut bob).is_empty());
     }
 
     #[test]
