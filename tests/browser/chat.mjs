@@ -1,6 +1,7 @@
 // Two users in two browser contexts use the chat page at ROOST_HTTP: register, meet in a room,
 // chat both ways, see typing, presence and unread counts change, open a DM, reload and find
-// the history; one loses his connection for a while and misses nothing; they send each other a
+// the history; one loses his connection for a while and misses nothing; she answers him with a
+// reply that quotes him and mentions him (his copy highlighted); they send each other a
 // picture and a PDF, and a file the server refuses; a bot (MQTT.js from Node) fills a room and
 // the page scrolls back to its first message; a third user turns notifications on and her
 // service worker shows a push the browser delivers to it. Screenshots go to
@@ -126,6 +127,19 @@ async function scenario() {
   await seeHistory(alice, lounge);
   await alice.locator('#members li[data-user="bob"] .dot.online').waitFor(patience);
   await shot(bob, "08-bob-reconnected");
+
+  // alice answers bob's message with a mention: both see the quote, bob's copy is highlighted
+  const tunnel = alice.locator("#message-list li", { hasText: "written in the tunnel" });
+  await tunnel.getByRole("button", { name: "Reply to bob" }).click();
+  await alice.locator("#replying .quote", { hasText: "written in the tunnel" }).waitFor(patience);
+  await send(alice, "@bob welcome back");
+  await alice.locator("#replying").waitFor({ state: "hidden", ...patience });
+  const answer = (page) => page.locator("#message-list li", { has: page.locator(".body", { hasText: "@bob welcome back" }) });
+  await answer(alice).locator(".quote", { hasText: "written in the tunnel" }).waitFor(patience);
+  await answer(bob).locator(".quote", { hasText: "written in the tunnel" }).waitFor(patience);
+  await bob.locator("#message-list li.mentions-me", { hasText: "@bob welcome back" }).waitFor(patience);
+  lounge.push("@bob welcome back");
+  await shot(bob, "08b-bob-mentioned-in-a-reply");
 
   // a picture: alice picks it with the attach button, sees it upload, sends it with a caption;
   // bob sees its thumbnail and opens the full-size picture in the lightbox

@@ -321,13 +321,38 @@ $("composer").addEventListener("submit", (event) => {
   // the id makes a resend after a reconnect idempotent: the server stores the message once
   const message = { id: crypto.randomUUID(), body };
   if (room.pending.length > 0) message.attachments = room.pending.map((pending) => ({ media: pending.upload.id }));
+  if (room.replyTo) message.reply_to = room.replyTo.seq;
   publish(`rooms/${room.id}/messages`, message, 1);
   input.value = "";
   room.pending = [];
+  room.replyTo = null;
   $("composer-error").textContent = "";
   renderPending();
+  renderReplying();
   stopTyping();
 });
+
+// ---- replies ----------------------------------------------------------------------------------
+
+// A message's Reply button quotes it above the input; the next message sent answers it.
+
+function replyTo(room, message) {
+  room.replyTo = { seq: message.seq, from: message.from, body: message.body };
+  renderReplying();
+  $("message-input").focus();
+}
+
+$("cancel-reply").addEventListener("click", () => {
+  const room = state.rooms.get(state.current);
+  if (room) room.replyTo = null;
+  renderReplying();
+});
+
+/** The quote a reply shows: history's `quote`, else the answered message if it is loaded. */
+function quoteOf(room, message) {
+  if (message.reply_to == null) return null;
+  return message.quote || room.messages.get(message.reply_to) || { seq: message.reply_to, from: "", body: "" };
+}
 
 // ---- attachments ------------------------------------------------------------------------------
 
@@ -692,6 +717,7 @@ function renderRoom() {
   renderMembers();
   renderTyping();
   renderPending();
+  renderReplying();
   if (room) {
     renderMessages(room);
     $("messages").scrollTop = $("messages").scrollHeight;
@@ -756,6 +782,23 @@ function renderFile(attachment) {
   return element("span", { className: "file" }, link, element("span", { className: "size" }, humanSize(attachment.size)));
 }
 
+function renderReplying() {
+  const room = state.rooms.get(state.current);
+  const replying = room && room.replyTo;
+  $("replying").hidden = !replying;
+  if (replying) $("replying-to").replaceChildren(renderQuote(replying));
+}
+
+function renderQuote(quote) {
+  const text = quote.body.length > 120 ? `${quote.body.slice(0, 120)}…` : quote.body;
+  return element(
+    "blockquote",
+    { className: "quote" },
+    element("span", { className: "quote-from" }, quote.from || `#${quote.seq}`),
+    element("span", { className: "quote-text" }, text || "(not loaded)"),
+  );
+}
+
 function renderMessages(room) {
   const me = state.session.user;
   const time = (ts) => new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -763,19 +806,26 @@ function renderMessages(room) {
   $("message-list").replaceChildren(
     ...[...room.messages.values()]
       .sort((a, b) => a.seq - b.seq)
-      .map((message) =>
-        element(
+      .map((message) => {
+        const classes = [message.from === me ? "mine" : "", (message.mentions || []).includes(me) ? "mentions-me" : ""];
+        const quote = quoteOf(room, message);
+        const label = `Reply to ${message.from}`;
+        const reply = element("button", { type: "button", className: "link reply", ariaLabel: label }, "Reply");
+        reply.addEventListener("click", () => replyTo(room, message));
+        return element(
           "li",
-          { className: message.from === me ? "mine" : "", dataset: { seq: message.seq } },
+          { className: classes.join(" ").trim(), dataset: { seq: message.seq } },
           element("span", { className: "from" }, message.from),
           element("time", { dateTime: new Date(message.ts).toISOString() }, time(message.ts)),
+          reply,
+          ...(quote ? [renderQuote(quote)] : []),
           element("div", { className: "body" }, message.body),
           ...(message.attachments
             ? [element("div", { className: "attachments" }, ...message.attachments.map(renderAttachment))]
             : []),
           ...(message.data ? [element("code", { className: "data" }, JSON.stringify(message.data))] : []),
-        ),
-      ),
+        );
+      }),
   );
 }
 
