@@ -75,12 +75,12 @@ pub struct Envelope {
 /// stamper's call.
 pub fn mentioned_names(body: &str, data: Option<&Map<String, Value>>) -> Vec<String> {
     let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    let body = body.to_ascii_lowercase();
+    // every message passes here: nothing is copied unless there is an `@`
     let in_body = body.match_indices('@').filter_map(|(at, _)| {
         let before = body[..at].chars().next_back();
-        let word: String = body[at + 1..].chars().take_while(|c| name_char(*c)).collect();
-        let word = word.trim_end_matches('.');
-        (!before.is_some_and(name_char) && !word.is_empty()).then(|| word.to_owned())
+        let rest = &body[at + 1..];
+        let word = rest[..rest.find(|c| !name_char(c)).unwrap_or(rest.len())].trim_end_matches('.');
+        (!before.is_some_and(name_char) && !word.is_empty()).then(|| word.to_ascii_lowercase())
     });
     let listed = data.and_then(|data| data.get("mentions")).and_then(Value::as_array).into_iter().flatten();
     let mut seen = std::collections::HashSet::new();
