@@ -1,12 +1,13 @@
-// Two users in two browser contexts use the chat page at ROOST_HTTP: register, meet in a room,
-// chat both ways, see typing, presence and unread counts change, open a DM, reload and find
-// the history; one loses his connection for a while and misses nothing; she answers him with a
-// reply that quotes him and mentions him (his copy highlighted); they send each other a
-// picture and a PDF, and a file the server refuses; a bot (MQTT.js from Node) fills a room and
-// the page scrolls back to its first message; a third user turns notifications on and her
-// service worker shows a push the browser delivers to it. Screenshots go to
-// SCREENSHOTS; the page's first-load timings are printed as one "timing {...}" line. Driven by
-// tests/system/browser.rs; exits non-zero on any failure.
+// Two users in two browser contexts use the chat page at ROOST_HTTP: register, meet in a room
+// (he finds it in the directory of public rooms), chat both ways, see typing, presence and
+// unread counts change, open a DM, reload and find the history; one loses his connection for
+// a while and misses nothing; she answers him with a reply that quotes him and mentions him
+// (his copy highlighted); they send each other a picture and a PDF, and a file the server
+// refuses; a bot (MQTT.js from Node) fills a room and the page scrolls back to its first
+// message; a third user turns notifications on and her service worker shows a push the
+// browser delivers to it. Screenshots go to SCREENSHOTS; the page's first-load timings are
+// printed as one "timing {...}" line. Driven by tests/system/browser.rs; exits non-zero on any
+// failure.
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt from "mqtt";
@@ -48,14 +49,18 @@ async function scenario() {
   timing.sign_up_to_online_ms = Date.now() - signedUp;
   console.log(`timing ${JSON.stringify(timing)}`);
 
-  // alice creates a room, bob joins it
+  // alice creates a room, bob finds it in the directory of public rooms and joins it there
   await roomForm(alice, "lounge", "create");
   await alice.getByRole("heading", { name: "# lounge" }).waitFor(patience);
   let bob = await bobContext.newPage();
   await bob.goto(base);
   await signUp(bob, "bob");
-  await roomForm(bob, "lounge", "join");
+  await bob.locator('#directory-form input[name="q"]').fill("LOU");
+  await bob.locator('#directory li[data-room="lounge"]', { hasText: "1 member" }).waitFor(patience);
+  await shot(bob, "02a-bob-finds-the-lounge");
+  await bob.getByRole("button", { name: "Join lounge" }).click();
   await bob.getByRole("heading", { name: "# lounge" }).waitFor(patience);
+  await bob.getByRole("button", { name: "Open lounge" }).waitFor(patience);
 
   // chat both ways
   await send(alice, "hello bob");

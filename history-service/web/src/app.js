@@ -184,6 +184,54 @@ $("dm-form").addEventListener("submit", async (event) => {
   }
 });
 
+// ---- the directory of public rooms -------------------------------------------------------------
+
+// Public rooms whose name starts with what is typed, 50 at a time (More asks for the next 50);
+// each joins with one click, or opens when already joined.
+
+let directoryTimer = null;
+
+async function loadDirectory(cursor) {
+  const q = $("directory-form").q.value.trim().toLowerCase();
+  const query = new URLSearchParams({ q, ...(cursor ? { cursor } : {}) });
+  const page = await api("GET", `/v1/rooms/public?${query}`);
+  const list = $("directory");
+  list.querySelector("li.more")?.remove();
+  const listed = page.rooms.map((room) => {
+    const action = state.rooms.has(room.id) ? "Open" : "Join";
+    const button = element("button", { type: "button", className: "link", ariaLabel: `${action} ${room.id}` }, action);
+    button.addEventListener("click", () => joinListed(room.id).catch((error) => showSidebarError(error.message)));
+    const members = `${room.members} member${room.members === 1 ? "" : "s"}`;
+    const name = element("span", {}, `# ${room.id}`);
+    return element("li", { dataset: { room: room.id } }, name, element("span", { className: "count" }, members), button);
+  });
+  if (page.next) {
+    const more = element("button", { type: "button", className: "link" }, "More");
+    more.addEventListener("click", () => loadDirectory(page.next).catch((error) => showSidebarError(error.message)));
+    listed.push(element("li", { className: "more" }, more));
+  }
+  if (cursor) list.append(...listed);
+  else list.replaceChildren(...listed);
+}
+
+async function joinListed(id) {
+  if (!state.rooms.has(id)) {
+    await api("POST", `/v1/rooms/${id}/join`);
+    await addRoom(id);
+  }
+  await openRoom(id);
+  await loadDirectory();
+}
+
+$("directory-form").addEventListener("input", () => {
+  clearTimeout(directoryTimer);
+  directoryTimer = setTimeout(() => loadDirectory().catch((error) => showSidebarError(error.message)), 200);
+});
+$("directory-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  loadDirectory().catch((error) => showSidebarError(error.message));
+});
+
 $("leave").addEventListener("click", async () => {
   const id = state.current;
   try {
@@ -900,6 +948,7 @@ async function start() {
   const { rooms } = await api("GET", "/v1/rooms");
   await Promise.all(rooms.map((room) => addRoom(room.id)));
   await connect();
+  loadDirectory().catch((error) => console.warn("room directory unavailable:", error));
   offerNotifications().catch((error) => console.warn("notifications unavailable:", error));
   // a notification opened in a new window names its room
   const linked = new URLSearchParams(location.hash.slice(1)).get("room");
