@@ -399,7 +399,8 @@ $("cancel-reply").addEventListener("click", () => {
 /** The quote a reply shows: history's `quote`, else the answered message if it is loaded. */
 function quoteOf(room, message) {
   if (message.reply_to == null) return null;
-  return message.quote || room.messages.get(message.reply_to) || { seq: message.reply_to, from: "", body: "" };
+  const missing = { seq: message.reply_to, from: "", body: "", missing: true };
+  return message.quote || room.messages.get(message.reply_to) || missing;
 }
 
 // ---- attachments ------------------------------------------------------------------------------
@@ -843,7 +844,7 @@ function renderQuote(quote) {
     "blockquote",
     { className: "quote" },
     element("span", { className: "quote-from" }, quote.from || `#${quote.seq}`),
-    element("span", { className: "quote-text" }, text || "(not loaded)"),
+    element("span", { className: "quote-text" }, quote.missing ? "(not loaded)" : text),
   );
 }
 
