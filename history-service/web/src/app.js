@@ -190,11 +190,15 @@ $("dm-form").addEventListener("submit", async (event) => {
 // each joins with one click, or opens when already joined.
 
 let directoryTimer = null;
+// answers to an earlier search that arrive after a later one's are dropped
+let directoryAsked = 0;
 
 async function loadDirectory(cursor) {
   const q = $("directory-form").q.value.trim().toLowerCase();
   const query = new URLSearchParams({ q, ...(cursor ? { cursor } : {}) });
+  const asked = ++directoryAsked;
   const page = await api("GET", `/v1/rooms/public?${query}`);
+  if (asked !== directoryAsked) return;
   const list = $("directory");
   list.querySelector("li.more")?.remove();
   const listed = page.rooms.map((room) => {
