@@ -1,5 +1,6 @@
 //! The chat pipeline: what becomes of a publish on one of Roost's own topics. It is authorized
-//! against membership, validated, its attachments expanded from the room's uploads, stamped
+//! against membership, validated, its attachments expanded from the room's uploads (or, for an
+//! edit, delete or reaction, its target checked), stamped
 //! with its sender and time, numbered and handed to the
 //! ingest (room messages), and comes back as the payload to fan out through the router. The
 //! ingest then reports every stored message to whoever listens
@@ -10,16 +11,16 @@ use crate::retries::RecentMessages;
 use crate::sequencer::Sequencer;
 use crate::stamp::{self, Accepted, Invalid, Rejection};
 use roost_auth::{Decision, Policy};
-use roost_protocol::{to_payload, Attachment, AttachmentRef, Topic};
+use roost_protocol::{to_payload, Attachment, AttachmentRef, ClientMessage, Envelope, MessageKind, Topic};
 use roost_store::{retry_until_ok, IngestHandle, Record, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// How often, and how far apart, a cluster node asks the store for the message a reply answers
-/// before refusing the reply: another node may have delivered it before storing it.
-const REPLY_TARGET_ASKS: u32 = 10;
-const REPLY_TARGET_WAIT: Duration = Duration::from_millis(200);
+/// or an event changes before refusing it: another node may have delivered it before storing it.
+const TARGET_ASKS: u32 = 10;
+const TARGET_WAIT: Duration = Duration::from_millis(200);
 
 /// What the pipeline made of a publish.
 pub(crate) enum Outcome {
@@ -85,24 +86,117 @@ impl Chat {
         }
     }
 
-    /// True when `room` holds message `seq`, the one a reply answers. A message a client could
-    /// have seen was handed to the ingest before it was delivered, so one the store does not
-    /// have yet is waited for; in a cluster another node's message can arrive here before that
-    /// node has stored it, so the store is asked again for a while.
-    async fn holds(&self, room: &str, seq: i64) -> bool {
+    /// The message `seq` of `room` as the store holds it: one a reply answers or an event
+    /// changes. A message a client could have seen was handed to the ingest before it was
+    /// delivered, so one the store does not have yet is waited for; in a cluster another node's
+    /// message can arrive here before that node has stored it, so the store is asked again for a
+    /// while. `settled` first waits for everything accepted so far to be written, so that the
+    /// answer shows the events before this one (an edit after a delete is refused).
+    async fn stored_message(&self, room: &str, seq: i64, settled: bool) -> Option<Envelope> {
+        if settled {
+            self.ingest.written().await;
+        }
         let wanted = [seq];
-        for ask in 1..=REPLY_TARGET_ASKS {
-            let found = retry_until_ok("looking up a replied message", || self.store.messages_at(room, &wanted)).await;
-            if !found.is_empty() {
-                return true;
+        for ask in 1..=TARGET_ASKS {
+            let found = retry_until_ok("looking up a message", || self.store.messages_at(room, &wanted)).await;
+            if let Some(message) = found.into_iter().next() {
+                return Some(message);
             }
             match ask {
-                1 => self.ingest.written().await,
-                _ if self.clustered => tokio::time::sleep(REPLY_TARGET_WAIT).await,
-                _ => return false,
+                1 if !settled => self.ingest.written().await,
+                _ if self.clustered => tokio::time::sleep(TARGET_WAIT).await,
+                _ => return None,
             }
         }
-        false
+        None
+    }
+
+    /// Whether `user` may apply `event` to its target now, and for a reaction whether it adds
+    /// its key (true) or takes it back (false).
+    async fn check_event(&self, user: &str, room: &str, event: &ClientMessage) -> Result<Option<bool>, Invalid> {
+        let seq = event.target.expect("events name their target");
+        let target = self.stored_message(room, seq, true).await.filter(|target| target.kind.is_message());
+        let Some(target) = target.filter(|target| !target.deleted) else {
+            return Err(Invalid::new(Rejection::InvalidTarget, format!("target {seq} names no message of this room")));
+        };
+        match event.kind {
+            MessageKind::Edit if target.from != user => {
+                Err(Invalid::new(Rejection::Forbidden, "only its sender edits a message"))
+            }
+            MessageKind::Delete if target.from != user && !self.owns(room, user).await => {
+                Err(Invalid::new(Rejection::Forbidden, "only its sender or the room's owner deletes a message"))
+            }
+            MessageKind::Reaction => {
+                let key = event.key.as_deref().expect("reactions carry their key");
+                let wanted = [seq];
+                let reactions = retry_until_ok("reading reactions", || self.store.reactions(room, &wanted, user)).await;
+                let mine = reactions.iter().any(|reaction| reaction.key == key && reaction.me);
+                let known = reactions.iter().any(|reaction| reaction.key == key);
+                if !known && reactions.len() >= stamp::MAX_REACTION_KEYS {
+                    return Err(Invalid::new(
+                        Rejection::TooManyReactions,
+                        format!("a message carries at most {} different reactions", stamp::MAX_REACTION_KEYS),
+                    ));
+                }
+                Ok(Some(!mine))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// True when `user` owns `room`: the owner deletes anyone's messages.
+    async fn owns(&self, room: &str, user: &str) -> bool {
+        let found = retry_until_ok("looking up a room's owner", || self.store.room(room)).await;
+        found.is_some_and(|found| found.owner == user)
+    }
+
+    /// A room message or event of `user`: its attachments expanded, its reply or target
+    /// checked, numbered, stamped and handed to the ingest.
+    async fn room_message(&self, user: &str, room: &str, mut message: ClientMessage) -> Outcome {
+        let attachments = match self.attachments(room, message.attachments.take().as_deref()).await {
+            Ok(attachments) => attachments,
+            Err(invalid) => return Outcome::Refused(invalid),
+        };
+        if let Some(target) = message.reply_to {
+            let answered = self.stored_message(room, target, false).await;
+            if !answered.is_some_and(|answered| answered.kind.is_message() && !answered.deleted) {
+                return Outcome::Refused(Invalid::new(
+                    Rejection::InvalidReplyTo,
+                    format!("reply_to {target} names no message of this room"),
+                ));
+            }
+        }
+        let is_member = |name: &str| self.policy.membership().is_member(room, name);
+        let client_id = message.id.clone();
+        if let Some(seq) = client_id.as_deref().and_then(|id| self.recent.seq_of(room, user, id)) {
+            // the same message again: its number and delivery stand, the store keeps it once
+            let again = stamp::envelope(room, user, seq, message, attachments, is_member);
+            metrics::counter!("roost_messages_retried_total").increment(1);
+            return Outcome::Again { stored: self.ingest.submit_confirmed(Record::Message(again)).await };
+        }
+        let reaction_on = match message.kind {
+            MessageKind::Message => None,
+            _ => match self.check_event(user, room, &message).await {
+                Ok(on) => on,
+                Err(invalid) => return Outcome::Refused(invalid),
+            },
+        };
+        let seq = self.sequencer.next(room).await;
+        // the room was deleted while this waited for its number (its lease is gone): the
+        // message belongs to no room, and never to one re-created under the name
+        if !self.policy.membership().is_member(room, user) {
+            return Outcome::Refused(Invalid::not_member());
+        }
+        if let Some(id) = &client_id {
+            self.recent.remember(room, user, id, seq);
+        }
+        self.reference(attachments.as_deref(), seq).await;
+        let mut envelope = stamp::envelope(room, user, seq, message, attachments, is_member);
+        envelope.on = reaction_on;
+        let payload = to_payload(&envelope);
+        metrics::counter!("roost_messages_total").increment(1);
+        let stored = self.ingest.submit_confirmed(Record::Message(envelope)).await;
+        Outcome::Deliver { payload, seq: Some(seq), stored: Some(stored) }
     }
 
     /// Runs `payload`, published by (`user`, `client_id`) on `topic`, through the pipeline.
@@ -119,43 +213,7 @@ impl Chat {
             Err(invalid) => return Outcome::Refused(invalid),
         };
         match (accepted, topic.room()) {
-            (Accepted::Message(mut message), Some(room)) => {
-                let attachments = match self.attachments(room, message.attachments.take().as_deref()).await {
-                    Ok(attachments) => attachments,
-                    Err(invalid) => return Outcome::Refused(invalid),
-                };
-                if let Some(target) = message.reply_to {
-                    if !self.holds(room, target).await {
-                        return Outcome::Refused(Invalid::new(
-                            Rejection::InvalidReplyTo,
-                            format!("reply_to {target} names no message of this room"),
-                        ));
-                    }
-                }
-                let is_member = |name: &str| self.policy.membership().is_member(room, name);
-                let client_id = message.id.clone();
-                if let Some(seq) = client_id.as_deref().and_then(|id| self.recent.seq_of(room, user, id)) {
-                    // the same message again: its number and delivery stand, the store keeps it once
-                    let again = stamp::envelope(room, user, seq, message, attachments, is_member);
-                    metrics::counter!("roost_messages_retried_total").increment(1);
-                    return Outcome::Again { stored: self.ingest.submit_confirmed(Record::Message(again)).await };
-                }
-                let seq = self.sequencer.next(room).await;
-                // the room was deleted while this waited for its number (its lease is gone): the
-                // message belongs to no room, and never to one re-created under the name
-                if !self.policy.membership().is_member(room, user) {
-                    return Outcome::Refused(Invalid::not_member());
-                }
-                if let Some(id) = &client_id {
-                    self.recent.remember(room, user, id, seq);
-                }
-                self.reference(attachments.as_deref(), seq).await;
-                let envelope = stamp::envelope(room, user, seq, message, attachments, is_member);
-                let payload = to_payload(&envelope);
-                metrics::counter!("roost_messages_total").increment(1);
-                let stored = self.ingest.submit_confirmed(Record::Message(envelope)).await;
-                Outcome::Deliver { payload, seq: Some(seq), stored: Some(stored) }
-            }
+            (Accepted::Message(message), Some(room)) => self.room_message(user, room, message).await,
             // typing in a room nobody follows goes nowhere
             (Accepted::Typing(_), Some(room)) if !self.clustered && !self.hub.follows_room(room, Kinds::TYPING) => {
                 Outcome::Dropped

@@ -2,7 +2,7 @@
 //! the room's next sequence number.
 
 use roost_protocol::{
-    mentioned_names, now_millis, to_payload, Attachment, ClientMessage, DeviceStatus, Envelope, ReceiptIn,
+    mentioned_names, now_millis, to_payload, Attachment, ClientMessage, DeviceStatus, Envelope, MessageKind, ReceiptIn,
     ReceiptStamped, Topic, TypingIn, TypingStamped,
 };
 use rumqttd::protocol::PubAckReason;
@@ -19,6 +19,8 @@ pub(crate) enum Rejection {
     EmptyMessage,
     InvalidId,
     InvalidReplyTo,
+    InvalidTarget,
+    TooManyReactions,
     UnstorableValue,
     InvalidReadSeq,
     UnknownMedia,
@@ -34,6 +36,8 @@ impl Rejection {
             Self::EmptyMessage => "empty_message",
             Self::InvalidId => "invalid_id",
             Self::InvalidReplyTo => "invalid_reply_to",
+            Self::InvalidTarget => "invalid_target",
+            Self::TooManyReactions => "too_many_reactions",
             Self::UnstorableValue => "unstorable_value",
             Self::InvalidReadSeq => "invalid_read_seq",
             Self::UnknownMedia => "unknown_media",
@@ -44,11 +48,12 @@ impl Rejection {
     pub(crate) fn reason(self) -> PubAckReason {
         match self {
             Self::Forbidden | Self::NotMember => PubAckReason::NotAuthorized,
-            Self::PayloadTooLarge => PubAckReason::QuotaExceeded,
+            Self::PayloadTooLarge | Self::TooManyReactions => PubAckReason::QuotaExceeded,
             Self::InvalidPayload
             | Self::EmptyMessage
             | Self::InvalidId
             | Self::InvalidReplyTo
+            | Self::InvalidTarget
             | Self::UnstorableValue
             | Self::InvalidReadSeq
             | Self::UnknownMedia => PubAckReason::PayloadFormatInvalid,
@@ -88,6 +93,10 @@ const MAX_ID: usize = 64;
 const MAX_DEPTH: usize = 32;
 /// Attachments one message may carry.
 pub(crate) const MAX_ATTACHMENTS: usize = 10;
+/// Bytes of a reaction's key: an emoji, skin tone and joiners included.
+const MAX_REACTION_KEY: usize = 32;
+/// Distinct reaction keys one message may carry.
+pub(crate) const MAX_REACTION_KEYS: usize = 20;
 
 /// Parses and checks `payload` for `topic`, a topic the sender may publish on.
 pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, Invalid> {
@@ -107,20 +116,10 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
                     ));
                 }
             }
-            if message.body.trim().is_empty() && message.attachments.as_ref().is_none_or(Vec::is_empty) {
-                return Err(Invalid::new(Rejection::EmptyMessage, "a message needs a body or attachments"));
-            }
-            if message.reply_to.is_some_and(|seq| seq < 1) {
-                return Err(Invalid::new(Rejection::InvalidReplyTo, "reply_to is the seq of an earlier message"));
-            }
-            if message.attachments.as_ref().is_some_and(|attachments| attachments.len() > MAX_ATTACHMENTS) {
-                return Err(Invalid::new(
-                    Rejection::InvalidPayload,
-                    format!("a message carries at most {MAX_ATTACHMENTS} attachments"),
-                ));
-            }
-            if let Some(data) = &message.data {
-                storable(data, 1)?;
+            if message.kind.is_message() {
+                validate_message(&message)?;
+            } else {
+                validate_event(&message)?;
             }
             Ok(Accepted::Message(message))
         }
@@ -137,6 +136,62 @@ pub(crate) fn validate(topic: &Topic<'_>, payload: &[u8]) -> Result<Accepted, In
             Err(Invalid::new(Rejection::Forbidden, "only the server publishes here"))
         }
     }
+}
+
+fn validate_message(message: &ClientMessage) -> Result<(), Invalid> {
+    if message.target.is_some() || message.key.is_some() {
+        return Err(Invalid::new(Rejection::InvalidPayload, "target and key belong to edits, deletes and reactions"));
+    }
+    if message.body.trim().is_empty() && message.attachments.as_ref().is_none_or(Vec::is_empty) {
+        return Err(Invalid::new(Rejection::EmptyMessage, "a message needs a body or attachments"));
+    }
+    if message.reply_to.is_some_and(|seq| seq < 1) {
+        return Err(Invalid::new(Rejection::InvalidReplyTo, "reply_to is the seq of an earlier message"));
+    }
+    if message.attachments.as_ref().is_some_and(|attachments| attachments.len() > MAX_ATTACHMENTS) {
+        return Err(Invalid::new(
+            Rejection::InvalidPayload,
+            format!("a message carries at most {MAX_ATTACHMENTS} attachments"),
+        ));
+    }
+    match &message.data {
+        Some(data) => storable(data, 1),
+        None => Ok(()),
+    }
+}
+
+/// An edit carries a new body, a delete nothing, a reaction its key; each names its target.
+fn validate_event(event: &ClientMessage) -> Result<(), Invalid> {
+    if event.target.is_none_or(|seq| seq < 1) {
+        return Err(Invalid::new(Rejection::InvalidTarget, "target is the seq of an earlier message"));
+    }
+    if event.attachments.is_some() || event.reply_to.is_some() || event.data.is_some() {
+        return Err(Invalid::new(Rejection::InvalidPayload, "an event carries no attachments, reply_to or data"));
+    }
+    let has_body = !event.body.is_empty();
+    let fits = match event.kind {
+        MessageKind::Edit => event.key.is_none() && has_body,
+        MessageKind::Delete => event.key.is_none() && !has_body,
+        MessageKind::Reaction => !has_body && event.key.as_deref().is_some_and(is_reaction_key),
+        MessageKind::Message => unreachable!("messages are validated apart"),
+    };
+    if !fits {
+        return Err(Invalid::new(
+            Rejection::InvalidPayload,
+            format!(
+                "an edit carries a body, a delete nothing, a reaction a key of 1 to {MAX_REACTION_KEY} bytes without spaces"
+            ),
+        ));
+    }
+    if event.kind == MessageKind::Edit && event.body.trim().is_empty() {
+        return Err(Invalid::new(Rejection::EmptyMessage, "an edit needs a body; delete the message instead"));
+    }
+    Ok(())
+}
+
+/// An emoji (or any short word): no spaces or control characters.
+fn is_reaction_key(key: &str) -> bool {
+    (1..=MAX_REACTION_KEY).contains(&key.len()) && !key.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Checks JSON passed through to the stores for what every store keeps as sent: BSON has no
@@ -175,8 +230,13 @@ pub(crate) fn envelope(
     attachments: Option<Vec<Attachment>>,
     is_member: impl Fn(&str) -> bool,
 ) -> Envelope {
-    let mut mentions: Vec<String> =
-        mentioned_names(&message.body, message.data.as_ref()).into_iter().filter(|name| is_member(name)).collect();
+    let mut mentions: Vec<String> = match message.kind {
+        MessageKind::Message => {
+            mentioned_names(&message.body, message.data.as_ref()).into_iter().filter(|name| is_member(name)).collect()
+        }
+        // an event notifies nobody: its target did
+        _ => Vec::new(),
+    };
     mentions.sort_unstable();
     Envelope {
         // time-ordered, so the store's (room, from, id) index grows at its end: random ids
@@ -184,6 +244,9 @@ pub(crate) fn envelope(
         id: message.id.unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string()),
         room: room.to_owned(),
         seq,
+        kind: message.kind,
+        target: message.target,
+        key: message.key,
         from: from.to_owned(),
         ts: now_millis(),
         body: message.body,
@@ -191,6 +254,7 @@ pub(crate) fn envelope(
         reply_to: message.reply_to,
         data: message.data,
         mentions,
+        ..Envelope::default()
     }
 }
 
@@ -243,6 +307,29 @@ mod tests {
         assert_eq!(code(r#"{"body":"x","attachments":[{"url":"http://x"}]}"#.into()), Some("invalid_payload"));
         let many = [r#"{"media":"m"}"#; MAX_ATTACHMENTS + 1].join(",");
         assert_eq!(code(format!(r#"{{"body":"x","attachments":[{many}]}}"#)), Some("invalid_payload"));
+    }
+
+    #[test]
+    fn events_name_a_target_and_carry_only_their_part() {
+        let topic = Topic::Messages("lobby");
+        let code = |payload: &str| validate(&topic, payload.as_bytes()).err().map(|e| e.rejection.code());
+        assert_eq!(code(r#"{"type":"edit","target":3,"body":"fixed"}"#), None);
+        assert_eq!(code(r#"{"type":"delete","target":3}"#), None);
+        assert_eq!(code(r#"{"type":"reaction","target":3,"key":"👍🏽"}"#), None);
+        assert_eq!(code(r#"{"type":"edit","body":"fixed"}"#), Some("invalid_target"));
+        assert_eq!(code(r#"{"type":"delete","target":0}"#), Some("invalid_target"));
+        assert_eq!(code(r#"{"type":"edit","target":3,"body":" "}"#), Some("empty_message"));
+        assert_eq!(code(r#"{"type":"delete","target":3,"body":"why"}"#), Some("invalid_payload"));
+        assert_eq!(code(r#"{"type":"reaction","target":3}"#), Some("invalid_payload"));
+        assert_eq!(code(r#"{"type":"reaction","target":3,"key":"thumbs up"}"#), Some("invalid_payload"));
+        assert_eq!(
+            code(&format!(r#"{{"type":"reaction","target":3,"key":"{}"}}"#, "x".repeat(33))),
+            Some("invalid_payload")
+        );
+        assert_eq!(code(r#"{"type":"edit","target":3,"body":"x","data":{}}"#), Some("invalid_payload"));
+        assert_eq!(code(r#"{"type":"edit","target":3,"body":"x","reply_to":1}"#), Some("invalid_payload"));
+        assert_eq!(code(r#"{"type":"shout","target":3}"#), Some("invalid_payload"));
+        assert_eq!(code(r#"{"body":"hi","target":3}"#), Some("invalid_payload"), "a message names no target");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 // (com.hivemq:hivemq-mqtt-client) and OkHttp + org.json for the HTTP API. Same behaviour as the
 // tested python-bot: MQTT 5, username = user, password = access token, stamped envelopes, and
 // gap recovery by `seq` from history after every (re)connect (PROTOCOL.md, sections 2 and 8).
-// Files are uploaded over HTTP first, then attached to a message by id (section 11).
+// Files are uploaded over HTTP first, then attached to a message by id (section 11). Edits, deletes
+// and reactions arrive on the same topic and are folded into the message they name (section 4).
 package dev.roost.example
 
 import androidx.lifecycle.ViewModel
@@ -38,12 +39,20 @@ data class Attachment(
     val height: Int? = null,
 )
 
+/** One key given to a message: how many gave it, `me` when the user is one of them. */
+data class Reaction(val key: String, val count: Int, val me: Boolean)
+
+/** A message as its edits, delete and reactions left it. */
 data class Message(
     val seq: Long,
     val from: String,
     val body: String,
     val ts: Long,
     val attachments: List<Attachment> = emptyList(),
+    val editedAt: Long? = null,
+    val deleted: Boolean = false, // a tombstone: body and attachments erased
+    val deletedBy: String? = null,
+    val reactions: List<Reaction> = emptyList(),
 )
 
 /** The answer of POST /v1/rooms/{room}/media; `url` (a path) works without a bearer header for an hour. */
@@ -77,7 +86,9 @@ class RoomViewModel(
     private val http: OkHttpClient = OkHttpClient(),
 ) : ViewModel() {
     private val topic = "rooms/$room/messages"
-    private val shown = sortedMapOf<Long, Message>()
+    private val shown = sortedMapOf<Long, Message>() // messages only; events fold into them
+    private var lastSeq = 0L // the highest seq taken, messages and events: where recovery resumes
+    private var held: MutableList<JSONObject>? = null // live envelopes that wait while recovery runs
     private val _messages = MutableStateFlow<List<Message>>(emptyList())
     val messages: StateFlow<List<Message>> = _messages
     private val _uploadError = MutableStateFlow<String?>(null)
@@ -105,11 +116,31 @@ class RoomViewModel(
     }
 
     fun send(body: String, attachments: List<String> = emptyList()) {
-        // the client's id makes a re-send after a reconnect idempotent
-        val payload = JSONObject().put("id", UUID.randomUUID().toString()).put("body", body)
+        val payload = JSONObject().put("body", body)
         if (attachments.isNotEmpty()) {
             payload.put("attachments", JSONArray(attachments.map { JSONObject().put("media", it) }))
         }
+        publish(payload)
+    }
+
+    /** Replaces the body of one of the user's messages. */
+    fun edit(seq: Long, body: String) {
+        publish(JSONObject().put("type", "edit").put("target", seq).put("body", body))
+    }
+
+    /** Deletes a message: the user's own, or any when the user owns the room. */
+    fun delete(seq: Long) {
+        publish(JSONObject().put("type", "delete").put("target", seq))
+    }
+
+    /** Gives `key` (an emoji) to a message, or takes it back when the user had given it: each call toggles. */
+    fun react(seq: Long, key: String) {
+        publish(JSONObject().put("type", "reaction").put("target", seq).put("key", key))
+    }
+
+    private fun publish(payload: JSONObject) {
+        // the client's id makes a re-send after a reconnect idempotent
+        payload.put("id", UUID.randomUUID().toString())
         client.publishWith().topic(topic).qos(MqttQos.AT_LEAST_ONCE).payload(payload.toString().toByteArray()).send()
     }
 
@@ -156,28 +187,67 @@ class RoomViewModel(
         .build()
 
     private fun subscribeAndRecover() {
+        synchronized(shown) { if (held == null) held = mutableListOf() }
         client.subscribeWith().topicFilter(topic).qos(MqttQos.AT_LEAST_ONCE)
-            .callback { publish -> show(envelope(JSONObject(String(publish.payloadAsBytes)))) }
+            .callback { publish ->
+                val envelope = JSONObject(String(publish.payloadAsBytes))
+                // while a recovery runs it waits in `held`, else it is taken now
+                synchronized(shown) { held?.add(envelope) ?: take(envelope, lastSeq) }
+            }
             .send()
             .thenAccept { viewModelScope.launch { recoverGap() } }
     }
 
-    /** GET /v1/rooms/{room}/messages?after=<highest seq shown>, page by page, oldest first. */
+    /**
+     * GET /v1/rooms/{room}/messages?after=<highest seq taken>, page by page, oldest first; then the
+     * live envelopes that came meanwhile (those the pages had are skipped by `seq`).
+     */
     private suspend fun recoverGap() = withContext(Dispatchers.IO) {
-        while (true) {
-            val after = synchronized(shown) { if (shown.isEmpty()) 0L else shown.lastKey() }
-            val request = Request.Builder()
-                .url("$baseUrl/v1/rooms/$room/messages?after=$after&limit=500")
-                .header("Authorization", "Bearer ${tokens.access}")
-                .build()
-            val page = http.newCall(request).execute().use { JSONObject(it.body!!.string()).getJSONArray("messages") }
-            for (i in 0 until page.length()) show(envelope(page.getJSONObject(i)))
-            if (page.length() < 500) break
+        try {
+            var after = synchronized(shown) { lastSeq }
+            while (true) {
+                val request = Request.Builder()
+                    .url("$baseUrl/v1/rooms/$room/messages?after=$after&limit=500")
+                    .header("Authorization", "Bearer ${tokens.access}")
+                    .build()
+                val page = http.newCall(request).execute().use { JSONObject(it.body!!.string()).getJSONArray("messages") }
+                synchronized(shown) {
+                    for (i in 0 until page.length()) take(page.getJSONObject(i), after)
+                    after = lastSeq
+                }
+                if (page.length() < 500) break
+            }
+        } finally {
+            synchronized(shown) {
+                val live = held.orEmpty()
+                held = null
+                live.forEach { take(it, lastSeq) }
+            }
         }
     }
 
-    private fun envelope(json: JSONObject): Message {
+    /**
+     * Takes one envelope, live or from a page fetched with `after=`, each `seq` once and in order
+     * (caller holds `shown`). A message is shown; an event is folded into the message it targets,
+     * never shown: a page's messages are current as of the page, so its events fold only into
+     * messages held before it (PROTOCOL.md, 4).
+     */
+    private fun take(json: JSONObject, after: Long) {
+        val seq = json.getLong("seq")
+        if (seq <= lastSeq) return // a QoS 1 re-delivery, or one a page already had
+        lastSeq = seq
+        val target = json.optLong("target")
+        if (!json.has("type")) {
+            shown[seq] = message(json)
+        } else if (target <= after) {
+            shown[target]?.let { shown[target] = folded(it, json) }
+        }
+        _messages.value = shown.values.toList()
+    }
+
+    private fun message(json: JSONObject): Message {
         val attachments = json.optJSONArray("attachments") ?: JSONArray()
+        val reactions = json.optJSONArray("reactions") ?: JSONArray()
         return Message(
             json.getLong("seq"), json.getString("from"), json.getString("body"), json.getLong("ts"),
             (0 until attachments.length()).map { i ->
@@ -187,15 +257,38 @@ class RoomViewModel(
                     if (a.has("width")) a.getInt("width") else null, if (a.has("height")) a.getInt("height") else null,
                 )
             },
+            editedAt = if (json.has("edited_at")) json.getLong("edited_at") else null,
+            deleted = json.optBoolean("deleted"),
+            deletedBy = if (json.has("deleted_by")) json.getString("deleted_by") else null,
+            reactions = (0 until reactions.length()).map { i ->
+                val r = reactions.getJSONObject(i)
+                Reaction(r.getString("key"), r.getInt("count"), r.optBoolean("me"))
+            },
         )
     }
 
-    /** Live and recovered messages merge by `seq`: each is shown once, in order. */
-    private fun show(message: Message) {
-        synchronized(shown) {
-            shown[message.seq] = message
-            _messages.value = shown.values.toList()
+    /** `message` as an edit, delete or reaction leaves it. */
+    private fun folded(message: Message, event: JSONObject): Message = when (event.getString("type")) {
+        "edit" -> message.copy(body = event.getString("body"), editedAt = event.getLong("ts"))
+        "delete" -> message.copy(
+            body = "", attachments = emptyList(), reactions = emptyList(), deleted = true, deletedBy = event.getString("from"),
+        )
+        "reaction" -> {
+            val key = event.getString("key")
+            val on = event.getBoolean("on")
+            val given = message.reactions.find { it.key == key } ?: Reaction(key, 0, false)
+            val now = given.copy(
+                count = given.count + if (on) 1 else -1,
+                me = if (event.getString("from") == user) on else given.me,
+            )
+            // keys stay in the order first given; one nobody gives any more goes
+            val reactions = when {
+                message.reactions.any { it.key == key } -> message.reactions.map { if (it.key == key) now else it }
+                else -> message.reactions + now
+            }
+            message.copy(reactions = reactions.filter { it.count > 0 })
         }
+        else -> message
     }
 
     override fun onCleared() {

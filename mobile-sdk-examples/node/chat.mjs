@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // A Roost chat client on the command line (MQTT.js): prints a room's messages as they arrive
-// (with their attachments: name, type, size), uploads the files given with --file and sends each
+// (with their attachments: name, type, size) and the edits, deletes and reactions of earlier ones
+// as one line each, naming the message's seq; uploads the files given with --file and sends each
 // as an attachment, sends the lines given with --send, and with --until exits once a message
 // containing that text arrives (exit 1 after --timeout seconds without it).
 //
@@ -92,8 +93,19 @@ client.on("connect", async () => {
   }
 });
 
+// An event changes the earlier message `target` (PROTOCOL.md, 4); it is never a new message.
+const EVENTS = {
+  edit: (e) => `edited ${e.target}: ${e.body}`,
+  delete: (e) => `deleted ${e.target}`,
+  reaction: (e) => (e.on ? `reacted ${e.key} to ${e.target}` : `took back ${e.key} on ${e.target}`),
+};
+
 client.on("message", (_topic, payload) => {
   const message = JSON.parse(payload.toString());
+  if (message.type) {
+    console.log(`[${message.seq}] ${message.from} ${EVENTS[message.type]?.(message) ?? `${message.type} ${message.target}`}`);
+    return;
+  }
   console.log(`[${message.seq}] ${message.from}: ${message.body}`);
   // expanded by the server: {media, content_type, size, filename, width?, height?}; the bytes
   // are at GET /v1/media/{media} with the bearer header

@@ -3,7 +3,8 @@
 It follows all its rooms on one subscription (`rooms/+/messages`: rooms its owner adds it to
 later too). Commands, as room messages: `!ping` (answers `pong @<sender>`), `!echo <text>`,
 `!stats` (messages seen per sender), `!report` (the same as a text file, uploaded and attached),
-answered in the room they came from. It prints the attachments of the messages it receives
+answered in the room they came from; only messages are commands, never the edits, deletes and
+reactions that share their topic. It prints the attachments of the messages it receives
 (name, type, size). With --send-file PATH it uploads that file to --room once subscribed and
 sends it as an attachment (PROTOCOL.md, 11). With --readings-every N it posts the machine's
 load average to --room every N seconds, the number also in the message's `data`. After a reconnect it fetches what it missed in each room from
@@ -86,13 +87,18 @@ class Bot:
         if envelope["seq"] <= self.last_seq.get(room, 0):
             return
         self.last_seq[room] = envelope["seq"]
+        if "type" in envelope or envelope.get("deleted"):
+            # an edit, delete or reaction of message `target` (PROTOCOL.md, 4), or a deleted message
+            # from history: it moves last_seq on, but is no command and not counted
+            return
         sender, body = envelope["from"], envelope["body"]
         self.seen[sender] += 1
         for attachment in envelope.get("attachments", []):
             print(f"{room} [{envelope['seq']}] {sender}: attachment {attachment['filename']} "
                   f"({attachment['content_type']}, {attachment['size']} bytes) media {attachment['media']}",
                   flush=True)
-        if sender == self.user:
+        if sender == self.user or "edited_at" in envelope:
+            # history shows a message with its newest edit's body: an edit is never a command
             return
         if body == "!ping":
             self.say(room, f"pong @{sender}")

@@ -3,11 +3,40 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// A chat message as a client publishes it on `rooms/{room}/messages`.
+/// What a publish on `rooms/{room}/messages` is: a message, or an event that changes an
+/// earlier message (`target`). Events are numbered and stored like messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    #[default]
+    Message,
+    /// The sender's new body for `target`.
+    Edit,
+    /// `target` erased, by its sender or the room's owner.
+    Delete,
+    /// `key` (an emoji) added to `target` or taken back: each one toggles.
+    Reaction,
+}
+
+impl MessageKind {
+    pub fn is_message(&self) -> bool {
+        *self == Self::Message
+    }
+}
+
+/// A chat message, or an event on one, as a client publishes it on `rooms/{room}/messages`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClientMessage {
     /// Client-chosen id (for retries and local echo); the server makes one when absent.
     pub id: Option<String>,
+    #[serde(rename = "type", default)]
+    pub kind: MessageKind,
+    /// The `seq` of the message an event changes.
+    pub target: Option<i64>,
+    /// A reaction's emoji.
+    pub key: Option<String>,
+    #[serde(default)]
     pub body: String,
     /// Uploads (`POST /v1/rooms/{id}/media`) this message shows; the server expands each.
     #[serde(default)]
@@ -42,14 +71,26 @@ pub struct Attachment {
     pub height: Option<u32>,
 }
 
-/// A stamped chat message: what every subscriber receives and history stores.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A stamped chat message or event: what every subscriber receives and history stores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Envelope {
     pub id: String,
     pub room: String,
-    /// Per-room sequence number: increases with every message, never repeats.
+    /// Per-room sequence number: increases with every message and event, never repeats.
     pub seq: i64,
+    /// Absent for a message.
+    #[serde(rename = "type", default, skip_serializing_if = "MessageKind::is_message")]
+    pub kind: MessageKind,
+    /// The message an event changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<i64>,
+    /// A reaction's emoji.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A reaction's outcome: true when it added `key`, false when it took it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<bool>,
     /// The authenticated sender.
     pub from: String,
     /// Server time, milliseconds since the Unix epoch.
@@ -67,6 +108,15 @@ pub struct Envelope {
     /// ([`mentioned_names`]); absent when none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<String>,
+    /// When the body was last edited (ms since the epoch); set by the store, never stamped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<i64>,
+    /// A tombstone: the message was deleted and its content erased.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Who deleted it: its sender, or the room's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
 }
 
 /// The names a message mentions: each `@name` word of the body (not inside an address such as

@@ -8,7 +8,7 @@ pub mod topic;
 pub use claims::Claims;
 pub use envelope::{
     mentioned_names, to_payload, Attachment, AttachmentRef, ClientMessage, DeviceStatus, Envelope, InboxNotice,
-    PresenceAggregate, PresenceStatus, ReceiptIn, ReceiptStamped, RoomEvent, TypingIn, TypingStamped,
+    MessageKind, PresenceAggregate, PresenceStatus, ReceiptIn, ReceiptStamped, RoomEvent, TypingIn, TypingStamped,
 };
 pub use names::{Name, NameError};
 pub use topic::Topic;

@@ -235,6 +235,40 @@ impl System {
         self.mongo.as_mut().expect("a system on MongoDB")
     }
 
+    /// Every field the store keeps of message (or event) `seq` of `room`, read from the store
+    /// itself, not through Roost; `null` when there is none.
+    pub(crate) async fn stored_row(&self, room: &str, seq: i64) -> Value {
+        match &self.mongo {
+            Some(mongo) => {
+                use mongodb::bson::{doc, Document};
+                let client = mongodb::Client::with_uri_str(mongo.uri()).await.expect("connect to the test server");
+                let messages = client.default_database().expect("a database").collection::<Document>("messages");
+                let found = messages.find_one(doc! {"room": room, "seq": seq}).await.expect("read messages");
+                found.map_or(Value::Null, |doc| mongodb::bson::Bson::Document(doc).into_relaxed_extjson())
+            }
+            None => {
+                use rusqlite::{OpenFlags, OptionalExtension};
+                let path = self.data_dir().join("roost.db");
+                let db = rusqlite::Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open");
+                let mut select = db.prepare("SELECT * FROM messages WHERE room = ?1 AND seq = ?2").expect("select");
+                let names: Vec<String> = select.column_names().into_iter().map(str::to_owned).collect();
+                let row = select.query_row(rusqlite::params![room, seq], |row| {
+                    let field = |i: usize| -> rusqlite::Result<Value> {
+                        Ok(match row.get_ref(i)? {
+                            rusqlite::types::ValueRef::Null => Value::Null,
+                            rusqlite::types::ValueRef::Integer(n) => json!(n),
+                            rusqlite::types::ValueRef::Real(x) => json!(x),
+                            rusqlite::types::ValueRef::Text(text) => json!(String::from_utf8_lossy(text)),
+                            rusqlite::types::ValueRef::Blob(bytes) => json!(bytes),
+                        })
+                    };
+                    names.iter().enumerate().map(|(i, name)| Ok((name.clone(), field(i)?))).collect()
+                });
+                row.optional().expect("read messages").map_or(Value::Null, Value::Object)
+            }
+        }
+    }
+
     /// The process id of `roost serve` (or `roost broker` when split).
     pub(crate) fn pid(&self) -> u32 {
         self.roost.id().expect("roost is running")

@@ -1,5 +1,5 @@
-//! What chat users expect beyond sending (issue 21): replies and mentions, the directory of
-//! public rooms.
+//! What chat users expect beyond sending (issue 21): edits, deletes and reactions, replies and
+//! mentions, the directory of public rooms.
 
 use crate::harness::{next_on, spawn_on_mongo, spawn_system, Agent, System};
 use serde_json::{json, Value};
@@ -129,4 +129,141 @@ async fn replies_answer_messages_of_their_room_and_mentions_name_members_on_sqli
 async fn replies_answer_messages_of_their_room_and_mentions_name_members_on_mongo() {
     let Some(system) = spawn_on_mongo("replies and mentions").await else { return };
     replies_answer_messages_of_their_room_and_mentions_name_members(system).await;
+}
+
+/// `agent` publishes `payload` on `room`'s messages (QoS 1, MQTT 5): the PUBACK's reason code.
+async fn publish_rc(agent: &mut Agent, room: &str, payload: Value) -> i64 {
+    agent.publish(&format!("rooms/{room}/messages"), &payload.to_string(), 1).await;
+    agent.expect("published").await["rc"].as_i64().expect("a reason code")
+}
+
+const NOT_AUTHORIZED: i64 = 0x87;
+const PAYLOAD_FORMAT_INVALID: i64 = 0x99;
+const QUOTA_EXCEEDED: i64 = 0x97;
+
+/// Proves: edits, deletes and reactions are numbered and delivered like messages and change the
+/// message they target. Only the sender edits; the sender or the room's owner deletes, and a
+/// delete erases the body, attachments, data and the text of the edits in the store itself (read
+/// bypassing Roost), drops the reactions and takes the upload it alone showed; a tombstone
+/// cannot be edited, reacted to or deleted again. Reactions toggle, are counted per key with
+/// whether the reader gave it, and are capped at 20 keys a message. Refusals take no seq.
+async fn edits_deletes_and_reactions_change_their_message(system: System) {
+    system.room("lobby", false, "alice", &["bob", "carol"]).await;
+    let mut carol = system.mosquitto_sub("carol", &["rooms/lobby/messages"]).await;
+    let mut alice = Agent::online(&system, "alice", json!({"protocol": 5})).await;
+    let mut bob = Agent::online(&system, "bob", json!({"protocol": 5})).await;
+    let mut carol_says = Agent::online(&system, "carol", json!({"protocol": 5})).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/rooms/lobby/media?filename=plan.txt", system.http))
+        .bearer_auth(system.token("bob", 600))
+        .header("content-type", "text/plain")
+        .body("the secret plan, attached")
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(response.status(), 201);
+    let upload: Value = response.json().await.expect("upload JSON");
+    let media = upload["id"].as_str().expect("an upload id").to_owned();
+
+    let plan = json!({"body": "the secret plan", "attachments": [{"media": media}], "data": {"code": "tiger"}});
+    assert_eq!(publish_rc(&mut bob, "lobby", plan).await, 0);
+    assert_eq!(publish_rc(&mut alice, "lobby", json!({"body": "hi all"})).await, 0);
+    let edit = json!({"type": "edit", "target": 1, "body": "the secret plan, v2"});
+    assert_eq!(publish_rc(&mut bob, "lobby", edit).await, 0);
+    let foreign_edit = json!({"type": "edit", "target": 1, "body": "alice was here"});
+    assert_eq!(publish_rc(&mut alice, "lobby", foreign_edit).await, NOT_AUTHORIZED, "only the sender edits");
+    assert_eq!(
+        publish_rc(&mut bob, "lobby", json!({"type": "edit", "target": 9, "body": "x"})).await,
+        PAYLOAD_FORMAT_INVALID
+    );
+    let reaction = |key: &str, target: i64| json!({"type": "reaction", "target": target, "key": key});
+    assert_eq!(publish_rc(&mut bob, "lobby", reaction("👍", 2)).await, 0);
+    assert_eq!(publish_rc(&mut carol_says, "lobby", reaction("👍", 2)).await, 0);
+    assert_eq!(publish_rc(&mut alice, "lobby", reaction("🎉", 2)).await, 0);
+    assert_eq!(publish_rc(&mut bob, "lobby", reaction("👍", 2)).await, 0, "a toggle: bob takes his back");
+    assert_eq!(publish_rc(&mut bob, "lobby", reaction("👍", 3)).await, PAYLOAD_FORMAT_INVALID, "an event is no target");
+
+    let mut seen = Vec::new();
+    for _ in 1..=7 {
+        seen.push(next_on(&mut carol, "rooms/lobby/messages").await);
+    }
+    let seqs: Vec<i64> = seen.iter().map(|envelope| envelope["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7], "events take the next seq, refusals none");
+    assert_eq!(
+        (seen[2]["type"].as_str(), seen[2]["target"].as_i64(), seen[2]["from"].as_str()),
+        (Some("edit"), Some(1), Some("bob"))
+    );
+    assert_eq!(seen[2]["body"], "the secret plan, v2");
+    assert_eq!((seen[3]["key"].as_str(), seen[3]["on"].as_bool()), (Some("👍"), Some(true)));
+    assert_eq!((seen[6]["key"].as_str(), seen[6]["on"].as_bool()), (Some("👍"), Some(false)));
+
+    let history = system.history("lobby", "carol", "").await; // newest first
+    assert_eq!(history.len(), 7, "events are listed at their seq: {history:?}");
+    let (plan, hi) = (&history[6], &history[5]);
+    assert_eq!(plan["body"], "the secret plan, v2");
+    assert_eq!(plan["edited_at"], seen[2]["ts"]);
+    assert_eq!(hi["reactions"], json!([{"key": "👍", "count": 1, "me": true}, {"key": "🎉", "count": 1, "me": false}]));
+    let as_bob = system.history("lobby", "bob", "?after=1&limit=1").await;
+    assert_eq!(as_bob[0]["reactions"][0], json!({"key": "👍", "count": 1, "me": false}), "me is the reader's");
+    let (status, unread) = system.call("GET", "/v1/rooms/lobby/unread", Some(&system.token("carol", 60)), None).await;
+    assert_eq!((status, &unread["unread"]), (200, &json!(2)), "events are not unread: {unread}");
+
+    // carol is neither sender nor owner; alice owns the room and deletes bob's message
+    assert_eq!(publish_rc(&mut carol_says, "lobby", json!({"type": "delete", "target": 1})).await, NOT_AUTHORIZED);
+    assert_eq!(publish_rc(&mut alice, "lobby", json!({"type": "delete", "target": 1})).await, 0);
+    let deleted = next_on(&mut carol, "rooms/lobby/messages").await;
+    assert_eq!(
+        (deleted["seq"].as_i64(), deleted["type"].as_str(), deleted["from"].as_str()),
+        (Some(8), Some("delete"), Some("alice"))
+    );
+    for gone in [
+        json!({"type": "edit", "target": 1, "body": "v3"}),
+        json!({"type": "delete", "target": 1}),
+        reaction("👍", 1),
+        json!({"body": "re", "reply_to": 1}),
+    ] {
+        let refused = publish_rc(&mut bob, "lobby", gone.clone()).await;
+        assert_eq!(refused, PAYLOAD_FORMAT_INVALID, "a tombstone takes nothing: {gone}");
+    }
+    let tombstone = &system.history("lobby", "carol", "?after=0&limit=1").await[0];
+    assert_eq!(
+        tombstone.as_object().unwrap().keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>(),
+        ["body", "deleted", "deleted_by", "from", "id", "room", "seq", "ts"].into_iter().collect(),
+        "{tombstone}"
+    );
+    assert_eq!(
+        (&tombstone["deleted"], &tombstone["deleted_by"], &tombstone["body"]),
+        (&json!(true), &json!("alice"), &json!(""))
+    );
+    let stored = system.stored_row("lobby", 1).await;
+    let text = stored.to_string();
+    assert!(
+        !text.contains("secret") && !text.contains("tiger") && !text.contains(&media),
+        "erased in the store: {stored}"
+    );
+    let stored_edit = system.stored_row("lobby", 3).await;
+    assert!(!stored_edit.to_string().contains("secret"), "the edit's text too: {stored_edit}");
+    let (status, _) = system.call("GET", &format!("/v1/media/{media}"), Some(&system.token("carol", 60)), None).await;
+    assert_eq!(status, 404, "the upload only it showed is gone");
+
+    // 20 different keys on a message, not 21; a key already given still toggles
+    for n in 0..18 {
+        assert_eq!(publish_rc(&mut bob, "lobby", reaction(&format!("k{n}"), 2)).await, 0, "key {n}");
+    }
+    assert_eq!(publish_rc(&mut bob, "lobby", reaction("k-one-too-many", 2)).await, QUOTA_EXCEEDED);
+    assert_eq!(publish_rc(&mut carol_says, "lobby", reaction("🎉", 2)).await, 0);
+    let hi = &system.history("lobby", "carol", "?after=1&limit=1").await[0];
+    assert_eq!(hi["reactions"].as_array().map(Vec::len), Some(20), "{hi}");
+    assert_eq!(hi["reactions"][1], json!({"key": "🎉", "count": 2, "me": true}));
+}
+
+#[tokio::test]
+async fn edits_deletes_and_reactions_change_their_message_on_sqlite() {
+    edits_deletes_and_reactions_change_their_message(spawn_system().await).await;
+}
+
+#[tokio::test]
+async fn edits_deletes_and_reactions_change_their_message_on_mongo() {
+    let Some(system) = spawn_on_mongo("edits, deletes and reactions").await else { return };
+    edits_deletes_and_reactions_change_their_message(system).await;
 }

@@ -39,7 +39,8 @@ pub(crate) struct MessagePage {
     messages: Vec<ListedMessage>,
 }
 
-/// A stored message as history lists it, with the message it answers.
+/// A stored message (as its edits and delete left it) or event as history lists it, with the
+/// message it answers and its reactions.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ListedMessage {
     #[serde(flatten)]
@@ -47,35 +48,65 @@ pub(crate) struct ListedMessage {
     /// The message `reply_to` names, while history keeps it.
     #[serde(skip_serializing_if = "Option::is_none")]
     quote: Option<Quote>,
+    /// Its reactions: each key with how many gave it, in the order keys were first given.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    reactions: Vec<Reaction>,
 }
 
-/// The message a reply answers, as the reply shows it.
+/// The message a reply answers, as the reply shows it (now: edited, or deleted).
 #[derive(Clone, Serialize, ToSchema)]
 pub(crate) struct Quote {
     seq: i64,
     from: String,
     body: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    deleted: bool,
 }
 
-/// `messages` of `room`, each with the message it answers.
-async fn with_quotes(store: &dyn Store, room: &str, messages: Vec<Envelope>) -> Result<Vec<ListedMessage>, ApiError> {
+/// How many reacted to a message with one key.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Reaction {
+    key: String,
+    count: u64,
+    /// The reader is one of them.
+    me: bool,
+}
+
+/// `messages` of `room`, each with the message it answers and its reactions as `reader` sees them.
+async fn listed(
+    store: &dyn Store,
+    room: &str,
+    reader: &str,
+    messages: Vec<Envelope>,
+) -> Result<Vec<ListedMessage>, ApiError> {
     let targets: Vec<i64> = messages.iter().filter_map(|message| message.reply_to).collect();
     let mut quotes: HashMap<i64, Quote> = HashMap::new();
     if !targets.is_empty() {
         for quoted in store.messages_at(room, &targets).await? {
-            quotes.insert(quoted.seq, Quote { seq: quoted.seq, from: quoted.from, body: quoted.body });
+            let quote = Quote { seq: quoted.seq, from: quoted.from, body: quoted.body, deleted: quoted.deleted };
+            quotes.insert(quoted.seq, quote);
         }
     }
-    let listed = messages
-        .into_iter()
-        .map(|message| ListedMessage { quote: message.reply_to.and_then(|seq| quotes.get(&seq)).cloned(), message });
+    let reacted: Vec<i64> =
+        messages.iter().filter(|message| message.kind.is_message() && !message.deleted).map(|m| m.seq).collect();
+    let mut reactions: HashMap<i64, Vec<Reaction>> = HashMap::new();
+    for count in store.reactions(room, &reacted, reader).await? {
+        let reaction = Reaction { key: count.key, count: count.count, me: count.me };
+        reactions.entry(count.seq).or_default().push(reaction);
+    }
+    let listed = messages.into_iter().map(|message| ListedMessage {
+        quote: message.reply_to.and_then(|seq| quotes.get(&seq)).cloned(),
+        reactions: reactions.remove(&message.seq).unwrap_or_default(),
+        message,
+    });
     Ok(listed.collect())
 }
 
 /// Most messages an unread count looks at; beyond it the count is `capped`.
 const UNREAD_COUNTED: u32 = 100;
 
-/// What a member has not read yet in a room: messages of others after its last receipt.
+/// What a member has not read yet in a room: messages of others after its last receipt (edits,
+/// deletes, reactions and deleted messages aside).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Unread {
     /// The `read_seq` of the member's last receipt (`null`: none yet).
@@ -106,7 +137,7 @@ pub(crate) async fn messages(
         (None, None) => Page::Latest { limit },
     };
     let messages = state.store.messages(&id, page).await?;
-    Ok(Json(MessagePage { messages: with_quotes(state.store.as_ref(), &id, messages).await? }))
+    Ok(Json(MessagePage { messages: listed(state.store.as_ref(), &id, &user, messages).await? }))
 }
 
 #[utoipa::path(get, path = "/v1/rooms/{id}/unread", security(("bearer" = [])), responses(
@@ -122,7 +153,8 @@ pub(crate) async fn unread(
     let page = Page::After { after: last_read.unwrap_or(0), before: None, limit: UNREAD_COUNTED };
     let after = state.store.messages(&id, page).await?;
     let capped = after.len() == UNREAD_COUNTED as usize;
-    let unread = after.iter().filter(|message| message.from != user).count();
+    let unread =
+        after.iter().filter(|message| message.from != user && message.kind.is_message() && !message.deleted).count();
     Ok(Json(Unread { last_read, unread, capped }))
 }
 

@@ -145,8 +145,12 @@ impl Delivery {
     }
 
     /// Queues a push of `message` on every registered device of each member owed one: not the
-    /// sender, not a bot, nobody with a device online, and only as their setting allows.
+    /// sender, not a bot, nobody with a device online, and only as their setting allows. Edits,
+    /// deletes, reactions and deleted messages notify nobody.
     async fn plan(&self, message: &Envelope, now: i64) -> Result<(), StoreError> {
+        if !message.kind.is_message() || message.deleted {
+            return Ok(());
+        }
         let mut direct = None;
         for user in self.membership.members(&message.room) {
             if user == message.from || self.membership.is_bot(&user) || self.presence.is_online(&user).await? {

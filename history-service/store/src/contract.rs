@@ -223,6 +223,16 @@ pub struct Notifications {
     pub muted_until: Option<i64>,
 }
 
+/// How many reacted to a message with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReactionCount {
+    pub seq: i64,
+    pub key: String,
+    pub count: u64,
+    /// The reader is one of them.
+    pub me: bool,
+}
+
 /// Which slice of a room's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -306,10 +316,18 @@ pub trait Store: Send + Sync + 'static {
     async fn return_seq(&self, room: &str, unused: i64, end: i64) -> Result<bool, StoreError>;
     /// Stores stamped messages and receipts. A message whose (room, seq) is stored, or whose
     /// (room, from, id) is (a client's retry after a reconnect), is skipped: stored once.
+    /// An event is stored like a message and applied to its target, unless that is deleted: an
+    /// edit replaces its body (the newest edit wins) and sets `edited_at`; a delete erases its
+    /// body, attachments, data and mentions, the bodies of its edits and its reactions, and makes
+    /// it a tombstone (`deleted`, `deleted_by`); a reaction adds or takes back its sender's key.
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
     /// The messages of `room` numbered `seqs` that history still serves, in seq order.
     async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError>;
+    /// The reactions to the messages of `room` numbered `seqs`: per message, each key with how
+    /// many reacted with it and whether `reader` did, in seq order and then in the order the
+    /// keys were first given.
+    async fn reactions(&self, room: &str, seqs: &[i64], reader: &str) -> Result<Vec<ReactionCount>, StoreError>;
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError>;
     /// Deletes the messages `retention` no longer keeps, in every room; returns how many.
     async fn prune(&self, retention: Retention) -> Result<u64, StoreError>;

@@ -15,7 +15,8 @@ mod sqlite;
 pub use blobs::{BlobError, BlobStream, Blobs, FsBlobs, GridFsBlobs, S3Blobs, S3Config};
 pub use contract::{
     retry_until_ok, Bot, Media, NotificationLevel, Notifications, Page, Presented, PushDevice, PushJob, PushTarget,
-    RefreshToken, Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    ReactionCount, RefreshToken, Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS,
+    UNREAD_CAP,
 };
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use mongo::MongoStore;

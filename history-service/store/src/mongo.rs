@@ -2,8 +2,8 @@
 //! transactions, no change streams; duplicates are recognised by error code 11000 only.
 
 use crate::contract::{
-    name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, RefreshToken,
-    Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, ReactionCount,
+    RefreshToken, Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
@@ -11,7 +11,9 @@ use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{IndexOptions, ReturnDocument, WriteConcern};
 use mongodb::{Client, Collection, Database, IndexModel};
-use roost_protocol::{now_millis, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_protocol::{
+    now_millis, Attachment, Envelope, MessageKind, PresenceAggregate, PresenceStatus, ReceiptStamped,
+};
 use serde::{Deserialize, Serialize};
 
 /// MongoDB's duplicate-key error code.
@@ -64,7 +66,8 @@ impl From<BotDoc> for Bot {
     }
 }
 
-/// An upload; `room_gone`: its room was deleted, the bytes await the sweeper.
+/// An upload; `room_gone`: its room was deleted, or the one message showing it: the bytes await
+/// the sweeper.
 #[derive(Serialize, Deserialize)]
 struct MediaDoc {
     #[serde(rename = "_id")]
@@ -114,12 +117,23 @@ struct PushDeviceDoc {
 }
 
 /// A message as written: due for push planning until a planner queues its pushes, held by its
-/// writer until `push_due` (then by whoever claims it, `push_claim`).
+/// writer until `push_due` (then by whoever claims it, `push_claim`). Events are never due.
 #[derive(Serialize)]
 struct NewMessageDoc<'a> {
     #[serde(flatten)]
     envelope: &'a Envelope,
-    push_due: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    push_due: Option<i64>,
+}
+
+/// One user's reaction with one key to a message; `ts`: the message's, for retention.
+#[derive(Serialize, Deserialize)]
+struct ReactionDoc {
+    room: String,
+    seq: i64,
+    key: String,
+    user: String,
+    ts: i64,
 }
 
 /// A queued push; `lease_until`: a sender holds it until then.
@@ -296,6 +310,10 @@ impl MongoStore {
             .await
             .map_err(unavailable)?;
         self.receipts().create_index(unique(doc! {"room": 1, "user": 1})).await.map_err(unavailable)?;
+        self.reactions_docs()
+            .create_index(unique(doc! {"room": 1, "seq": 1, "key": 1, "user": 1}))
+            .await
+            .map_err(unavailable)?;
         self.media_docs()
             .create_indexes([plain(doc! {"room": 1}), plain(doc! {"uploader": 1})])
             .await
@@ -342,6 +360,9 @@ impl MongoStore {
     fn messages(&self) -> Collection<Envelope> {
         self.db.collection("messages")
     }
+    fn reactions_docs(&self) -> Collection<ReactionDoc> {
+        self.db.collection("reactions")
+    }
     fn receipts(&self) -> Collection<ReceiptDoc> {
         self.db.collection("receipts")
     }
@@ -381,6 +402,80 @@ impl MongoStore {
     /// Adds `count` to the counter `key` and returns the first of the numbers reserved. With
     /// majority write concern a single-document update is linearizable (Jepsen, MongoDB 3.6.4):
     /// no number is handed out twice, across nodes or a failover.
+    /// The message `seq` of `room` unless it is deleted (or an event).
+    async fn live_message(&self, room: &str, seq: i64) -> Result<Option<Envelope>, StoreError> {
+        let live = doc! {"room": room, "seq": seq, "type": null, "deleted_by": null};
+        self.messages().find_one(live).await.map_err(unavailable)
+    }
+
+    /// Applies stored event `event` to the message it targets (the contract's
+    /// [`Store::write_batch`]), in steps that can each be done again.
+    async fn apply_event(&self, event: &Envelope) -> Result<(), StoreError> {
+        let (room, Some(target)) = (event.room.as_str(), event.target) else { return Ok(()) };
+        let live = doc! {"room": room, "seq": target, "type": null, "deleted_by": null};
+        match event.kind {
+            MessageKind::Message => {}
+            MessageKind::Edit => {
+                let mut newer = live.clone();
+                newer.insert("$or", vec![doc! {"edited_seq": null}, doc! {"edited_seq": {"$lt": event.seq}}]);
+                let edit = doc! {"$set": {"body": &event.body, "edited_at": event.ts, "edited_seq": event.seq}};
+                self.messages().update_one(newer, edit).await.map_err(unavailable)?;
+                // an edit that lost the race with a delete keeps no text either
+                if self.live_message(room, target).await?.is_none() {
+                    let own = doc! {"room": room, "seq": event.seq};
+                    self.messages().update_one(own, doc! {"$set": {"body": ""}}).await.map_err(unavailable)?;
+                }
+            }
+            MessageKind::Delete => {
+                let Some(message) = self.live_message(room, target).await? else { return Ok(()) };
+                for Attachment { media, .. } in message.attachments.into_iter().flatten() {
+                    self.release_media(room, target, &media).await?;
+                }
+                self.messages()
+                    .update_many(doc! {"room": room, "target": target, "type": "edit"}, doc! {"$set": {"body": ""}})
+                    .await
+                    .map_err(unavailable)?;
+                self.reactions_docs().delete_many(doc! {"room": room, "seq": target}).await.map_err(unavailable)?;
+                let erase = doc! {
+                    "$set": {"body": "", "deleted": true, "deleted_by": &event.from},
+                    "$unset": {"attachments": "", "data": "", "mentions": "", "reply_to": "", "edited_at": "",
+                               "push_due": "", "push_claim": ""},
+                };
+                self.messages().update_one(live, erase).await.map_err(unavailable)?;
+            }
+            MessageKind::Reaction => {
+                let (Some(key), Some(on)) = (event.key.as_deref(), event.on) else { return Ok(()) };
+                let mine = doc! {"room": room, "seq": target, "key": key, "user": &event.from};
+                if !on {
+                    self.reactions_docs().delete_one(mine).await.map_err(unavailable)?;
+                } else if let Some(message) = self.live_message(room, target).await? {
+                    self.reactions_docs()
+                        .update_one(mine, doc! {"$setOnInsert": {"ts": message.ts}})
+                        .upsert(true)
+                        .await
+                        .map(drop)
+                        .or_else(|e| if is_duplicate(&e) { Ok(()) } else { Err(unavailable(e)) })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Message `seq` of `room`, which showed upload `media`, is being deleted: an older message
+    /// still showing it keeps it; otherwise it goes at once, as with its room (`room_gone`), and
+    /// the sweeper deletes its bytes.
+    async fn release_media(&self, room: &str, seq: i64, media: &str) -> Result<(), StoreError> {
+        let older =
+            doc! {"room": room, "seq": {"$lt": seq}, "type": null, "deleted_by": null, "attachments.media": media};
+        let still_shown = self.messages().find_one(older).sort(doc! {"seq": -1}).await.map_err(unavailable)?;
+        let change = match still_shown {
+            Some(shown) => doc! {"$set": {"referenced_by": shown.seq}},
+            None => doc! {"$set": {"room_gone": true}},
+        };
+        self.media_docs().update_one(doc! {"_id": media, "referenced_by": seq}, change).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     async fn reserve(&self, key: &str, count: i64) -> Result<i64, StoreError> {
         let counter = self
             .counters()
@@ -524,6 +619,7 @@ impl Store for MongoStore {
         self.members().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         self.receipts().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         self.messages().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
+        self.reactions_docs().delete_many(doc! {"room": id}).await.map_err(unavailable)?;
         self.rooms().delete_one(doc! {"_id": id}).await.map_err(unavailable)?;
         self.media_docs()
             .update_many(doc! {"room": id}, doc! {"$set": {"room_gone": true}})
@@ -602,12 +698,22 @@ impl Store for MongoStore {
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
         if !messages.is_empty() {
             let held_until = now_millis() + PUSH_DUE_HOLD_MS;
-            let docs = messages.iter().map(|envelope| NewMessageDoc { envelope, push_due: held_until });
+            let docs = messages
+                .iter()
+                .map(|envelope| NewMessageDoc { envelope, push_due: envelope.kind.is_message().then_some(held_until) });
             match self.db.collection::<NewMessageDoc>("messages").insert_many(docs).ordered(false).await {
                 Ok(_) => {}
                 // a replayed batch: the stored copies stand
                 Err(e) if is_duplicate(&e) => {}
                 Err(e) => return Err(unavailable(e)),
+            }
+            for event in messages.iter().filter(|envelope| !envelope.kind.is_message()) {
+                // applied again when a failed batch is replayed (each step can be), never for a
+                // client's retry stored before under another seq
+                let stored = doc! {"room": &event.room, "seq": event.seq, "id": &event.id};
+                if self.messages().find_one(stored).await.map_err(unavailable)?.is_some() {
+                    self.apply_event(event).await?;
+                }
             }
         }
         for r in receipts {
@@ -659,6 +765,27 @@ impl Store for MongoStore {
         Ok(out)
     }
 
+    async fn reactions(&self, room: &str, seqs: &[i64], reader: &str) -> Result<Vec<ReactionCount>, StoreError> {
+        let filter = doc! {"room": room, "seq": {"$in": seqs}};
+        let mut cursor =
+            self.reactions_docs().find(filter).sort(doc! {"seq": 1, "_id": 1}).await.map_err(unavailable)?;
+        let mut counts: Vec<ReactionCount> = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            let reaction = cursor.deserialize_current().map_err(unavailable)?;
+            let me = reaction.user == reader;
+            // sorted by seq: only the counts of the same message are looked through
+            let same_message = counts.iter_mut().rev().take_while(|count| count.seq == reaction.seq);
+            match same_message.into_iter().find(|count| count.key == reaction.key) {
+                Some(count) => {
+                    count.count += 1;
+                    count.me |= me;
+                }
+                None => counts.push(ReactionCount { seq: reaction.seq, key: reaction.key, count: 1, me }),
+            }
+        }
+        Ok(counts)
+    }
+
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError> {
         let receipt = self.receipts().find_one(doc! {"room": room, "user": user}).await.map_err(unavailable)?;
         Ok(receipt.map(|r| r.read_seq))
@@ -669,6 +796,7 @@ impl Store for MongoStore {
         if let Some(cutoff) = retention.older_than {
             pruned +=
                 self.messages().delete_many(doc! {"ts": {"$lt": cutoff}}).await.map_err(unavailable)?.deleted_count;
+            self.reactions_docs().delete_many(doc! {"ts": {"$lt": cutoff}}).await.map_err(unavailable)?;
         }
         if let Some(keep) = retention.keep_per_room {
             let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -688,7 +816,8 @@ impl Store for MongoStore {
                     .map_err(unavailable)?;
                 if let Some(newest_gone) = newest_gone {
                     let filter = doc! {"room": &room, "seq": {"$lte": newest_gone.seq}};
-                    pruned += self.messages().delete_many(filter).await.map_err(unavailable)?.deleted_count;
+                    pruned += self.messages().delete_many(filter.clone()).await.map_err(unavailable)?.deleted_count;
+                    self.reactions_docs().delete_many(filter).await.map_err(unavailable)?;
                 }
             }
         }
@@ -753,7 +882,7 @@ impl Store for MongoStore {
             let gone = match (media.room_gone, media.referenced_by) {
                 (false, Some(seq)) => self
                     .messages()
-                    .find_one(doc! {"room": &media.room, "seq": seq})
+                    .find_one(doc! {"room": &media.room, "seq": seq, "deleted_by": null})
                     .await
                     .map_err(unavailable)?
                     .is_none(),
@@ -971,7 +1100,9 @@ impl Store for MongoStore {
             let read = self.last_read(&room, user).await?.unwrap_or(0);
             let count = self
                 .messages()
-                .count_documents(doc! {"room": &room, "seq": {"$gt": read}, "from": {"$ne": user}})
+                .count_documents(doc! {
+                    "room": &room, "seq": {"$gt": read}, "from": {"$ne": user}, "type": null, "deleted_by": null,
+                })
                 .limit(UNREAD_CAP)
                 .await
                 .map_err(unavailable)?;

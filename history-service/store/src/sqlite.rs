@@ -1,12 +1,12 @@
 //! The embedded store: SQLite in WAL mode, one connection driven from the blocking pool.
 
 use crate::contract::{
-    name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, RefreshToken, Retention, Room,
-    Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, ReactionCount, RefreshToken,
+    Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
 use async_trait::async_trait;
-use roost_protocol::{now_millis, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_protocol::{now_millis, Envelope, MessageKind, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -71,10 +71,27 @@ CREATE TABLE IF NOT EXISTS messages (
     reply_to INTEGER,
     data TEXT,
     mentions TEXT,
+    -- an event (edit, delete, reaction) and the seq of the message it changes; NULL: a message
+    kind TEXT,
+    target INTEGER,
+    reaction_key TEXT,
+    reaction_on INTEGER,
+    -- a message's newest edit (its time and seq) and, for a tombstone, who deleted it
+    edited_at INTEGER,
+    edited_seq INTEGER,
+    deleted_by TEXT,
     PRIMARY KEY (room, seq)
 );
 -- a client's retry of a message (same id) after a reconnect is stored once
 CREATE UNIQUE INDEX IF NOT EXISTS messages_by_client_id ON messages (room, sender, id);
+-- who reacted to which message with what; rowid: the order keys were first given
+CREATE TABLE IF NOT EXISTS reactions (
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    user TEXT NOT NULL,
+    PRIMARY KEY (room, seq, key, user)
+);
 CREATE TABLE IF NOT EXISTS receipts (
     room TEXT NOT NULL,
     user TEXT NOT NULL,
@@ -88,7 +105,7 @@ CREATE TABLE IF NOT EXISTS presence (
     devices INTEGER NOT NULL,
     last_seen INTEGER
 );
--- uploads; room_gone: the room was deleted, the bytes await the sweeper
+-- uploads; room_gone: its room was deleted, or the one message showing it: the bytes await the sweeper
 CREATE TABLE IF NOT EXISTS media (
     id TEXT PRIMARY KEY,
     room TEXT NOT NULL,
@@ -211,12 +228,21 @@ impl SqliteStore {
 const INDEXES_ON_ADDED_COLUMNS: &str = "
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_family ON refresh_tokens (family);
 CREATE INDEX IF NOT EXISTS refresh_tokens_by_expiry ON refresh_tokens (expires_at);
+-- the events of a message, for a delete to erase its edits; messages are left out
+CREATE INDEX IF NOT EXISTS messages_by_target ON messages (room, target) WHERE target IS NOT NULL;
 ";
 
 /// Columns added after their table was first released, as `(table, column, type)`.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("messages", "data", "TEXT"),
     ("messages", "mentions", "TEXT"),
+    ("messages", "kind", "TEXT"),
+    ("messages", "target", "INTEGER"),
+    ("messages", "reaction_key", "TEXT"),
+    ("messages", "reaction_on", "INTEGER"),
+    ("messages", "edited_at", "INTEGER"),
+    ("messages", "edited_seq", "INTEGER"),
+    ("messages", "deleted_by", "TEXT"),
     ("room_seq", "floor", "INTEGER NOT NULL DEFAULT 0"),
     ("refresh_tokens", "family", "TEXT"),
     ("refresh_tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
@@ -275,7 +301,97 @@ fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
         reply_to: row.get(7)?,
         data: from_json_text(row.get(8)?),
         mentions: from_json_text(row.get(9)?).unwrap_or_default(),
+        kind: row.get::<_, Option<String>>(10)?.and_then(|name| kind_named(&name)).unwrap_or_default(),
+        target: row.get(11)?,
+        key: row.get(12)?,
+        on: row.get(13)?,
+        edited_at: row.get(14)?,
+        deleted: row.get::<_, Option<String>>(15)?.is_some(),
+        deleted_by: row.get(15)?,
     })
+}
+
+/// How the `kind` column names an event; NULL for a message.
+fn kind_name(kind: MessageKind) -> Option<String> {
+    match serde_json::to_value(kind) {
+        Ok(serde_json::Value::String(name)) if !kind.is_message() => Some(name),
+        _ => None,
+    }
+}
+
+fn kind_named(name: &str) -> Option<MessageKind> {
+    serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+}
+
+/// Applies stored event `event` to the message it targets (the contract's
+/// [`Store::write_batch`]); `row` is the event's rowid.
+fn apply_event(tx: &rusqlite::Transaction<'_>, event: &Envelope, row: i64) -> rusqlite::Result<()> {
+    let (room, Some(target)) = (&event.room, event.target) else { return Ok(()) };
+    const LIVE: &str = "room = ?1 AND seq = ?2 AND kind IS NULL AND deleted_by IS NULL";
+    match event.kind {
+        MessageKind::Message => {}
+        MessageKind::Edit => {
+            tx.prepare_cached(&format!(
+                "UPDATE messages SET body = ?3, edited_at = ?4, edited_seq = ?5
+                 WHERE {LIVE} AND coalesce(edited_seq, 0) < ?5"
+            ))?
+            .execute(params![room, target, event.body, event.ts, event.seq])?;
+            // an edit that lost the race with a delete keeps no text either
+            tx.prepare_cached(&format!(
+                "UPDATE messages SET body = '' WHERE rowid = ?3 AND NOT EXISTS (SELECT 1 FROM messages WHERE {LIVE})"
+            ))?
+            .execute(params![room, target, row])?;
+        }
+        MessageKind::Delete => {
+            let attachments: Option<Option<String>> = tx
+                .prepare_cached(&format!("SELECT attachments FROM messages WHERE {LIVE}"))?
+                .query_row(params![room, target], |r| r.get(0))
+                .optional()?;
+            let Some(attachments) = attachments else { return Ok(()) };
+            tx.prepare_cached(&format!(
+                "UPDATE messages SET body = '', attachments = NULL, data = NULL, mentions = NULL, reply_to = NULL,
+                     edited_at = NULL, deleted_by = ?3 WHERE {LIVE}"
+            ))?
+            .execute(params![room, target, event.from])?;
+            tx.prepare_cached("UPDATE messages SET body = '' WHERE room = ?1 AND target = ?2 AND kind = 'edit'")?
+                .execute(params![room, target])?;
+            tx.prepare_cached("DELETE FROM reactions WHERE room = ?1 AND seq = ?2")?.execute(params![room, target])?;
+            tx.prepare_cached(
+                "DELETE FROM push_due WHERE msg = (SELECT rowid FROM messages WHERE room = ?1 AND seq = ?2)",
+            )?
+            .execute(params![room, target])?;
+            let shown: Vec<roost_protocol::Attachment> = from_json_text(attachments).unwrap_or_default();
+            for attachment in shown {
+                // an older message still showing the upload keeps it; else it goes at once
+                tx.prepare_cached(
+                    "UPDATE media SET referenced_by = (
+                         SELECT max(seq) FROM messages WHERE room = ?1 AND kind IS NULL AND deleted_by IS NULL
+                         AND attachments LIKE '%\"media\":\"' || ?3 || '\"%')
+                     WHERE id = ?3 AND referenced_by = ?2
+                     AND EXISTS (SELECT 1 FROM messages WHERE room = ?1 AND seq < ?2 AND kind IS NULL
+                         AND deleted_by IS NULL AND attachments LIKE '%\"media\":\"' || ?3 || '\"%')",
+                )?
+                .execute(params![room, target, attachment.media])?;
+                tx.prepare_cached("UPDATE media SET room_gone = 1 WHERE id = ?1 AND referenced_by = ?2")?
+                    .execute(params![attachment.media, target])?;
+            }
+        }
+        MessageKind::Reaction => match (event.key.as_deref(), event.on) {
+            (Some(key), Some(true)) => {
+                tx.prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO reactions (room, seq, key, user)
+                     SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM messages WHERE {LIVE})"
+                ))?
+                .execute(params![room, target, key, event.from])?;
+            }
+            (Some(key), Some(false)) => {
+                tx.prepare_cached("DELETE FROM reactions WHERE room = ?1 AND seq = ?2 AND key = ?3 AND user = ?4")?
+                    .execute(params![room, target, key, event.from])?;
+            }
+            _ => {}
+        },
+    }
+    Ok(())
 }
 
 fn media_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Media> {
@@ -298,7 +414,11 @@ const ROOM_COLUMNS: &str = "id, private, owner, direct, created_at";
 const MEDIA_COLUMNS: &str =
     "id, room, uploader, content_type, size, sha256, filename, width, height, created_at, referenced_by";
 const BOT_COLUMNS: &str = "name, owner, token_id, created_at";
-const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to, data, mentions";
+const MESSAGE_COLUMNS: &str = "room, seq, id, sender, ts, body, attachments, reply_to, data, mentions, kind, target, \
+     reaction_key, reaction_on, edited_at, deleted_by";
+/// What a message or event is stored with; the rest is the store's, set by later events.
+const STAMPED_COLUMNS: &str =
+    "room, seq, id, sender, ts, body, attachments, reply_to, data, mentions, kind, target, reaction_key, reaction_on";
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -457,7 +577,7 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.with(move |c| {
             let tx = c.transaction()?;
-            for table in ["members", "receipts", "messages"] {
+            for table in ["members", "receipts", "messages", "reactions"] {
                 tx.execute(&format!("DELETE FROM {table} WHERE room = ?1"), [&id])?;
             }
             tx.execute("DELETE FROM rooms WHERE id = ?1", [&id])?;
@@ -565,7 +685,8 @@ impl Store for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut insert = tx.prepare_cached(&format!(
-                    "INSERT OR IGNORE INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                    "INSERT OR IGNORE INTO messages ({STAMPED_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ))?;
                 // a rowid freed by a deleted message can come back: the new message is the due one
                 let mut due = tx.prepare_cached("INSERT OR REPLACE INTO push_due (msg, lease_until) VALUES (?1, ?2)")?;
@@ -583,10 +704,16 @@ impl Store for SqliteStore {
                         attachments,
                         m.reply_to,
                         data,
-                        mentions
+                        mentions,
+                        kind_name(m.kind),
+                        m.target,
+                        m.key,
+                        m.on
                     ])?;
-                    if stored == 1 {
-                        due.execute([tx.last_insert_rowid(), held_until])?;
+                    match stored {
+                        1 if m.kind.is_message() => drop(due.execute([tx.last_insert_rowid(), held_until])?),
+                        1 => apply_event(&tx, m, tx.last_insert_rowid())?,
+                        _ => {}
                     }
                 }
                 let mut read = tx.prepare_cached(
@@ -640,6 +767,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn reactions(&self, room: &str, seqs: &[i64], reader: &str) -> Result<Vec<ReactionCount>, StoreError> {
+        let (room, mut seqs, reader) = (room.to_owned(), seqs.to_vec(), reader.to_owned());
+        seqs.sort_unstable();
+        seqs.dedup();
+        self.with(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT key, count(*), max(user = ?3) FROM reactions WHERE room = ?1 AND seq = ?2
+                 GROUP BY key ORDER BY min(rowid)",
+            )?;
+            let mut found = Vec::new();
+            for seq in seqs {
+                let rows = stmt.query_map(params![room, seq, reader], |r| {
+                    Ok(ReactionCount { seq, key: r.get(0)?, count: r.get(1)?, me: r.get(2)? })
+                })?;
+                found.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     async fn last_read(&self, room: &str, user: &str) -> Result<Option<i64>, StoreError> {
         let (room, user) = (room.to_owned(), user.to_owned());
         self.with(move |c| {
@@ -667,6 +815,13 @@ impl Store for SqliteStore {
                              FROM messages)
                          WHERE newer > ?1)",
                     [keep],
+                )?;
+            }
+            if pruned > 0 {
+                tx.execute(
+                    "DELETE FROM reactions WHERE NOT EXISTS
+                       (SELECT 1 FROM messages m WHERE m.room = reactions.room AND m.seq = reactions.seq)",
+                    [],
                 )?;
             }
             tx.commit()?;
@@ -743,7 +898,7 @@ impl Store for SqliteStore {
                 "SELECT {MEDIA_COLUMNS} FROM media m WHERE room_gone = 1
                     OR (referenced_by IS NULL AND created_at < ?1)
                     OR (referenced_by IS NOT NULL AND referenced_at < ?2 AND NOT EXISTS
-                        (SELECT 1 FROM messages WHERE room = m.room AND seq = m.referenced_by))
+                        (SELECT 1 FROM messages WHERE room = m.room AND seq = m.referenced_by AND deleted_by IS NULL))
                  LIMIT ?3"
             ))?;
             let rows = stmt.query_map(params![unused_before, referenced_before, limit], media_from_row)?;
@@ -979,7 +1134,8 @@ impl Store for SqliteStore {
         self.with(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT mb.room, (SELECT count(*) FROM (SELECT 1 FROM messages m
-                     WHERE m.room = mb.room AND m.seq > coalesce(r.read_seq, 0) AND m.sender != mb.user LIMIT ?2))
+                     WHERE m.room = mb.room AND m.seq > coalesce(r.read_seq, 0) AND m.sender != mb.user
+                     AND m.kind IS NULL AND m.deleted_by IS NULL LIMIT ?2))
                  FROM members mb LEFT JOIN receipts r ON r.room = mb.room AND r.user = mb.user
                  WHERE mb.user = ?1",
             )?;
@@ -1181,6 +1337,7 @@ mod tests {
             reply_to: None,
             data: reading.as_object().cloned(),
             mentions: vec!["bob".into()],
+            ..Envelope::default()
         };
         store.write_batch(std::slice::from_ref(&newer), &[]).await.unwrap();
         let stored = store.messages("lobby", Page::Latest { limit: 5 }).await.unwrap();

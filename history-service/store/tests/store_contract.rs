@@ -3,10 +3,12 @@
 //!
 //! The MongoDB half needs `secantusd-rs` (see `tests/support/mongo.rs`).
 
-use roost_protocol::{now_millis, Attachment, Envelope, PresenceAggregate, PresenceStatus, ReceiptStamped};
+use roost_protocol::{
+    now_millis, Attachment, Envelope, MessageKind, PresenceAggregate, PresenceStatus, ReceiptStamped,
+};
 use roost_store::{
     Bot, Directive, Media, MongoStore, NotificationLevel, Notifications, Page, Presented, PushDevice, PushJob,
-    PushTarget, RefreshToken, Retention, Room, SqliteStore, Store, StoreError, PUSH_DUE_HOLD_MS,
+    PushTarget, ReactionCount, RefreshToken, Retention, Room, SqliteStore, Store, StoreError, PUSH_DUE_HOLD_MS,
 };
 use std::sync::Arc;
 
@@ -61,10 +63,13 @@ fn envelope(room: &str, seq: i64) -> Envelope {
         ts: 1_700_000_000_000 + seq,
         body: format!("hello {seq}"),
         attachments: None,
-        reply_to: None,
-        data: None,
-        mentions: Vec::new(),
+        ..Envelope::default()
     }
+}
+
+/// Event `seq` of alice's (unless `from` says otherwise) on message `target` of `room`.
+fn event(room: &str, seq: i64, kind: MessageKind, target: i64, from: &str) -> Envelope {
+    Envelope { kind, target: Some(target), from: from.into(), body: String::new(), ..envelope(room, seq) }
 }
 
 fn room(id: &str, owner: &str) -> Room {
@@ -433,6 +438,102 @@ async fn media_records_live_until_swept(backend: impl Backend) {
     assert_eq!(store.media_bytes_of("alice").await.unwrap(), 30);
 }
 
+async fn events_change_their_message_and_a_delete_erases_it(backend: impl Backend) {
+    let store = backend.open().await;
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    store.put_media(&media("cat", "lobby", "bob", 10, 1_000)).await.unwrap();
+    store.put_media(&media("dog", "lobby", "bob", 10, 1_000)).await.unwrap();
+    let shows = |media: &[&str]| {
+        let attachment = |id: &&str| Attachment {
+            media: (*id).into(),
+            content_type: "image/png".into(),
+            size: 10,
+            filename: format!("{id}.png"),
+            width: None,
+            height: None,
+        };
+        Some(media.iter().map(attachment).collect::<Vec<_>>())
+    };
+    let bobs = Envelope {
+        from: "bob".into(),
+        attachments: shows(&["cat", "dog"]),
+        reply_to: Some(1),
+        data: serde_json::json!({"secret": 1}).as_object().cloned(),
+        mentions: vec!["alice".into()],
+        ..envelope("lobby", 2)
+    };
+    let older = Envelope { attachments: shows(&["dog"]), ..envelope("lobby", 1) };
+    let reacted = |on: bool, key: &str, from: &str, seq: i64| Envelope {
+        key: Some(key.into()),
+        on: Some(on),
+        ..event("lobby", seq, MessageKind::Reaction, 2, from)
+    };
+    let edit =
+        |seq: i64, body: &str| Envelope { body: body.into(), ..event("lobby", seq, MessageKind::Edit, 2, "bob") };
+    store.write_batch(&[older, bobs], &[]).await.unwrap();
+    for seq in [1, 2] {
+        store.reference_media(if seq == 1 { "dog" } else { "cat" }, seq).await.unwrap();
+    }
+    store.reference_media("dog", 2).await.unwrap();
+    // two edits in one batch and one replayed: the newest wins
+    store.write_batch(&[edit(3, "first fix"), edit(4, "second fix")], &[]).await.unwrap();
+    store.write_batch(&[edit(3, "first fix")], &[]).await.unwrap();
+    store
+        .write_batch(
+            &[reacted(true, "👍", "carol", 5), reacted(true, "🎉", "alice", 6), reacted(true, "👍", "alice", 7)],
+            &[],
+        )
+        .await
+        .unwrap();
+    store.write_batch(&[reacted(false, "🎉", "alice", 8)], &[]).await.unwrap();
+    let at = |seq: i64| {
+        let store = store.clone();
+        async move { store.messages_at("lobby", &[seq]).await.unwrap().pop().expect("stored") }
+    };
+    let edited = at(2).await;
+    assert_eq!((edited.body.as_str(), edited.edited_at), ("second fix", Some(1_700_000_000_004)));
+    assert!(!edited.deleted);
+    let count = |key: &str, count: u64, me: bool| ReactionCount { seq: 2, key: key.into(), count, me };
+    assert_eq!(store.reactions("lobby", &[1, 2], "alice").await.unwrap(), [count("👍", 2, true)]);
+    assert_eq!(store.reactions("lobby", &[2], "bob").await.unwrap(), [count("👍", 2, false)]);
+    let events = store.messages("lobby", Page::After { after: 2, before: None, limit: 10 }).await.unwrap();
+    assert_eq!(events.len(), 6, "events are stored at their own seq");
+    assert_eq!((events[5].kind, events[5].target, events[5].on), (MessageKind::Reaction, Some(2), Some(false)));
+    assert_eq!(store.unread("carol").await.unwrap(), Vec::<(String, u64)>::new(), "carol is no member");
+    store.add_member("lobby", "carol").await.unwrap();
+    assert_eq!(store.unread("carol").await.unwrap(), [("lobby".to_owned(), 2)], "events are not unread");
+
+    // the owner deletes bob's message: erased in the store, its edits' text and reactions too
+    store.write_batch(&[event("lobby", 9, MessageKind::Delete, 2, "alice")], &[]).await.unwrap();
+    let tombstone = at(2).await;
+    assert_eq!(
+        tombstone,
+        Envelope {
+            from: "bob".into(),
+            body: String::new(),
+            deleted: true,
+            deleted_by: Some("alice".into()),
+            ..envelope("lobby", 2)
+        }
+    );
+    for seq in [3, 4] {
+        assert_eq!(at(seq).await.body, "", "an edit keeps no text of a deleted message");
+    }
+    assert!(store.reactions("lobby", &[2], "alice").await.unwrap().is_empty());
+    // nothing changes a tombstone: a late edit leaves no text, a late reaction is not kept
+    store.write_batch(&[edit(10, "too late"), reacted(true, "👍", "carol", 11)], &[]).await.unwrap();
+    assert_eq!((at(2).await.body, at(10).await.body), (String::new(), String::new()));
+    assert!(store.reactions("lobby", &[2], "carol").await.unwrap().is_empty());
+    assert_eq!(store.unread("carol").await.unwrap(), [("lobby".to_owned(), 1)], "a tombstone is not unread");
+
+    // "cat" was shown by the deleted message alone: gone at once; "dog" is still shown by message 1
+    assert_eq!(store.media("cat").await.unwrap(), None);
+    let swept: Vec<String> =
+        store.sweepable_media(0, now_millis() + 1_000, 10).await.unwrap().into_iter().map(|m| m.id).collect();
+    assert_eq!(swept, ["cat"]);
+    assert_eq!(store.media("dog").await.unwrap().unwrap().referenced_by, Some(1));
+}
+
 async fn push_registrations_and_notification_settings(backend: impl Backend) {
     let store = backend.open().await;
     let device = |id: &str, device: &str, target: PushTarget| PushDevice {
@@ -602,6 +703,7 @@ macro_rules! contract {
             run!(receipts_keep_the_furthest_read);
             run!(retention_prunes_by_age_and_count);
             run!(media_records_live_until_swept);
+            run!(events_change_their_message_and_a_delete_erases_it);
             run!(push_registrations_and_notification_settings);
             run!(pushes_are_planned_once_queued_folded_and_survive_a_restart);
             run!(a_lease_has_one_holder_until_it_lapses);

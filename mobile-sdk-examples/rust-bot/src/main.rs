@@ -1,5 +1,6 @@
 //! A Roost bot with rumqttc: watches a room for sensor readings (messages with
-//! `"data":{"celsius":21.4}`) and, after every `--every` of them, posts their average.
+//! `"data":{"celsius":21.4}`) and, after every `--every` of them, posts their average. Edits,
+//! deletes and reactions share the topic (with a `type`); they are never readings.
 //! `--once` exits after the first report.
 //!
 //!     ROOST_USER=averager ROOST_TOKEN=<bot token> cargo run -p roost-rust-bot -- --room lab --every 3
@@ -35,6 +36,15 @@ fn options() -> Options {
         }
     }
     options
+}
+
+/// The reading a room envelope carries: a message's `data.celsius`. Chat messages have none, and
+/// events (`"type":"edit"|"delete"|"reaction"`, PROTOCOL.md 4) are not readings.
+fn reading(envelope: &Value) -> Option<f64> {
+    if envelope.get("type").is_some() {
+        return None;
+    }
+    envelope["data"]["celsius"].as_f64()
 }
 
 /// The average of `readings` as a room message: a line for people, the numbers in `data`.
@@ -78,8 +88,7 @@ async fn main() {
             Event::Incoming(Packet::SubAck(_)) => println!("ready"),
             Event::Incoming(Packet::Publish(publish)) => {
                 let Ok(message) = serde_json::from_slice::<Value>(&publish.payload) else { continue };
-                // a reading carries its value in `data`; chat messages have none
-                let Some(value) = message["data"]["celsius"].as_f64() else { continue };
+                let Some(value) = reading(&message) else { continue };
                 readings.push(value);
                 if readings.len() < options.every {
                     continue;
@@ -103,7 +112,7 @@ async fn main() {
 
 #[cfg(test)]
 mod tests {
-    use super::average_message;
+    use super::{average_message, reading};
     use serde_json::json;
 
     #[test]
@@ -112,5 +121,13 @@ mod tests {
             average_message(&[21.0, 22.0, 23.5]),
             json!({"body": "average 22.2 C over 3 readings", "data": {"celsius": 22.166666666666668, "readings": 3}})
         );
+    }
+
+    #[test]
+    fn only_messages_are_readings() {
+        assert_eq!(reading(&json!({"seq": 4, "body": "21.5 C", "data": {"celsius": 21.5}})), Some(21.5));
+        assert_eq!(reading(&json!({"seq": 5, "body": "lunch?"})), None);
+        assert_eq!(reading(&json!({"seq": 6, "type": "edit", "target": 4, "body": "21.6 C"})), None);
+        assert_eq!(reading(&json!({"seq": 7, "type": "reaction", "target": 4, "key": "👍", "on": true})), None);
     }
 }
