@@ -267,3 +267,72 @@ async fn edits_deletes_and_reactions_change_their_message_on_mongo() {
     let Some(system) = spawn_on_mongo("edits, deletes and reactions").await else { return };
     edits_deletes_and_reactions_change_their_message(system).await;
 }
+
+/// `user` searches `path` (`/v1/search?...` or `/v1/rooms/{id}/search?...`): the status, the
+/// `room/seq` of each message found and the `next` cursor.
+async fn search(system: &System, user: &str, path: &str) -> (u16, Vec<String>, Option<String>) {
+    let (status, body) = system.call("GET", path, Some(&system.token(user, 600)), None).await;
+    let found = body["messages"].as_array().into_iter().flatten();
+    let found = found.map(|m| format!("{}/{}", m["room"].as_str().unwrap(), m["seq"])).collect();
+    (status, found, body["next"].as_str().map(str::to_owned))
+}
+
+/// Proves: search finds messages by all their words (whole words, case aside) in one room or
+/// across every room the reader is a member of, newest first, in pages chained by `next`;
+/// an edited message by its new text, never an event, never a deleted message, never a room
+/// the reader is not (or no longer) in; a query without words is a 400.
+async fn search_finds_what_was_said_in_the_readers_rooms(system: System) {
+    system.room("lobby", false, "alice", &["bob"]).await;
+    system.room("attic", true, "alice", &[]).await;
+    let mut alice = Agent::online(&system, "alice", json!({"protocol": 5})).await;
+    for (room, body) in [
+        ("lobby", "Pizza for lunch?"),
+        ("attic", "secret pizza stash"),
+        ("lobby", "no pizza, sushi"),
+        ("lobby", "pizza party friday"),
+        ("attic", "the attic pizza oven"),
+    ] {
+        assert_eq!(publish_rc(&mut alice, room, json!({ "body": body })).await, 0);
+        // a millisecond apart at least: across rooms, results come by time
+        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+    }
+    let (status, found, next) = search(&system, "bob", "/v1/rooms/lobby/search?q=PIZZA&limit=2").await;
+    assert_eq!((status, found, next.as_deref()), (200, vec!["lobby/3".into(), "lobby/2".into()], Some("2")));
+    let (_, found, next) = search(&system, "bob", "/v1/rooms/lobby/search?q=pizza&limit=2&before=2").await;
+    assert_eq!((found, next), (vec!["lobby/1".to_owned()], None));
+    assert_eq!(search(&system, "bob", "/v1/rooms/lobby/search?q=pizza%20sushi").await.1, ["lobby/2"], "every word");
+    assert!(search(&system, "bob", "/v1/rooms/lobby/search?q=pizz").await.1.is_empty(), "whole words");
+    assert_eq!(search(&system, "bob", "/v1/rooms/attic/search?q=pizza").await.0, 404, "not bob's room");
+
+    let everywhere: Vec<String> = ["attic/2", "lobby/3", "lobby/2", "attic/1", "lobby/1"].map(String::from).into();
+    let (status, found, next) = search(&system, "alice", "/v1/search?q=pizza&limit=3").await;
+    assert_eq!((status, &found[..]), (200, &everywhere[..3]), "newest first across rooms");
+    let (_, rest, last) = search(&system, "alice", &format!("/v1/search?q=pizza&before={}", next.unwrap())).await;
+    assert_eq!((&rest[..], last), (&everywhere[3..], None));
+    assert_eq!(search(&system, "bob", "/v1/search?q=pizza").await.1, ["lobby/3", "lobby/2", "lobby/1"], "bob's rooms");
+
+    let edit = json!({"type": "edit", "target": 1, "body": "Calzone for lunch?"});
+    assert_eq!(publish_rc(&mut alice, "lobby", edit).await, 0);
+    assert_eq!(publish_rc(&mut alice, "lobby", json!({"type": "delete", "target": 3})).await, 0);
+    assert_eq!(search(&system, "bob", "/v1/search?q=pizza").await.1, ["lobby/2"], "edited and deleted ones no more");
+    assert_eq!(search(&system, "bob", "/v1/search?q=calzone").await.1, ["lobby/1"], "the message, not its edit");
+    for bad in ["", "?q=", "?q=%F0%9F%8E%89", "?q=a%20b%20c%20d%20e%20f%20g%20h%20i", "?q=x&limit=0", "?q=x&before=x"] {
+        assert_eq!(search(&system, "bob", &format!("/v1/search{bad}")).await.0, 400, "{bad}");
+    }
+
+    let (status, _) = system.call("POST", "/v1/rooms/lobby/leave", Some(&system.token("bob", 60)), None).await;
+    assert_eq!(status, 204);
+    assert!(search(&system, "bob", "/v1/search?q=pizza").await.1.is_empty(), "never a room bob left");
+    assert_eq!(search(&system, "bob", "/v1/rooms/lobby/search?q=pizza").await.0, 403, "public: join to search it");
+}
+
+#[tokio::test]
+async fn search_finds_what_was_said_in_the_readers_rooms_on_sqlite() {
+    search_finds_what_was_said_in_the_readers_rooms(spawn_system().await).await;
+}
+
+#[tokio::test]
+async fn search_finds_what_was_said_in_the_readers_rooms_on_mongo() {
+    let Some(system) = spawn_on_mongo("search").await else { return };
+    search_finds_what_was_said_in_the_readers_rooms(system).await;
+}

@@ -10,6 +10,7 @@ mod ops;
 mod presence;
 mod push;
 mod rooms;
+mod search;
 mod server;
 mod throttle;
 mod web;
@@ -94,6 +95,7 @@ fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(bots::routes())
         .merge(rooms::routes())
         .merge(history::routes())
+        .merge(search::routes())
         .merge(media::routes())
         .merge(push::routes())
         .merge(presence::routes())

@@ -233,6 +233,25 @@ pub struct ReactionCount {
     pub me: bool,
 }
 
+/// Where a search looks, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchScope<'a> {
+    /// One room: its messages with `seq < before`.
+    Room { room: &'a str, before: Option<i64> },
+    /// Every room `user` is a member of now: messages after `before` in the order of
+    /// [`SearchCursor`].
+    RoomsOf { user: &'a str, before: Option<&'a SearchCursor> },
+}
+
+/// Where a search across rooms goes on: results come by `ts`, then `room`, then `seq`, each
+/// descending; the next page starts below the last result's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchCursor {
+    pub ts: i64,
+    pub room: String,
+    pub seq: i64,
+}
+
 /// Which slice of a room's history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
@@ -324,6 +343,9 @@ pub trait Store: Send + Sync + 'static {
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
     /// The messages of `room` numbered `seqs` that history still serves, in seq order.
     async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError>;
+    /// Messages in `scope` with every one of `words` ([`crate::words`] of their current body):
+    /// neither events nor deleted messages, at most `limit`, newest first.
+    async fn search(&self, scope: SearchScope<'_>, words: &[String], limit: u32) -> Result<Vec<Envelope>, StoreError>;
     /// The reactions to the messages of `room` numbered `seqs`: per message, each key with how
     /// many reacted with it and whether `reader` did, in seq order and then in the order the
     /// keys were first given.

@@ -11,12 +11,13 @@ mod presence;
 mod relay;
 mod retention;
 mod sqlite;
+mod words;
 
 pub use blobs::{BlobError, BlobStream, Blobs, FsBlobs, GridFsBlobs, S3Blobs, S3Config};
 pub use contract::{
     retry_until_ok, Bot, Media, NotificationLevel, Notifications, Page, Presented, PushDevice, PushJob, PushTarget,
-    ReactionCount, RefreshToken, Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS,
-    UNREAD_CAP,
+    ReactionCount, RefreshToken, Retention, Room, SearchCursor, SearchScope, Store, StoreError,
+    OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 pub use ingest::{Ingest, IngestHandle, Record};
 pub use mongo::MongoStore;
@@ -25,3 +26,4 @@ pub use presence::{PresenceReader, PresenceSource};
 pub use relay::{OutboxRelay, Relay};
 pub use retention::RetentionPolicy;
 pub use sqlite::SqliteStore;
+pub use words::words;

@@ -3,9 +3,11 @@
 
 use crate::contract::{
     name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, PushTarget, ReactionCount,
-    RefreshToken, Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    RefreshToken, Retention, Room, SearchScope, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS,
+    UNREAD_CAP,
 };
 use crate::outbox::Directive;
+use crate::words::words;
 use async_trait::async_trait;
 use mongodb::bson::{doc, Document};
 use mongodb::error::{ErrorKind, WriteFailure};
@@ -124,6 +126,9 @@ struct NewMessageDoc<'a> {
     envelope: &'a Envelope,
     #[serde(skip_serializing_if = "Option::is_none")]
     push_due: Option<i64>,
+    /// What search matches ([`words`] of the current body): messages only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    words: Vec<String>,
 }
 
 /// One user's reaction with one key to a message; `ts`: the message's, for retention.
@@ -302,6 +307,11 @@ impl MongoStore {
                     .keys(doc! {"push_due": 1})
                     .options(IndexOptions::builder().sparse(true).build())
                     .build(),
+                // search: one entry per word of each message (events and tombstones have none)
+                IndexModel::builder()
+                    .keys(doc! {"words": 1})
+                    .options(IndexOptions::builder().sparse(true).build())
+                    .build(),
             ])
             .await
             .map_err(unavailable)?;
@@ -402,6 +412,11 @@ impl MongoStore {
     /// Adds `count` to the counter `key` and returns the first of the numbers reserved. With
     /// majority write concern a single-document update is linearizable (Jepsen, MongoDB 3.6.4):
     /// no number is handed out twice, across nodes or a failover.
+    /// The numbers below which `room`'s messages belong to an earlier room of the name.
+    async fn floor(&self, room: &str) -> Result<i64, StoreError> {
+        Ok(self.counters().find_one(doc! {"_id": room}).await.map_err(unavailable)?.map_or(0, |c| c.floor))
+    }
+
     /// The message `seq` of `room` unless it is deleted (or an event).
     async fn live_message(&self, room: &str, seq: i64) -> Result<Option<Envelope>, StoreError> {
         let live = doc! {"room": room, "seq": seq, "type": null, "deleted_by": null};
@@ -418,7 +433,9 @@ impl MongoStore {
             MessageKind::Edit => {
                 let mut newer = live.clone();
                 newer.insert("$or", vec![doc! {"edited_seq": null}, doc! {"edited_seq": {"$lt": event.seq}}]);
-                let edit = doc! {"$set": {"body": &event.body, "edited_at": event.ts, "edited_seq": event.seq}};
+                let edit = doc! {"$set": {
+                    "body": &event.body, "edited_at": event.ts, "edited_seq": event.seq, "words": words(&event.body),
+                }};
                 self.messages().update_one(newer, edit).await.map_err(unavailable)?;
                 // an edit that lost the race with a delete keeps no text either
                 if self.live_message(room, target).await?.is_none() {
@@ -439,7 +456,7 @@ impl MongoStore {
                 let erase = doc! {
                     "$set": {"body": "", "deleted": true, "deleted_by": &event.from},
                     "$unset": {"attachments": "", "data": "", "mentions": "", "reply_to": "", "edited_at": "",
-                               "push_due": "", "push_claim": ""},
+                               "push_due": "", "push_claim": "", "words": ""},
                 };
                 self.messages().update_one(live, erase).await.map_err(unavailable)?;
             }
@@ -698,9 +715,14 @@ impl Store for MongoStore {
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError> {
         if !messages.is_empty() {
             let held_until = now_millis() + PUSH_DUE_HOLD_MS;
-            let docs = messages
-                .iter()
-                .map(|envelope| NewMessageDoc { envelope, push_due: envelope.kind.is_message().then_some(held_until) });
+            let docs = messages.iter().map(|envelope| {
+                let message = envelope.kind.is_message();
+                NewMessageDoc {
+                    envelope,
+                    push_due: message.then_some(held_until),
+                    words: if message { words(&envelope.body) } else { Vec::new() },
+                }
+            });
             match self.db.collection::<NewMessageDoc>("messages").insert_many(docs).ordered(false).await {
                 Ok(_) => {}
                 // a replayed batch: the stored copies stand
@@ -730,7 +752,7 @@ impl Store for MongoStore {
     }
 
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError> {
-        let floor = self.counters().find_one(doc! {"_id": room}).await.map_err(unavailable)?.map_or(0, |c| c.floor);
+        let floor = self.floor(room).await?;
         let (range, order, limit) = match page {
             Page::Latest { limit } => (doc! {"$gte": floor}, -1, limit),
             Page::Before { before, limit } => (doc! {"$gte": floor, "$lt": before}, -1, limit),
@@ -755,7 +777,7 @@ impl Store for MongoStore {
     }
 
     async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError> {
-        let floor = self.counters().find_one(doc! {"_id": room}).await.map_err(unavailable)?.map_or(0, |c| c.floor);
+        let floor = self.floor(room).await?;
         let filter = doc! {"room": room, "seq": {"$gte": floor, "$in": seqs}};
         let mut cursor = self.messages().find(filter).sort(doc! {"seq": 1}).await.map_err(unavailable)?;
         let mut out = Vec::new();
@@ -763,6 +785,49 @@ impl Store for MongoStore {
             out.push(cursor.deserialize_current().map_err(unavailable)?);
         }
         Ok(out)
+    }
+
+    async fn search(&self, scope: SearchScope<'_>, words: &[String], limit: u32) -> Result<Vec<Envelope>, StoreError> {
+        let (mut filter, order) = match scope {
+            SearchScope::Room { room, before } => {
+                let floor = self.floor(room).await?;
+                let seq = match before {
+                    Some(before) => doc! {"$gte": floor, "$lt": before},
+                    None => doc! {"$gte": floor},
+                };
+                (doc! {"room": room, "seq": seq}, doc! {"seq": -1})
+            }
+            SearchScope::RoomsOf { user, before } => {
+                let mut rooms = Vec::new();
+                let mut members = self.members().find(doc! {"user": user}).await.map_err(unavailable)?;
+                while members.advance().await.map_err(unavailable)? {
+                    rooms.push(members.deserialize_current().map_err(unavailable)?.room);
+                }
+                let mut within = Vec::with_capacity(rooms.len());
+                for room in rooms {
+                    within.push(doc! {"room": &room, "seq": {"$gte": self.floor(&room).await?}});
+                }
+                if within.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut all = vec![doc! {"$or": within}];
+                if let Some(b) = before {
+                    all.push(doc! {"$or": [
+                        {"ts": {"$lt": b.ts}},
+                        {"ts": b.ts, "room": {"$lt": &b.room}},
+                        {"ts": b.ts, "room": &b.room, "seq": {"$lt": b.seq}},
+                    ]});
+                }
+                (doc! {"$and": all}, doc! {"ts": -1, "room": -1, "seq": -1})
+            }
+        };
+        filter.extend(doc! {"words": {"$all": words}, "type": null, "deleted_by": null});
+        let mut cursor = self.messages().find(filter).sort(order).limit(i64::from(limit)).await.map_err(unavailable)?;
+        let mut found = Vec::new();
+        while cursor.advance().await.map_err(unavailable)? {
+            found.push(cursor.deserialize_current().map_err(unavailable)?);
+        }
+        Ok(found)
     }
 
     async fn reactions(&self, room: &str, seqs: &[i64], reader: &str) -> Result<Vec<ReactionCount>, StoreError> {

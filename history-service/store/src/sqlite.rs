@@ -2,9 +2,10 @@
 
 use crate::contract::{
     name_prefix_end, Bot, Media, Notifications, Page, Presented, PushDevice, PushJob, ReactionCount, RefreshToken,
-    Retention, Room, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
+    Retention, Room, SearchScope, Store, StoreError, OUTBOX_FOLLOWER_KEEP_MS, PUSH_DUE_HOLD_MS, UNREAD_CAP,
 };
 use crate::outbox::Directive;
+use crate::words::words;
 use async_trait::async_trait;
 use roost_protocol::{now_millis, Envelope, MessageKind, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -199,6 +200,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&conn).map_err(unavailable)?;
         conn.execute_batch(INDEXES_ON_ADDED_COLUMNS).map_err(unavailable)?;
+        index_words(&conn).map_err(unavailable)?;
         // one process owns the file: what a process before it held when it died is free now
         conn.execute_batch(
             "UPDATE push_due SET lease_until = 0 WHERE lease_until > 0;
@@ -247,6 +249,53 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("refresh_tokens", "family", "TEXT"),
     ("refresh_tokens", "uses", "INTEGER NOT NULL DEFAULT 0"),
 ];
+
+/// The words of every message's current body, for search: a contentless FTS5 index by the
+/// message's rowid, of the words [`words`] finds (joined by spaces, so the index's own
+/// tokenizer finds the same ones). Deleting a message drops its words.
+const WORDS_INDEX: &str = "
+CREATE VIRTUAL TABLE message_words USING fts5(
+    words, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0');
+CREATE TRIGGER IF NOT EXISTS message_words_go AFTER DELETE ON messages
+BEGIN
+    DELETE FROM message_words WHERE rowid = old.rowid;
+END;
+";
+
+/// Makes the words index, filling it with the messages of a database from before search.
+fn index_words(conn: &Connection) -> rusqlite::Result<()> {
+    let present: bool =
+        conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'message_words'", [], |r| r.get(0))?;
+    if present {
+        return Ok(());
+    }
+    conn.execute_batch(WORDS_INDEX)?;
+    let mut messages = conn.prepare("SELECT rowid, body FROM messages WHERE kind IS NULL AND deleted_by IS NULL")?;
+    let mut index = conn.prepare("INSERT INTO message_words (rowid, words) VALUES (?1, ?2)")?;
+    let mut rows = messages.query([])?;
+    while let Some(row) = rows.next()? {
+        let found = words(&row.get::<_, String>(1)?).join(" ");
+        if !found.is_empty() {
+            index.execute(params![row.get::<_, i64>(0)?, found])?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts the words of `body` in the index as those of message `row`, instead of any before.
+fn index_body(tx: &rusqlite::Transaction<'_>, row: i64, body: Option<&str>) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM message_words WHERE rowid = ?1")?.execute([row])?;
+    let found = body.map(|body| words(body).join(" ")).unwrap_or_default();
+    if !found.is_empty() {
+        tx.prepare_cached("INSERT INTO message_words (rowid, words) VALUES (?1, ?2)")?.execute(params![row, found])?;
+    }
+    Ok(())
+}
+
+/// An FTS5 query matching every one of `words`, each as a phrase of its own.
+fn all_of(words: &[String]) -> String {
+    words.iter().map(|word| format!("\"{}\"", word.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ")
+}
 
 /// Brings a database made by an earlier release up to [`SCHEMA`].
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
@@ -331,11 +380,16 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, event: &Envelope, row: i64) -> ru
     match event.kind {
         MessageKind::Message => {}
         MessageKind::Edit => {
-            tx.prepare_cached(&format!(
-                "UPDATE messages SET body = ?3, edited_at = ?4, edited_seq = ?5
-                 WHERE {LIVE} AND coalesce(edited_seq, 0) < ?5"
-            ))?
-            .execute(params![room, target, event.body, event.ts, event.seq])?;
+            let edited: Option<i64> = tx
+                .prepare_cached(&format!(
+                    "UPDATE messages SET body = ?3, edited_at = ?4, edited_seq = ?5
+                     WHERE {LIVE} AND coalesce(edited_seq, 0) < ?5 RETURNING rowid"
+                ))?
+                .query_row(params![room, target, event.body, event.ts, event.seq], |r| r.get(0))
+                .optional()?;
+            if let Some(edited) = edited {
+                index_body(tx, edited, Some(&event.body))?;
+            }
             // an edit that lost the race with a delete keeps no text either
             tx.prepare_cached(&format!(
                 "UPDATE messages SET body = '' WHERE rowid = ?3 AND NOT EXISTS (SELECT 1 FROM messages WHERE {LIVE})"
@@ -343,11 +397,12 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, event: &Envelope, row: i64) -> ru
             .execute(params![room, target, row])?;
         }
         MessageKind::Delete => {
-            let attachments: Option<Option<String>> = tx
-                .prepare_cached(&format!("SELECT attachments FROM messages WHERE {LIVE}"))?
-                .query_row(params![room, target], |r| r.get(0))
+            let found: Option<(i64, Option<String>)> = tx
+                .prepare_cached(&format!("SELECT rowid, attachments FROM messages WHERE {LIVE}"))?
+                .query_row(params![room, target], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            let Some(attachments) = attachments else { return Ok(()) };
+            let Some((deleted, attachments)) = found else { return Ok(()) };
+            index_body(tx, deleted, None)?;
             tx.prepare_cached(&format!(
                 "UPDATE messages SET body = '', attachments = NULL, data = NULL, mentions = NULL, reply_to = NULL,
                      edited_at = NULL, deleted_by = ?3 WHERE {LIVE}"
@@ -710,9 +765,13 @@ impl Store for SqliteStore {
                         m.key,
                         m.on
                     ])?;
+                    let row = tx.last_insert_rowid();
                     match stored {
-                        1 if m.kind.is_message() => drop(due.execute([tx.last_insert_rowid(), held_until])?),
-                        1 => apply_event(&tx, m, tx.last_insert_rowid())?,
+                        1 if m.kind.is_message() => {
+                            due.execute([row, held_until])?;
+                            index_body(&tx, row, Some(&m.body))?;
+                        }
+                        1 => apply_event(&tx, m, row)?,
                         _ => {}
                     }
                 }
@@ -765,6 +824,41 @@ impl Store for SqliteStore {
             Ok(found)
         })
         .await
+    }
+
+    async fn search(&self, scope: SearchScope<'_>, words: &[String], limit: u32) -> Result<Vec<Envelope>, StoreError> {
+        let matching = all_of(words);
+        const FOUND: &str = "rowid IN (SELECT rowid FROM message_words WHERE message_words MATCH ?1)
+             AND seq >= (SELECT coalesce(max(floor), 0) FROM room_seq WHERE room_seq.room = messages.room)";
+        match scope {
+            SearchScope::Room { room, before } => {
+                let (room, before) = (room.to_owned(), before.unwrap_or(i64::MAX));
+                self.with(move |c| {
+                    let mut stmt = c.prepare_cached(&format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {FOUND} AND room = ?2 AND seq < ?3
+                         ORDER BY seq DESC LIMIT ?4"
+                    ))?;
+                    let rows = stmt.query_map(params![matching, room, before, limit], envelope_from_row)?;
+                    rows.collect()
+                })
+                .await
+            }
+            SearchScope::RoomsOf { user, before } => {
+                let user = user.to_owned();
+                // no cursor: below every message's (ts, room, seq)
+                let (ts, room, seq) = before.map_or((i64::MAX, String::new(), 0), |b| (b.ts, b.room.clone(), b.seq));
+                self.with(move |c| {
+                    let mut stmt = c.prepare_cached(&format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {FOUND}
+                         AND room IN (SELECT room FROM members WHERE user = ?2) AND (ts, room, seq) < (?3, ?4, ?5)
+                         ORDER BY ts DESC, room DESC, seq DESC LIMIT ?6"
+                    ))?;
+                    let rows = stmt.query_map(params![matching, user, ts, room, seq, limit], envelope_from_row)?;
+                    rows.collect()
+                })
+                .await
+            }
+        }
     }
 
     async fn reactions(&self, room: &str, seqs: &[i64], reader: &str) -> Result<Vec<ReactionCount>, StoreError> {

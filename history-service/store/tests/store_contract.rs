@@ -8,7 +8,8 @@ use roost_protocol::{
 };
 use roost_store::{
     Bot, Directive, Media, MongoStore, NotificationLevel, Notifications, Page, Presented, PushDevice, PushJob,
-    PushTarget, ReactionCount, RefreshToken, Retention, Room, SqliteStore, Store, StoreError, PUSH_DUE_HOLD_MS,
+    PushTarget, ReactionCount, RefreshToken, Retention, Room, SearchCursor, SearchScope, SqliteStore, Store,
+    StoreError, PUSH_DUE_HOLD_MS,
 };
 use std::sync::Arc;
 
@@ -534,6 +535,66 @@ async fn events_change_their_message_and_a_delete_erases_it(backend: impl Backen
     assert_eq!(store.media("dog").await.unwrap().unwrap().referenced_by, Some(1));
 }
 
+async fn search_finds_current_messages_by_all_their_words(backend: impl Backend) {
+    let store = backend.open().await;
+    store.create_room(&room("lobby", "alice")).await.unwrap();
+    store.create_room(&room("attic", "alice")).await.unwrap();
+    store.add_member("lobby", "bob").await.unwrap();
+    let said = |room: &str, seq: i64, body: &str| Envelope { body: body.into(), ..envelope(room, seq) };
+    store
+        .write_batch(
+            &[
+                said("lobby", 1, "Lunch at noon?"),
+                said("lobby", 2, "lunch was great"),
+                said("lobby", 3, "café: lunch talk"),
+                said("attic", 1, "lunch in the attic"),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    let words = |query: &str| roost_store::words(query);
+    let in_lobby = |query: &str, before: Option<i64>, limit: u32| {
+        let (store, words) = (store.clone(), words(query));
+        async move {
+            let found = store.search(SearchScope::Room { room: "lobby", before }, &words, limit).await.unwrap();
+            found.into_iter().map(|m| m.seq).collect::<Vec<_>>()
+        }
+    };
+    let of = |user: &'static str, query: &str, before: Option<SearchCursor>| {
+        let (store, words) = (store.clone(), words(query));
+        async move {
+            let scope = SearchScope::RoomsOf { user, before: before.as_ref() };
+            let found = store.search(scope, &words, 10).await.unwrap();
+            found.into_iter().map(|m| format!("{}/{}", m.room, m.seq)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(in_lobby("LUNCH", None, 10).await, [3, 2, 1], "newest first, case aside");
+    assert_eq!(in_lobby("lunch", None, 2).await, [3, 2]);
+    assert_eq!(in_lobby("lunch", Some(2), 10).await, [1]);
+    assert_eq!(in_lobby("great lunch", None, 10).await, [2], "every word");
+    assert_eq!(in_lobby("café", None, 10).await, [3]);
+    assert!(in_lobby("cafe", None, 10).await.is_empty(), "diacritics count");
+    assert!(in_lobby("lun", None, 10).await.is_empty(), "whole words");
+    assert_eq!(of("alice", "lunch", None).await, ["lobby/3", "lobby/2", "lobby/1", "attic/1"], "by time, then room");
+    let after_two = SearchCursor { ts: 1_700_000_000_002, room: "lobby".into(), seq: 2 };
+    assert_eq!(of("alice", "lunch", Some(after_two)).await, ["lobby/1", "attic/1"]);
+    assert_eq!(of("bob", "lunch", None).await, ["lobby/3", "lobby/2", "lobby/1"], "only the reader's rooms");
+
+    // an edit changes what matches, a delete leaves nothing to match, events match nothing
+    let edit = Envelope { body: "dinner was great".into(), ..event("lobby", 4, MessageKind::Edit, 2, "alice") };
+    let reaction =
+        Envelope { key: Some("lunch".into()), on: Some(true), ..event("lobby", 6, MessageKind::Reaction, 1, "bob") };
+    store.write_batch(&[edit, event("lobby", 5, MessageKind::Delete, 3, "alice"), reaction], &[]).await.unwrap();
+    assert_eq!(in_lobby("lunch", None, 10).await, [1]);
+    assert_eq!(in_lobby("dinner", None, 10).await, [2], "the message, not its edit");
+    assert!(in_lobby("talk", None, 10).await.is_empty());
+    store.remove_member("lobby", "bob").await.unwrap();
+    assert!(of("bob", "lunch", None).await.is_empty(), "never a room the reader left");
+    store.prune(Retention { older_than: Some(now_millis()), keep_per_room: None }).await.unwrap();
+    assert!(in_lobby("dinner", None, 10).await.is_empty(), "pruned messages are found no more");
+}
+
 async fn push_registrations_and_notification_settings(backend: impl Backend) {
     let store = backend.open().await;
     let device = |id: &str, device: &str, target: PushTarget| PushDevice {
@@ -704,6 +765,7 @@ macro_rules! contract {
             run!(retention_prunes_by_age_and_count);
             run!(media_records_live_until_swept);
             run!(events_change_their_message_and_a_delete_erases_it);
+            run!(search_finds_current_messages_by_all_their_words);
             run!(push_registrations_and_notification_settings);
             run!(pushes_are_planned_once_queued_folded_and_survive_a_restart);
             run!(a_lease_has_one_holder_until_it_lapses);
