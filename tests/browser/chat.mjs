@@ -2,8 +2,9 @@
 // (he finds it in the directory of public rooms), chat both ways, see typing, presence and
 // unread counts change, open a DM, reload and find the history; one loses his connection for
 // a while and misses nothing; she answers him with a reply that quotes him and mentions him
-// (his copy highlighted); they send each other a picture and a PDF, and a file the server
-// refuses; a bot (MQTT.js from Node) fills a room and the page scrolls back to its first
+// (his copy highlighted); she edits a message, both react to it and he takes his reaction
+// back, she (the room's owner) deletes his, and reloaded pages show the same; they send each
+// other a picture and a PDF, and a file the server refuses; a bot (MQTT.js from Node) fills a room and the page scrolls back to its first
 // message; a third user turns notifications on and her service worker shows a push the
 // browser delivers to it. Screenshots go to SCREENSHOTS; the page's first-load timings are
 // printed as one "timing {...}" line. Driven by tests/system/browser.rs; exits non-zero on any
@@ -145,6 +146,78 @@ async function scenario() {
   await bob.locator("#message-list li.mentions-me", { hasText: "@bob welcome back" }).waitFor(patience);
   lounge.push("@bob welcome back");
   await shot(bob, "08b-bob-mentioned-in-a-reply");
+
+  // alice fixes her first message in place: Escape leaves it as it was, Enter saves; both pages
+  // show the new text marked (edited). Only one's own messages offer Edit
+  const line = (page, seq) => page.locator(`#message-list li[data-seq="${seq}"]`);
+  const hello = await byBody(alice, "hello bob").getAttribute("data-seq");
+  const tunnelled = await byBody(alice, "written in the tunnel").getAttribute("data-seq");
+  await line(alice, hello).locator("button.edit").click();
+  const editor = line(alice, hello).locator(".edit-form input");
+  await editor.fill("hello bbo");
+  await editor.press("Escape");
+  await line(alice, hello).locator(".edit-form").waitFor({ state: "detached", ...patience });
+  await line(alice, hello).locator(".body", { hasText: /^hello bob$/ }).waitFor(patience);
+  await line(alice, hello).locator("button.edit").click();
+  await editor.fill("hello bob, welcome to the lounge");
+  await shot(alice, "08c-alice-edits-her-greeting");
+  await editor.press("Enter");
+  for (const page of [alice, bob]) {
+    await line(page, hello).locator(".body", { hasText: /^hello bob, welcome to the lounge$/ }).waitFor(patience);
+    await line(page, hello).locator(".edited", { hasText: "(edited)" }).waitFor(patience);
+  }
+  await count(line(bob, hello).locator("button.edit"), 0);
+  await count(line(alice, tunnelled).locator("button.edit"), 0);
+  await count(line(bob, tunnelled).locator("button.edit"), 1);
+  await shot(bob, "08d-bob-sees-the-edit");
+
+  // bob reacts 👍 with the picker, alice adds hers with a click on his chip: 2 on both pages,
+  // each marking its user's own; then bob's click on the chip takes his back: 1
+  await line(bob, hello).locator("button.react").click();
+  await line(bob, hello).locator('.picker button[data-key="👍"]').waitFor(patience);
+  await shot(bob, "08e-bob-picks-a-reaction");
+  await line(bob, hello).locator('.picker button[data-key="👍"]').click();
+  const thumbs = (page, which = "") => line(page, hello).locator(`.reaction${which}[data-key="👍"] .count`);
+  await thumbs(alice, ":not(.me)").filter({ hasText: /^1$/ }).waitFor(patience);
+  await line(alice, hello).locator('.reaction[data-key="👍"]').click();
+  for (const page of [alice, bob]) await thumbs(page, ".me").filter({ hasText: /^2$/ }).waitFor(patience);
+  await count(line(bob, hello).locator(".picker"), 0);
+  await shot(alice, "08f-alice-and-bob-react");
+  await line(bob, hello).locator('.reaction[data-key="👍"]').click();
+  await thumbs(bob, ":not(.me)").filter({ hasText: /^1$/ }).waitFor(patience);
+  await thumbs(alice, ".me").filter({ hasText: /^1$/ }).waitFor(patience);
+  await shot(bob, "08g-bob-takes-his-reaction-back");
+
+  // alice owns the lounge: she may delete bob's message (bob has no Delete on hers), after a
+  // second click; both pages show its tombstone, and the reply that quoted it a deleted message
+  await count(line(bob, hello).locator("button.delete"), 0);
+  await line(alice, tunnelled).locator("button.delete").click();
+  await line(alice, tunnelled).locator(".confirm", { hasText: "Delete this message?" }).waitFor(patience);
+  await shot(alice, "08h-alice-deletes-bobs-message");
+  await line(alice, tunnelled).locator("button.confirm-delete").click();
+  for (const page of [alice, bob]) {
+    await line(page, tunnelled).locator(".tombstone", { hasText: "message deleted by alice" }).waitFor(patience);
+    await answer(page).locator(".quote.deleted", { hasText: "deleted message" }).waitFor(patience);
+    await count(line(page, tunnelled).locator(".body, .quote, .action"), 0);
+  }
+  await shot(bob, "08i-bob-sees-the-tombstone");
+
+  // reloaded, both pages show history as the events left it, and no event as a line of its own
+  const folded = lounge.map((body) => (body === "hello bob" ? "hello bob, welcome to the lounge" : body));
+  folded.splice(folded.indexOf("written in the tunnel"), 1);
+  for (const page of [alice, bob]) {
+    await page.reload();
+    await page.getByRole("heading", { name: "# lounge" }).waitFor(patience);
+    await page.locator("body[data-connection=online]").waitFor(patience);
+    await seeHistory(page, folded);
+    await count(page.locator("#message-list li"), lounge.length);
+    await line(page, hello).locator(".edited", { hasText: "(edited)" }).waitFor(patience);
+    await line(page, tunnelled).locator(".tombstone", { hasText: "message deleted by alice" }).waitFor(patience);
+    await answer(page).locator(".quote.deleted", { hasText: "deleted message" }).waitFor(patience);
+  }
+  await thumbs(alice, ".me").filter({ hasText: /^1$/ }).waitFor(patience);
+  await thumbs(bob, ":not(.me)").filter({ hasText: /^1$/ }).waitFor(patience);
+  await shot(bob, "08j-bob-reloads-the-lounge");
 
   // a picture: alice picks it with the attach button, sees it upload, sends it with a caption;
   // bob sees its thumbnail and opens the full-size picture in the lightbox
@@ -338,6 +411,19 @@ async function send(page, text) {
 
 async function seeMessage(page, from, text) {
   await page.locator("#message-list li", { has: page.locator(".from", { hasText: from }), hasText: text }).waitFor(patience);
+}
+
+/** The open room's message whose body is `text`, exactly. */
+function byBody(page, text) {
+  const escaped = text.replace(/[.*+?^$()|[\]{}\\]/g, "\\$&");
+  const exactly = new RegExp(`^${escaped}$`);
+  return page.locator("#message-list li", { has: page.locator(".body", { hasText: exactly }) });
+}
+
+/** Checks that `locator` finds `expected` elements now (call it once the page has settled). */
+async function count(locator, expected) {
+  const found = await locator.count();
+  if (found !== expected) throw new Error(`${locator} found ${found}, expected ${expected}`);
 }
 
 /** Waits until the open room shows exactly `bodies`, in order. */

@@ -15,6 +15,8 @@ const TYPING_SHOWN_MS = 6000;
 const MAX_ATTACHMENTS = 10;
 /** CSS pixels of the box a picture's thumbnail fits in. */
 const THUMB_BOX = 320;
+/** The reactions the picker offers (chips show any key others gave). */
+const REACTION_KEYS = ["👍", "❤️", "😂", "🎉"];
 
 const state = {
   session: JSON.parse(localStorage.getItem(SESSION_KEY) || "null"),
@@ -318,7 +320,8 @@ async function recoverGaps() {
     let after = Math.max(...room.messages.keys());
     for (;;) {
       const page = await api("GET", `/v1/rooms/${room.id}/messages?after=${after}&limit=500`);
-      page.messages.forEach((message) => receiveMessage(room, message));
+      const held = new Set(room.messages.keys());
+      page.messages.forEach((message) => receiveMessage(room, message, held));
       if (page.messages.length < 500) break;
       after = page.messages[page.messages.length - 1].seq;
     }
@@ -326,16 +329,21 @@ async function recoverGaps() {
   renderRooms();
 }
 
-function receiveMessage(room, message) {
+/** Takes in a message or an event (an edit, delete or reaction), live or from an `after=` page of
+ * history. `room.messages` keeps both by `seq`, events only to know them again; events are never
+ * lines of their own. `heldBefore`, for a page, is the seqs held before it: a message of the page
+ * is current as of the page, so only the page's events on messages held before it change them. */
+function receiveMessage(room, message, heldBefore = null) {
   if (room.messages.has(message.seq)) return;
   room.messages.set(message.seq, message);
+  if (message.type) return receiveChange(room, message, heldBefore);
   if (room.id === state.current && document.visibilityState === "visible") {
     const list = $("messages");
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
     renderMessages(room);
     if (atBottom || message.from === state.session.user) list.scrollTop = list.scrollHeight;
     markRead(room);
-  } else if (message.from !== state.session.user) {
+  } else if (message.from !== state.session.user && !message.deleted) {
     room.unread += 1;
   }
   room.typing.delete(message.from);
@@ -400,11 +408,118 @@ $("cancel-reply").addEventListener("click", () => {
   renderReplying();
 });
 
-/** The quote a reply shows: history's `quote`, else the answered message if it is loaded. */
+/** The quote a reply shows: the answered message if it is loaded (as edits and deletes left it
+ * since), else history's `quote`. */
 function quoteOf(room, message) {
   if (message.reply_to == null) return null;
   const missing = { seq: message.reply_to, from: "", body: "", missing: true };
-  return message.quote || room.messages.get(message.reply_to) || missing;
+  return room.messages.get(message.reply_to) || message.quote || missing;
+}
+
+// ---- edits, deletes and reactions -------------------------------------------------------------
+
+// Each is an event published on the room's messages topic, naming its target by `seq`. The
+// server numbers it like a message and every member, this page too, gets it back and folds it
+// into its target; until then the page changes nothing, so a refused event (the inbox's
+// `rejected`) leaves the message as it was.
+
+function publishChange(room, change) {
+  publish(`rooms/${room.id}/messages`, { id: crypto.randomUUID(), ...change }, 1);
+}
+
+/** A live event, or one of an `after=` page (see receiveMessage): folded into its target when
+ * the page holds it. Nothing else moves: no line, no unread count, no scrolling away. */
+function receiveChange(room, event, heldBefore) {
+  const target = room.messages.get(event.target);
+  if (!target || target.type || target.deleted) return;
+  if (heldBefore && !heldBefore.has(event.target)) return;
+  applyChange(room, target, event);
+  if (room.id === state.current && document.visibilityState === "visible") {
+    const list = $("messages");
+    const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+    renderMessages(room);
+    if (atBottom) list.scrollTop = list.scrollHeight;
+  }
+}
+
+/** PROTOCOL.md section 4's fold: an edit sets the body, a delete leaves a tombstone, a reaction
+ * counts one more or one less under its key. */
+function applyChange(room, message, event) {
+  if (event.type === "edit") {
+    Object.assign(message, { body: event.body, edited_at: event.ts });
+  } else if (event.type === "delete") {
+    for (const erased of ["attachments", "data", "mentions", "reply_to", "quote", "reactions", "edited_at"]) {
+      delete message[erased];
+    }
+    Object.assign(message, { body: "", deleted: true, deleted_by: event.from });
+    if (room.editing?.seq === message.seq) room.editing = null;
+    if (room.replyTo?.seq === message.seq) {
+      room.replyTo = null;
+      if (room.id === state.current) renderReplying();
+    }
+  } else if (event.type === "reaction") {
+    const reactions = (message.reactions ||= []);
+    let chip = reactions.find((reaction) => reaction.key === event.key);
+    if (!chip) {
+      if (!event.on) return;
+      chip = { key: event.key, count: 0, me: false };
+      reactions.push(chip);
+    }
+    chip.count += event.on ? 1 : -1;
+    if (event.from === state.session.user) chip.me = event.on;
+    if (chip.count <= 0) message.reactions = reactions.filter((reaction) => reaction !== chip);
+  }
+}
+
+/** Opens the inline editor on one of the user's messages: Enter saves, Escape cancels. */
+function startEdit(room, message) {
+  room.editing = { seq: message.seq, draft: message.body };
+  room.confirming = null;
+  renderMessages(room);
+  const input = $("message-list").querySelector(".edit-form input");
+  input?.focus();
+  input?.setSelectionRange(input.value.length, input.value.length);
+}
+
+function endEdit(room) {
+  room.editing = null;
+  renderMessages(room);
+  $("message-input").focus();
+}
+
+function saveEdit(room, seq) {
+  const message = room.messages.get(seq);
+  const body = room.editing.draft.trim();
+  // the input refuses a blank edit (an edit needs a body: deleting is the way to empty it)
+  if (message && !message.deleted && body && body !== message.body) {
+    publishChange(room, { type: "edit", target: seq, body });
+  }
+  endEdit(room);
+}
+
+/** Delete asks once more, in place: a delete cannot be undone. */
+function confirmDelete(room, message) {
+  room.confirming = message.seq;
+  renderMessages(room);
+  $("message-list").querySelector(".confirm-delete")?.focus();
+}
+
+function deleteMessage(room, seq) {
+  room.confirming = null;
+  publishChange(room, { type: "delete", target: seq });
+  renderMessages(room);
+}
+
+function togglePicker(room, message) {
+  room.picking = room.picking === message.seq ? null : message.seq;
+  renderMessages(room);
+}
+
+/** Gives `key`, or takes it back when the user gave it: the server toggles. */
+function react(room, seq, key) {
+  room.picking = null;
+  publishChange(room, { type: "reaction", target: seq, key });
+  renderMessages(room);
 }
 
 // ---- attachments ------------------------------------------------------------------------------
@@ -844,42 +959,178 @@ function renderReplying() {
 
 function renderQuote(quote) {
   const text = quote.body.length > 120 ? `${quote.body.slice(0, 120)}…` : quote.body;
+  const shown = quote.missing ? "(not loaded)" : quote.deleted ? "deleted message" : text;
   return element(
     "blockquote",
-    { className: "quote" },
+    { className: quote.deleted ? "quote deleted" : "quote" },
     element("span", { className: "quote-from" }, quote.from || `#${quote.seq}`),
-    element("span", { className: "quote-text" }, quote.missing ? "(not loaded)" : text),
+    element("span", { className: "quote-text" }, shown),
   );
 }
 
+function clock(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** The open room's messages (its events folded into them, never lines of their own). The list is
+ * drawn anew on each change, so an edit in progress keeps its place and caret. */
 function renderMessages(room) {
-  const me = state.session.user;
-  const time = (ts) => new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
   $("older").hidden = !room.hasOlder;
-  $("message-list").replaceChildren(
+  const list = $("message-list");
+  const typed = list.querySelector(".edit-form input");
+  const caret = typed && document.activeElement === typed ? [typed.selectionStart, typed.selectionEnd] : null;
+  list.replaceChildren(
     ...[...room.messages.values()]
+      .filter((message) => !message.type)
       .sort((a, b) => a.seq - b.seq)
-      .map((message) => {
-        const classes = [message.from === me ? "mine" : "", (message.mentions || []).includes(me) ? "mentions-me" : ""];
-        const quote = quoteOf(room, message);
-        const label = `Reply to ${message.from}`;
-        const reply = element("button", { type: "button", className: "link reply", ariaLabel: label }, "Reply");
-        reply.addEventListener("click", () => replyTo(room, message));
-        return element(
-          "li",
-          { className: classes.join(" ").trim(), dataset: { seq: message.seq } },
-          element("span", { className: "from" }, message.from),
-          element("time", { dateTime: new Date(message.ts).toISOString() }, time(message.ts)),
-          reply,
-          ...(quote ? [renderQuote(quote)] : []),
-          element("div", { className: "body" }, message.body),
-          ...(message.attachments
-            ? [element("div", { className: "attachments" }, ...message.attachments.map(renderAttachment))]
-            : []),
-          ...(message.data ? [element("code", { className: "data" }, JSON.stringify(message.data))] : []),
-        );
-      }),
+      .map((message) => renderMessage(room, message)),
   );
+  if (caret) {
+    const input = list.querySelector(".edit-form input");
+    input?.focus();
+    input?.setSelectionRange(...caret);
+  }
+}
+
+function renderMessage(room, message) {
+  const me = state.session.user;
+  const classes = [
+    message.from === me ? "mine" : "",
+    (message.mentions || []).includes(me) ? "mentions-me" : "",
+    message.deleted ? "deleted" : "",
+  ];
+  const head = [
+    element("span", { className: "from" }, message.from),
+    element("time", { dateTime: new Date(message.ts).toISOString() }, clock(message.ts)),
+  ];
+  if (message.deleted) {
+    // the sender's own delete, or the room's owner's
+    const owner = message.deleted_by && message.deleted_by !== message.from;
+    const by = owner ? ` by ${message.deleted_by}, the room's owner` : "";
+    return element(
+      "li",
+      { className: classes.join(" ").trim(), dataset: { seq: message.seq } },
+      ...head,
+      element("div", { className: "tombstone" }, `message deleted${by}`),
+    );
+  }
+  if (message.edited_at) {
+    const when = new Date(message.edited_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    head.push(element("span", { className: "edited", title: `edited ${when}` }, "(edited)"));
+  }
+  const quote = quoteOf(room, message);
+  const editing = room.editing?.seq === message.seq;
+  return element(
+    "li",
+    { className: classes.join(" ").trim(), dataset: { seq: message.seq } },
+    ...head,
+    ...(editing ? [] : messageActions(room, message)),
+    ...(quote ? [renderQuote(quote)] : []),
+    editing ? renderEditor(room, message) : element("div", { className: "body" }, message.body),
+    ...(message.attachments
+      ? [element("div", { className: "attachments" }, ...message.attachments.map(renderAttachment))]
+      : []),
+    ...(message.data ? [element("code", { className: "data" }, JSON.stringify(message.data))] : []),
+    ...renderReactions(room, message),
+  );
+}
+
+/** Reply for everyone; Edit on the user's own messages; Delete on those, and on every message of
+ * a room the user owns; React opens the picker. */
+function messageActions(room, message) {
+  const me = state.session.user;
+  const action = (name, label, text, onClick) => {
+    const button = element("button", { type: "button", className: `link action ${name}`, ariaLabel: label }, text);
+    button.addEventListener("click", onClick);
+    return button;
+  };
+  const mine = message.from === me;
+  const actions = [action("reply", `Reply to ${message.from}`, "Reply", () => replyTo(room, message))];
+  if (mine) actions.push(action("edit", "Edit your message", "Edit", () => startEdit(room, message)));
+  if (mine || room.owner === me) {
+    if (room.confirming === message.seq) {
+      const yes = action("confirm-delete", "Delete it for everyone", "Delete", () => deleteMessage(room, message.seq));
+      const no = action("keep", "Keep it", "Keep", () => {
+        room.confirming = null;
+        renderMessages(room);
+      });
+      actions.push(element("span", { className: "confirm" }, "Delete this message?", yes, no));
+    } else {
+      const label = mine ? "Delete your message" : `Delete ${message.from}'s message`;
+      actions.push(action("delete", label, "Delete", () => confirmDelete(room, message)));
+    }
+  }
+  const picking = room.picking === message.seq;
+  const opener = action("react", picking ? "Close the reactions" : `React to ${message.from}`, "React", () =>
+    togglePicker(room, message),
+  );
+  opener.setAttribute("aria-expanded", String(picking));
+  actions.push(opener);
+  return actions;
+}
+
+function renderEditor(room, message) {
+  const input = element("input", {
+    name: "body",
+    value: room.editing.draft,
+    required: true,
+    // a blank edit is refused: deleting is the way to empty a message
+    pattern: ".*\\S.*",
+    title: "an edit needs some text (Delete removes the message)",
+    maxLength: 4000,
+    autocomplete: "off",
+    ariaLabel: "Edit your message",
+  });
+  input.addEventListener("input", () => {
+    room.editing.draft = input.value;
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape") return;
+    event.preventDefault();
+    endEdit(room);
+  });
+  const cancel = element("button", { type: "button", className: "secondary" }, "Cancel");
+  cancel.addEventListener("click", () => endEdit(room));
+  const form = element("form", { className: "edit-form" }, input, element("button", { type: "submit" }, "Save"), cancel);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveEdit(room, message.seq);
+  });
+  return form;
+}
+
+/** The chips (key and count, marked when one is the user's; a click toggles it) and, when open,
+ * the picker. */
+function renderReactions(room, message) {
+  const picking = room.picking === message.seq;
+  const reactions = message.reactions || [];
+  if (reactions.length === 0 && !picking) return [];
+  const chips = reactions.map(({ key, count, me }) => {
+    const chip = element(
+      "button",
+      {
+        type: "button",
+        className: me ? "reaction me" : "reaction",
+        title: me ? `You reacted ${key}: click to take it back` : `React ${key} too`,
+        dataset: { key },
+      },
+      element("span", { className: "key" }, key),
+      element("span", { className: "count" }, String(count)),
+    );
+    chip.setAttribute("aria-pressed", String(me));
+    chip.addEventListener("click", () => react(room, message.seq, key));
+    return chip;
+  });
+  if (picking) {
+    const picks = REACTION_KEYS.map((key) => {
+      const label = `React with ${key}`;
+      const pick = element("button", { type: "button", className: "link pick", ariaLabel: label, dataset: { key } }, key);
+      pick.addEventListener("click", () => react(room, message.seq, key));
+      return pick;
+    });
+    chips.push(element("span", { className: "picker", role: "group", ariaLabel: "Reactions" }, ...picks));
+  }
+  return [element("div", { className: "reactions" }, ...chips)];
 }
 
 function renderTyping() {
