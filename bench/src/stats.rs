@@ -7,13 +7,17 @@ pub(crate) fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or_default()
 }
 
+/// Words a payload is padded with: text like a chat message's, so that what a store does with
+/// words (search indexing) costs what it would.
+const PAD: &[u8] = b"see you at the usual place for lunch around noon, bring the notes from friday ";
+
 /// A Roost message body of about `size` bytes stamped with the send time.
 pub(crate) fn payload(size: usize) -> Vec<u8> {
     let head = format!("{{\"body\":\"{} ", now_ns());
     let pad = size.saturating_sub(head.len() + 2);
     let mut out = Vec::with_capacity(head.len() + pad + 2);
     out.extend_from_slice(head.as_bytes());
-    out.resize(head.len() + pad, b'x');
+    out.extend(PAD.iter().cycle().take(pad));
     out.extend_from_slice(b"\"}");
     out
 }

@@ -86,8 +86,8 @@ impl Chat {
         }
     }
 
-    /// The message `seq` of `room` as the store holds it: one a reply answers or an event
-    /// changes. A message a client could have seen was handed to the ingest before it was
+    /// The message `seq` of `room` as the store holds it, unless it is an event or deleted: one
+    /// a reply answers or an event changes. A message a client could have seen was handed to the ingest before it was
     /// delivered, so one the store does not have yet is waited for; in a cluster another node's
     /// message can arrive here before that node has stored it, so the store is asked again for a
     /// while. `settled` first waits for everything accepted so far to be written, so that the
@@ -100,7 +100,8 @@ impl Chat {
         for ask in 1..=TARGET_ASKS {
             let found = retry_until_ok("looking up a message", || self.store.messages_at(room, &wanted)).await;
             if let Some(message) = found.into_iter().next() {
-                return Some(message);
+                // an event, or a tombstone, is nothing to answer or change
+                return Some(message).filter(|message| message.kind.is_message() && !message.deleted);
             }
             match ask {
                 1 if !settled => self.ingest.written().await,
@@ -115,8 +116,7 @@ impl Chat {
     /// its key (true) or takes it back (false).
     async fn check_event(&self, user: &str, room: &str, event: &ClientMessage) -> Result<Option<bool>, Invalid> {
         let seq = event.target.expect("events name their target");
-        let target = self.stored_message(room, seq, true).await.filter(|target| target.kind.is_message());
-        let Some(target) = target.filter(|target| !target.deleted) else {
+        let Some(target) = self.stored_message(room, seq, true).await else {
             return Err(Invalid::new(Rejection::InvalidTarget, format!("target {seq} names no message of this room")));
         };
         match event.kind {
@@ -158,8 +158,7 @@ impl Chat {
             Err(invalid) => return Outcome::Refused(invalid),
         };
         if let Some(target) = message.reply_to {
-            let answered = self.stored_message(room, target, false).await;
-            if !answered.is_some_and(|answered| answered.kind.is_message() && !answered.deleted) {
+            if self.stored_message(room, target, false).await.is_none() {
                 return Outcome::Refused(Invalid::new(
                     Rejection::InvalidReplyTo,
                     format!("reply_to {target} names no message of this room"),

@@ -251,11 +251,16 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The words of every message's current body, for search: a contentless FTS5 index by the
-/// message's rowid, of the words [`words`] finds (joined by spaces, so the index's own
-/// tokenizer finds the same ones). Deleting a message drops its words.
+/// message's rowid, of the words [`words`] finds, joined by spaces. The index's own tokenizer
+/// takes every character of those words as a word character (letters, digits, marks), so it
+/// splits them as they were given. Search asks which messages have a word, never where in the
+/// message: no positions are kept (`detail = none`), which makes writing the index far cheaper.
+/// Deleting a message drops its words.
 const WORDS_INDEX: &str = "
 CREATE VIRTUAL TABLE message_words USING fts5(
-    words, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0');
+    words, content = '', contentless_delete = 1, detail = none,
+    tokenize = \"unicode61 remove_diacritics 0 categories 'L* N* Co M*'\");
+INSERT INTO message_words (message_words, rank) VALUES ('automerge', 16);
 CREATE TRIGGER IF NOT EXISTS message_words_go AFTER DELETE ON messages
 BEGIN
     DELETE FROM message_words WHERE rowid = old.rowid;
@@ -282,14 +287,18 @@ fn index_words(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Puts the words of `body` in the index as those of message `row`, instead of any before.
-fn index_body(tx: &rusqlite::Transaction<'_>, row: i64, body: Option<&str>) -> rusqlite::Result<()> {
-    tx.prepare_cached("DELETE FROM message_words WHERE rowid = ?1")?.execute([row])?;
-    let found = body.map(|body| words(body).join(" ")).unwrap_or_default();
+/// Puts the words of `body` in the index as those of message `row`, a new one.
+fn index_body(tx: &rusqlite::Transaction<'_>, row: i64, body: &str) -> rusqlite::Result<()> {
+    let found = words(body).join(" ");
     if !found.is_empty() {
         tx.prepare_cached("INSERT INTO message_words (rowid, words) VALUES (?1, ?2)")?.execute(params![row, found])?;
     }
     Ok(())
+}
+
+/// Takes the words of message `row` out of the index.
+fn unindex(tx: &rusqlite::Transaction<'_>, row: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM message_words WHERE rowid = ?1")?.execute([row]).map(drop)
 }
 
 /// An FTS5 query matching every one of `words`, each as a phrase of its own.
@@ -388,7 +397,8 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, event: &Envelope, row: i64) -> ru
                 .query_row(params![room, target, event.body, event.ts, event.seq], |r| r.get(0))
                 .optional()?;
             if let Some(edited) = edited {
-                index_body(tx, edited, Some(&event.body))?;
+                unindex(tx, edited)?;
+                index_body(tx, edited, &event.body)?;
             }
             // an edit that lost the race with a delete keeps no text either
             tx.prepare_cached(&format!(
@@ -402,29 +412,24 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, event: &Envelope, row: i64) -> ru
                 .query_row(params![room, target], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             let Some((deleted, attachments)) = found else { return Ok(()) };
-            index_body(tx, deleted, None)?;
-            tx.prepare_cached(&format!(
+            unindex(tx, deleted)?;
+            tx.prepare_cached(
                 "UPDATE messages SET body = '', attachments = NULL, data = NULL, mentions = NULL, reply_to = NULL,
-                     edited_at = NULL, deleted_by = ?3 WHERE {LIVE}"
-            ))?
-            .execute(params![room, target, event.from])?;
+                     edited_at = NULL, deleted_by = ?2 WHERE rowid = ?1",
+            )?
+            .execute(params![deleted, event.from])?;
             tx.prepare_cached("UPDATE messages SET body = '' WHERE room = ?1 AND target = ?2 AND kind = 'edit'")?
                 .execute(params![room, target])?;
             tx.prepare_cached("DELETE FROM reactions WHERE room = ?1 AND seq = ?2")?.execute(params![room, target])?;
-            tx.prepare_cached(
-                "DELETE FROM push_due WHERE msg = (SELECT rowid FROM messages WHERE room = ?1 AND seq = ?2)",
-            )?
-            .execute(params![room, target])?;
+            tx.prepare_cached("DELETE FROM push_due WHERE msg = ?1")?.execute([deleted])?;
             let shown: Vec<roost_protocol::Attachment> = from_json_text(attachments).unwrap_or_default();
             for attachment in shown {
                 // an older message still showing the upload keeps it; else it goes at once
                 tx.prepare_cached(
-                    "UPDATE media SET referenced_by = (
+                    "UPDATE media SET referenced_by = coalesce((
                          SELECT max(seq) FROM messages WHERE room = ?1 AND kind IS NULL AND deleted_by IS NULL
-                         AND attachments LIKE '%\"media\":\"' || ?3 || '\"%')
-                     WHERE id = ?3 AND referenced_by = ?2
-                     AND EXISTS (SELECT 1 FROM messages WHERE room = ?1 AND seq < ?2 AND kind IS NULL
-                         AND deleted_by IS NULL AND attachments LIKE '%\"media\":\"' || ?3 || '\"%')",
+                         AND attachments LIKE '%\"media\":\"' || ?3 || '\"%'), referenced_by)
+                     WHERE id = ?3 AND referenced_by = ?2",
                 )?
                 .execute(params![room, target, attachment.media])?;
                 tx.prepare_cached("UPDATE media SET room_gone = 1 WHERE id = ?1 AND referenced_by = ?2")?
@@ -769,7 +774,7 @@ impl Store for SqliteStore {
                     match stored {
                         1 if m.kind.is_message() => {
                             due.execute([row, held_until])?;
-                            index_body(&tx, row, Some(&m.body))?;
+                            index_body(&tx, row, &m.body)?;
                         }
                         1 => apply_event(&tx, m, row)?,
                         _ => {}
