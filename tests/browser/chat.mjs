@@ -5,8 +5,9 @@
 // (his copy highlighted); she edits a message, both react to it and he takes his reaction
 // back, she (the room's owner) deletes his, and reloaded pages show the same; they send each
 // other a picture and a PDF, and a file the server refuses; a bot (MQTT.js from Node) fills a room and the page scrolls back to its first
-// message; a third user turns notifications on and her service worker shows a push the
-// browser delivers to it. Screenshots go to SCREENSHOTS; the page's first-load timings are
+// message; both search their rooms' messages and open what they find (one in history older
+// than the page held); a third user turns notifications on and her service worker shows a push
+// the browser delivers to it. Screenshots go to SCREENSHOTS; the page's first-load timings are
 // printed as one "timing {...}" line. Driven by tests/system/browser.rs; exits non-zero on any
 // failure.
 import { mkdirSync, readFileSync } from "node:fs";
@@ -319,6 +320,70 @@ async function scenario() {
   await alice.locator("#older").waitFor({ state: "hidden", ...patience });
   await shot(alice, "13-scrolled-back-to-the-first-reading");
 
+  // search: bob thanks alice in their DM, and "welcome" is then in two of his rooms (the
+  // lounge's greeting by its edited text); the typing asks the server once it pauses, not per
+  // key. Newest first, each with its room, sender and the word marked; a click opens the lounge
+  // at the greeting, marked. A word nobody said finds nothing; a query without a word says why
+  await bob.locator("#rooms li button", { hasText: "@ alice" }).click();
+  await bob.getByRole("heading", { name: "@ alice" }).waitFor(patience);
+  await send(bob, "thanks for the Welcome!");
+  await seeMessage(bob, "bob", "thanks for the Welcome!");
+  let searches = 0;
+  bob.on("request", (request) => {
+    if (new URL(request.url()).pathname === "/v1/search") searches += 1;
+  });
+  await bob.locator('#search-form input[name="q"]').pressSequentially("welcome", { delay: 40 });
+  await bob.locator("#search-status", { hasText: "3 messages found" }).waitFor(patience);
+  if (searches >= "welcome".length) throw new Error(`${searches} searches for 7 keys`);
+  await results(bob, [
+    { where: "@ alice", from: "bob", body: "thanks for the Welcome!", marks: ["Welcome"] },
+    { where: "# lounge", from: "alice", body: "@bob welcome back", marks: ["welcome"] },
+    { where: "# lounge", from: "alice", body: "hello bob, welcome to the lounge", marks: ["welcome"] },
+  ]);
+  await count(bob.locator("#search-results li.more"), 0);
+  await shot(bob, "13a-bob-searches-for-welcome");
+  await bob.locator(`#search-results li[data-room="lounge"][data-seq="${hello}"] button`).click();
+  await bob.getByRole("heading", { name: "# lounge" }).waitFor(patience);
+  await shown(bob, bob.locator(`#message-list li.found[data-seq="${hello}"]`));
+  await count(bob.locator("#message-list li.found"), 1);
+  await shot(bob, "13b-bob-opens-the-greeting-he-found");
+  await bob.locator('#search-form input[name="q"]').fill("pineapple");
+  await bob.locator('#search-form input[name="q"]').press("Enter");
+  await bob.locator("#search-status:not(.error)", { hasText: /^No messages found$/ }).waitFor(patience);
+  await count(bob.locator("#search-results li"), 0);
+  await shot(bob, "13c-bob-finds-no-pineapple");
+  await bob.locator('#search-form input[name="q"]').fill("🎉 !!");
+  await bob.locator('#search-form input[name="q"]').press("Enter");
+  await bob.locator("#search-status.error", { hasText: "q is 1 to 8 words" }).waitFor(patience);
+  await count(bob.locator("#search-results li"), 0);
+  await shot(bob, "13d-bob-searches-without-a-word");
+
+  // alice's meters, reloaded, hold the newest 50 readings: "reading" finds 20 at a time (More
+  // for the next 20); "reading 7" finds one, and a click loads the earlier history it is in
+  await alice.reload();
+  await alice.getByRole("heading", { name: "# meters" }).waitFor(patience);
+  await alice.locator("body[data-connection=online]").waitFor(patience);
+  await seeHistory(alice, readings.slice(70));
+  const q = alice.locator('#search-form input[name="q"]');
+  await q.fill("reading");
+  await alice.locator("#search-status", { hasText: "20+ messages found" }).waitFor(patience);
+  const bodies = alice.locator("#search-results li[data-seq] .body");
+  if ((await bodies.first().textContent()) !== "reading 120") throw new Error("reading 120 is not found first");
+  await alice.locator("#search-results li.more button").click();
+  await alice.locator("#search-status", { hasText: "40+ messages found" }).waitFor(patience);
+  await count(bodies, 40);
+  await count(alice.locator("#search-results li.more"), 1);
+  if ((await bodies.last().textContent()) !== "reading 81") throw new Error("the second page does not end at reading 81");
+  await q.fill("reading 7");
+  await q.press("Enter");
+  await alice.locator("#search-status", { hasText: /^1 message found$/ }).waitFor(patience);
+  await results(alice, [{ where: "# meters", from: "meter", body: "reading 7", marks: ["reading", "7"] }]);
+  await alice.locator('#search-results li[data-seq="7"] button').click();
+  await shown(alice, alice.locator('#message-list li.found[data-seq="7"]', { hasText: "reading 7" }));
+  await seeHistory(alice, readings);
+  await alice.locator("#older").waitFor({ state: "hidden", ...patience });
+  await shot(alice, "13e-alice-opens-reading-7-from-earlier-history");
+
   await notifications();
 
   await alice.setViewportSize({ width: 390, height: 760 });
@@ -424,6 +489,35 @@ function byBody(page, text) {
 async function count(locator, expected) {
   const found = await locator.count();
   if (found !== expected) throw new Error(`${locator} found ${found}, expected ${expected}`);
+}
+
+/** Waits until the search results are `expected` ({ where, from, body, marks }), in order. */
+async function results(page, expected) {
+  const deadline = Date.now() + patience.timeout;
+  for (;;) {
+    const listed = await page.locator("#search-results li[data-seq]").evaluateAll((items) =>
+      items.map((item) => ({
+        where: item.querySelector(".where").textContent,
+        from: item.querySelector(".from").textContent,
+        body: item.querySelector(".body").textContent,
+        marks: [...item.querySelectorAll(".body mark")].map((mark) => mark.textContent),
+      })),
+    );
+    if (JSON.stringify(listed) === JSON.stringify(expected)) return;
+    if (Date.now() > deadline) throw new Error(`found ${JSON.stringify(listed)}, expected ${JSON.stringify(expected)}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Waits for the message `locator` finds, then checks it is scrolled into the list's view. */
+async function shown(page, locator) {
+  await locator.waitFor(patience);
+  const inView = await locator.evaluate((item) => {
+    const list = document.getElementById("messages").getBoundingClientRect();
+    const box = item.getBoundingClientRect();
+    return box.top >= list.top && box.bottom <= list.bottom;
+  });
+  if (!inView) throw new Error(`${locator} is not in view`);
 }
 
 /** Waits until the open room shows exactly `bodies`, in order. */

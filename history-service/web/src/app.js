@@ -238,6 +238,189 @@ $("directory-form").addEventListener("submit", (event) => {
   loadDirectory().catch((error) => showSidebarError(error.message));
 });
 
+// ---- searching messages --------------------------------------------------------------------
+
+// What is typed searches every room of the user's, after a pause in the typing or at once on
+// Enter: 20 messages at a time, newest first, More asks for the next 20. A click on one opens
+// its room at that message, loading earlier history when the room does not hold it yet.
+
+const SEARCH_PAUSE_MS = 250;
+/** A message found and opened stays marked this long. */
+const FOUND_SHOWN_MS = 6000;
+/** Looking for a message older than its room holds, one click loads at most this many pages of
+ * HUNT_PAGE messages (the server's largest); a further click loads as many more. */
+const HUNT_PAGES = 10;
+const HUNT_PAGE = 500;
+/** A word as the server's search has it (roost_store::words): a run of letters and digits. */
+const WORD = /[\p{Alphabetic}\p{N}]+/gu;
+/** The server ignores longer words, in UTF-8 bytes. */
+const MAX_WORD_BYTES = 64;
+
+let searchTimer = null;
+// answers to an earlier search that arrive after a later one's are dropped
+let searchAsked = 0;
+/** What the last search found, in words: shown again once a message found opens. */
+let searchSummary = "";
+
+/** The distinct words of `text`, lower-cased, as the server matches them. */
+function searchWords(text) {
+  const bytes = new TextEncoder();
+  const words = (text.match(WORD) || []).filter((word) => bytes.encode(word).length <= MAX_WORD_BYTES);
+  return new Set(words.map((word) => word.toLowerCase()));
+}
+
+function searchStatus(text, error = false) {
+  const status = $("search-status");
+  status.textContent = text;
+  status.classList.toggle("error", error);
+}
+
+/** The first page of what `q` finds, or (with `before`, a page's `next`) the page after. */
+async function search(q, before) {
+  const asked = ++searchAsked;
+  const list = $("search-results");
+  if (!q) {
+    list.replaceChildren();
+    searchSummary = "";
+    searchStatus("");
+    return;
+  }
+  const query = new URLSearchParams({ q, ...(before ? { before } : {}) });
+  let page;
+  try {
+    page = await api("GET", `/v1/search?${query}`);
+  } catch (error) {
+    // a query without a word, or with too many, says so (400)
+    if (asked !== searchAsked) return;
+    if (!before) list.replaceChildren();
+    searchStatus(error.message, true);
+    return;
+  }
+  if (asked !== searchAsked) return;
+  const words = searchWords(q);
+  list.querySelector("li.more")?.remove();
+  const found = page.messages.map((message) => renderFound(message, words));
+  if (page.next) {
+    const more = element("button", { type: "button", className: "link" }, "More");
+    more.addEventListener("click", () => search(q, page.next));
+    found.push(element("li", { className: "more" }, more));
+  }
+  if (before) list.append(...found);
+  else list.replaceChildren(...found);
+  const shown = list.querySelectorAll("li[data-seq]").length;
+  const counted = `${shown}${page.next ? "+" : ""} message${shown === 1 && !page.next ? "" : "s"} found`;
+  searchSummary = shown === 0 ? "No messages found" : counted;
+  searchStatus(searchSummary);
+}
+
+function searchNow() {
+  clearTimeout(searchTimer);
+  search($("search-form").q.value.trim());
+}
+
+$("search-form").addEventListener("input", () => {
+  clearTimeout(searchTimer);
+  // an emptied box clears the results at once; words wait for a pause in the typing
+  if (!$("search-form").q.value.trim()) return searchNow();
+  searchTimer = setTimeout(searchNow, SEARCH_PAUSE_MS);
+});
+$("search-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  searchNow();
+});
+
+/** A message found: its room, sender, time and text (around the first word found when long),
+ * the words asked for marked. */
+function renderFound(message, words) {
+  const room = state.rooms.get(message.room);
+  const button = element(
+    "button",
+    { type: "button" },
+    element("span", { className: "where" }, room ? roomLabel(room) : `# ${message.room}`),
+    element("span", { className: "from" }, message.from),
+    element("time", { dateTime: new Date(message.ts).toISOString() }, when(message.ts)),
+    element("span", { className: "body" }, ...marked(excerpt(message.body, words), words)),
+  );
+  button.addEventListener("click", () => openFound(message).catch((error) => searchStatus(error.message, true)));
+  return element("li", { dataset: { room: message.room, seq: message.seq } }, button);
+}
+
+/** Text nodes and <mark>s: `text` with each of `words` marked (text, never HTML). */
+function marked(text, words) {
+  const parts = [];
+  let done = 0;
+  for (const match of text.matchAll(WORD)) {
+    if (!words.has(match[0].toLowerCase())) continue;
+    parts.push(text.slice(done, match.index), element("mark", {}, match[0]));
+    done = match.index + match[0].length;
+  }
+  parts.push(text.slice(done));
+  return parts;
+}
+
+/** A long body cut to about 200 characters around the first word found, at spaces. */
+function excerpt(body, words) {
+  if (body.length <= 200) return body;
+  const first = [...body.matchAll(WORD)].find((match) => words.has(match[0].toLowerCase()))?.index ?? 0;
+  const start = first <= 60 ? 0 : body.lastIndexOf(" ", first - 60) + 1;
+  const cut = body.indexOf(" ", start + 200);
+  const end = cut === -1 ? body.length : cut;
+  return `${start > 0 ? "…" : ""}${body.slice(start, end)}${end < body.length ? "…" : ""}`;
+}
+
+/** The time, and the date unless it is today's. */
+function when(ts) {
+  const date = new Date(ts);
+  if (date.toDateString() === new Date().toDateString()) return clock(ts);
+  return date.toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+}
+
+/** Opens a found message's room scrolled to it, marked for a few seconds. A message older than
+ * the room holds is looked for in earlier history, HUNT_PAGES pages a click. */
+async function openFound(found) {
+  if (!state.rooms.has(found.room)) await addRoom(found.room);
+  await openRoom(found.room);
+  const room = state.rooms.get(found.room);
+  if (!room || state.current !== room.id) return;
+  if (!(await loadBackTo(room, found.seq))) {
+    if (state.current !== room.id) return;
+    renderMessages(room);
+    const further = room.hasOlder ? "further back: click it again to load more" : "no longer in its history";
+    searchStatus(`That message of ${roomLabel(room)} is ${further}`);
+    return;
+  }
+  if (state.current !== room.id) return;
+  searchStatus(searchSummary);
+  room.found = found.seq;
+  renderMessages(room);
+  $("message-list").querySelector(`li[data-seq="${found.seq}"]`)?.scrollIntoView({ block: "center" });
+  clearTimeout(room.foundTimer);
+  room.foundTimer = setTimeout(() => {
+    room.found = null;
+    if (room.id === state.current) $("message-list").querySelector("li.found")?.classList.remove("found");
+  }, FOUND_SHOWN_MS);
+}
+
+/** Loads the room's earlier history until it holds `seq`, at most HUNT_PAGES pages; whether it
+ * does. Scrolling back waits meanwhile (loadOlder: one load at a time). */
+async function loadBackTo(room, seq) {
+  room.loadingOlder = true;
+  try {
+    for (let pages = 0; !room.messages.has(seq) && room.hasOlder && pages < HUNT_PAGES; pages += 1) {
+      // held history runs without gaps from its oldest message: one older than that is the
+      // only kind a further page can bring
+      const oldest = Math.min(...room.messages.keys());
+      if (room.messages.size === 0 || oldest < seq) break;
+      const page = await api("GET", `/v1/rooms/${room.id}/messages?before=${oldest}&limit=${HUNT_PAGE}`);
+      page.messages.forEach((message) => room.messages.set(message.seq, message));
+      room.hasOlder = page.messages.length === HUNT_PAGE;
+    }
+  } finally {
+    room.loadingOlder = false;
+  }
+  return room.messages.has(seq);
+}
+
 $("leave").addEventListener("click", async () => {
   const id = state.current;
   try {
@@ -998,6 +1181,7 @@ function renderMessage(room, message) {
     message.from === me ? "mine" : "",
     (message.mentions || []).includes(me) ? "mentions-me" : "",
     message.deleted ? "deleted" : "",
+    room.found === message.seq ? "found" : "",
   ];
   const head = [
     element("span", { className: "from" }, message.from),
