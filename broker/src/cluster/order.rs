@@ -147,8 +147,8 @@ impl Order {
         let room = room.to_owned();
         tokio::spawn(async move {
             let last = loop {
-                match order.store.messages(&room, Page::Latest { limit: 1 }).await {
-                    Ok(latest) => break latest.first().map_or(0, |envelope| envelope.seq),
+                match order.store.last_seq(&room).await {
+                    Ok(last) => break last,
                     Err(e) => {
                         warn!(room, error = %e, "cannot read where a room is; its messages wait");
                         tokio::time::sleep(GAP_SKIP).await;

@@ -36,7 +36,12 @@ pub(crate) struct PageQuery {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct MessagePage {
+    /// Messages as their edits, deletes and reactions left them; with `after`, those events too.
     messages: Vec<ListedMessage>,
+    /// The messages listed show every event up to this seq: live events at or below it are
+    /// in them already. Absent on `before` pages (older messages, shown as they are now).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    through: Option<i64>,
 }
 
 /// A stored message (as its edits and delete left it) or event as history lists it, with the
@@ -136,8 +141,19 @@ pub(crate) async fn messages(
         (Some(before), None) => Page::Before { before, limit },
         (None, None) => Page::Latest { limit },
     };
+    // read before the page: an event written in between is in the page and above `through`,
+    // shown twice at worst, never lost
+    let newest = match page {
+        Page::Latest { .. } => Some(state.store.last_seq(&id).await?),
+        _ => None,
+    };
     let messages = state.store.messages(&id, page).await?;
-    Ok(Json(MessagePage { messages: listed(state.store.as_ref(), &id, &user, messages).await? }))
+    let through = match page {
+        Page::Latest { .. } => newest,
+        Page::After { after, .. } => Some(messages.last().map_or(after, |last| last.seq)),
+        Page::Before { .. } => None,
+    };
+    Ok(Json(MessagePage { messages: listed(state.store.as_ref(), &id, &user, messages).await?, through }))
 }
 
 #[utoipa::path(get, path = "/v1/rooms/{id}/unread", security(("bearer" = [])), responses(

@@ -252,14 +252,15 @@ pub struct SearchCursor {
     pub seq: i64,
 }
 
-/// Which slice of a room's history to read.
+/// Which slice of a room's history to read. Every page shows messages as their events left
+/// them; only `After` lists the events too (what a reconnecting client missed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     /// The newest messages, newest first.
     Latest { limit: u32 },
     /// Messages with `seq < before`, newest first.
     Before { before: i64, limit: u32 },
-    /// Messages with `seq > after` (and `seq < before` when given), oldest first.
+    /// Messages and events with `seq > after` (and `seq < before` when given), oldest first.
     After { after: i64, before: Option<i64>, limit: u32 },
 }
 
@@ -341,6 +342,8 @@ pub trait Store: Send + Sync + 'static {
     /// it a tombstone (`deleted`, `deleted_by`); a reaction adds or takes back its sender's key.
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
+    /// The seq of the newest message or event `room`'s history holds; 0 when none.
+    async fn last_seq(&self, room: &str) -> Result<i64, StoreError>;
     /// The messages of `room` numbered `seqs` that history still serves, in seq order.
     async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError>;
     /// Messages in `scope` with every one of `words` ([`crate::words`] of their current body):

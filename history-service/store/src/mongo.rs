@@ -761,7 +761,10 @@ impl Store for MongoStore {
             }
             Page::After { after, before: None, limit } => (doc! {"$gte": floor, "$gt": after}, 1, limit),
         };
-        let filter = doc! {"room": room, "seq": range};
+        let mut filter = doc! {"room": room, "seq": range};
+        if !matches!(page, Page::After { .. }) {
+            filter.insert("type", mongodb::bson::Bson::Null);
+        }
         let mut cursor = self
             .messages()
             .find(filter)
@@ -774,6 +777,17 @@ impl Store for MongoStore {
             out.push(cursor.deserialize_current().map_err(unavailable)?);
         }
         Ok(out)
+    }
+
+    async fn last_seq(&self, room: &str) -> Result<i64, StoreError> {
+        let floor = self.floor(room).await?;
+        let newest = self
+            .messages()
+            .find_one(doc! {"room": room, "seq": {"$gte": floor}})
+            .sort(doc! {"seq": -1})
+            .await
+            .map_err(unavailable)?;
+        Ok(newest.map_or(0, |newest| newest.seq))
     }
 
     async fn messages_at(&self, room: &str, seqs: &[i64]) -> Result<Vec<Envelope>, StoreError> {

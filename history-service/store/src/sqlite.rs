@@ -9,6 +9,7 @@ use crate::words::words;
 use async_trait::async_trait;
 use roost_protocol::{now_millis, Envelope, MessageKind, PresenceAggregate, PresenceStatus, ReceiptStamped};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -796,9 +797,10 @@ impl Store for SqliteStore {
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError> {
         let room = room.to_owned();
         self.with(move |c| {
+            const MESSAGES_DOWN: &str = "seq > ?2 AND seq < ?3 AND kind IS NULL ORDER BY seq DESC";
             let (sql, lower, upper, limit) = match page {
-                Page::Latest { limit } => ("seq > ?2 AND seq < ?3 ORDER BY seq DESC", i64::MIN, i64::MAX, limit),
-                Page::Before { before, limit } => ("seq > ?2 AND seq < ?3 ORDER BY seq DESC", i64::MIN, before, limit),
+                Page::Latest { limit } => (MESSAGES_DOWN, i64::MIN, i64::MAX, limit),
+                Page::Before { before, limit } => (MESSAGES_DOWN, i64::MIN, before, limit),
                 Page::After { after, before, limit } => {
                     ("seq > ?2 AND seq < ?3 ORDER BY seq ASC", after, before.unwrap_or(i64::MAX), limit)
                 }
@@ -809,6 +811,18 @@ impl Store for SqliteStore {
             ))?;
             let rows = stmt.query_map(params![room, lower, upper, limit], envelope_from_row)?.collect();
             rows
+        })
+        .await
+    }
+
+    async fn last_seq(&self, room: &str) -> Result<i64, StoreError> {
+        let room = room.to_owned();
+        self.with(move |c| {
+            c.prepare_cached(
+                "SELECT coalesce(max(seq), 0) FROM messages WHERE room = ?1
+                 AND seq >= (SELECT coalesce(max(floor), 0) FROM room_seq WHERE room = ?1)",
+            )?
+            .query_row([room], |r| r.get(0))
         })
         .await
     }
@@ -867,22 +881,19 @@ impl Store for SqliteStore {
     }
 
     async fn reactions(&self, room: &str, seqs: &[i64], reader: &str) -> Result<Vec<ReactionCount>, StoreError> {
-        let (room, mut seqs, reader) = (room.to_owned(), seqs.to_vec(), reader.to_owned());
-        seqs.sort_unstable();
-        seqs.dedup();
+        let (Some(&first), Some(&last)) = (seqs.iter().min(), seqs.iter().max()) else { return Ok(Vec::new()) };
+        let (room, wanted, reader) =
+            (room.to_owned(), seqs.iter().copied().collect::<HashSet<i64>>(), reader.to_owned());
         self.with(move |c| {
+            // a page's messages are close together: one range read, the rest left out here
             let mut stmt = c.prepare_cached(
-                "SELECT key, count(*), max(user = ?3) FROM reactions WHERE room = ?1 AND seq = ?2
-                 GROUP BY key ORDER BY min(rowid)",
+                "SELECT seq, key, count(*), max(user = ?4) FROM reactions WHERE room = ?1 AND seq BETWEEN ?2 AND ?3
+                 GROUP BY seq, key ORDER BY seq, min(rowid)",
             )?;
-            let mut found = Vec::new();
-            for seq in seqs {
-                let rows = stmt.query_map(params![room, seq, reader], |r| {
-                    Ok(ReactionCount { seq, key: r.get(0)?, count: r.get(1)?, me: r.get(2)? })
-                })?;
-                found.extend(rows.collect::<rusqlite::Result<Vec<_>>>()?);
-            }
-            Ok(found)
+            let rows = stmt.query_map(params![room, first, last, reader], |r| {
+                Ok(ReactionCount { seq: r.get(0)?, key: r.get(1)?, count: r.get(2)?, me: r.get(3)? })
+            })?;
+            rows.filter(|row| row.as_ref().map_or(true, |count| wanted.contains(&count.seq))).collect()
         })
         .await
     }

@@ -500,6 +500,12 @@ async fn events_change_their_message_and_a_delete_erases_it(backend: impl Backen
     let events = store.messages("lobby", Page::After { after: 2, before: None, limit: 10 }).await.unwrap();
     assert_eq!(events.len(), 6, "events are stored at their own seq");
     assert_eq!((events[5].kind, events[5].target, events[5].on), (MessageKind::Reaction, Some(2), Some(false)));
+    let latest = store.messages("lobby", Page::Latest { limit: 10 }).await.unwrap();
+    assert_eq!(latest.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 1], "newest-first pages list messages only");
+    let before = store.messages("lobby", Page::Before { before: 8, limit: 10 }).await.unwrap();
+    assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), [2, 1]);
+    assert_eq!(store.last_seq("lobby").await.unwrap(), 8, "events count");
+    assert_eq!(store.last_seq("attic").await.unwrap(), 0);
     assert_eq!(store.unread("carol").await.unwrap(), Vec::<(String, u64)>::new(), "carol is no member");
     store.add_member("lobby", "carol").await.unwrap();
     assert_eq!(store.unread("carol").await.unwrap(), [("lobby".to_owned(), 2)], "events are not unread");

@@ -8,6 +8,8 @@ const ROOM_KEY = "roost.room";
 /** This browser's name among the user's devices registered for pushes. */
 const DEVICE_KEY = "roost.device";
 const PAGE = 50;
+/** Envelopes an `after=` page of history asks for (gap recovery). */
+const AFTER_PAGE = 500;
 const TYPING_RENEW_MS = 3000;
 const TYPING_IDLE_MS = 4000;
 const TYPING_SHOWN_MS = 6000;
@@ -127,7 +129,17 @@ function signOut() {
 async function addRoom(id) {
   const detail = await api("GET", `/v1/rooms/${id}`);
   const existing = state.rooms.get(id);
-  const room = existing || { id, messages: new Map(), loaded: false, hasOlder: true, typing: new Map(), pending: [] };
+  const room = existing || {
+    id,
+    messages: new Map(),
+    loaded: false,
+    hasOlder: true,
+    through: 0,
+    syncing: null,
+    queue: [],
+    typing: new Map(),
+    pending: [],
+  };
   Object.assign(room, { direct: detail.direct, owner: detail.owner, members: detail.members });
   await fetchUnread(room);
   state.rooms.set(id, room);
@@ -412,7 +424,7 @@ async function loadBackTo(room, seq) {
       const oldest = Math.min(...room.messages.keys());
       if (room.messages.size === 0 || oldest < seq) break;
       const page = await api("GET", `/v1/rooms/${room.id}/messages?before=${oldest}&limit=${HUNT_PAGE}`);
-      page.messages.forEach((message) => room.messages.set(message.seq, message));
+      holdOlder(room, page);
       room.hasOlder = page.messages.length === HUNT_PAGE;
     }
   } finally {
@@ -445,12 +457,7 @@ async function openRoom(id) {
   if (!room) return;
   state.current = id;
   localStorage.setItem(ROOM_KEY, id);
-  if (!room.loaded) {
-    const page = await api("GET", `/v1/rooms/${id}/messages?limit=${PAGE}`);
-    page.messages.forEach((message) => room.messages.set(message.seq, message));
-    room.hasOlder = page.messages.length === PAGE;
-    room.loaded = true;
-  }
+  if (!room.loaded) await (room.syncing || sync(room));
   const members = await api("GET", `/v1/rooms/${id}/presence`);
   members.members.forEach(({ user, ...presence }) => state.presence.set(user, presence));
   markRead(room);
@@ -467,7 +474,7 @@ async function loadOlder() {
   try {
     const oldest = Math.min(...room.messages.keys());
     const page = await api("GET", `/v1/rooms/${room.id}/messages?before=${oldest}&limit=${PAGE}`);
-    page.messages.forEach((message) => room.messages.set(message.seq, message));
+    holdOlder(room, page);
     room.hasOlder = page.messages.length === PAGE;
     const list = $("messages");
     const fromBottom = list.scrollHeight - list.scrollTop;
@@ -493,33 +500,112 @@ new ResizeObserver(() => {
   if (showsNewest) $("messages").scrollTop = $("messages").scrollHeight;
 }).observe($("messages"));
 
+// A loaded room is current up to `room.through`: every message and event of the room up to that
+// seq is shown (messages as their events left them). History's latest page says how far it is
+// current (its `through`: its newest rows may be events, which only `after=` pages list), and
+// each envelope taken since, in seq order, moves it on. A live envelope at or below it is one the
+// page shows already; one more than a seq above it means a gap, fetched with `after=`. Live
+// envelopes wait in `room.queue` while the room's history loads. Each message held remembers
+// `asOf`, the seq it is current to: an event above that changes it, one at or below is in it.
+
+/** Brings the room up to date: its latest page when it has none yet, else what came after
+ * `room.through`; then the live envelopes that waited meanwhile. One run at a time: asked again
+ * meanwhile (a reconnect), it fetches once more before it ends. */
+function sync(room) {
+  if (room.syncing) {
+    room.resync = true;
+    return room.syncing;
+  }
+  room.syncing = (async () => {
+    try {
+      do {
+        room.resync = false;
+        if (room.loaded) await loadAfter(room);
+        else await loadLatest(room);
+      } while (room.resync);
+    } finally {
+      room.syncing = null;
+      room.resync = false;
+      // history is as current as it gets: a seq still missing before these is one the store
+      // does not have (a node died numbering it), not one to fetch again
+      room.queue
+        .splice(0)
+        .sort((a, b) => a.seq - b.seq)
+        .forEach((envelope) => take(room, envelope));
+    }
+  })();
+  return room.syncing;
+}
+
+/** The room's latest page: its messages, current as of its `through`. It replaces what the room
+ * held unloaded (live messages kept only to count them unread). */
+async function loadLatest(room) {
+  const page = await api("GET", `/v1/rooms/${room.id}/messages?limit=${PAGE}`);
+  // a message written between the server's reading `through` and the page is listed too, as
+  // current as the page (what lies below it is in the page already)
+  const asOf = Math.max(page.through ?? 0, ...page.messages.map((message) => message.seq));
+  room.messages = new Map(page.messages.map((message) => [message.seq, Object.assign(message, { asOf })]));
+  room.through = asOf;
+  room.hasOlder = page.messages.length === PAGE;
+  room.loaded = true;
+}
+
+/** Whatever the room got after `room.through` (missed while the connection was down, or a gap
+ * in live seqs), oldest first: messages and events, a message current as of its page. */
+async function loadAfter(room) {
+  for (;;) {
+    const page = await api("GET", `/v1/rooms/${room.id}/messages?after=${room.through}&limit=${AFTER_PAGE}`);
+    const asOf = Math.max(page.through ?? 0, ...page.messages.map((message) => message.seq));
+    page.messages.forEach((envelope) => take(room, envelope, asOf));
+    if (page.messages.length < AFTER_PAGE) break;
+  }
+}
+
+/** A `before=` page: older messages, no events, shown as their events left them when it was
+ * read, so only events above the seq the room is current to change them. */
+function holdOlder(room, page) {
+  page.messages.forEach((message) => room.messages.set(message.seq, Object.assign(message, { asOf: room.through })));
+}
+
 /** After a reconnect: whatever the rooms got while the connection was down, by `seq`. */
 async function recoverGaps() {
   for (const room of state.rooms.values()) {
-    if (!room.loaded || room.messages.size === 0) {
-      await fetchUnread(room);
-      continue;
-    }
-    let after = Math.max(...room.messages.keys());
-    for (;;) {
-      const page = await api("GET", `/v1/rooms/${room.id}/messages?after=${after}&limit=500`);
-      const held = new Set(room.messages.keys());
-      page.messages.forEach((message) => receiveMessage(room, message, held));
-      if (page.messages.length < 500) break;
-      after = page.messages[page.messages.length - 1].seq;
-    }
+    if (room.loaded || room.syncing) await sync(room);
+    else await fetchUnread(room);
   }
   renderRooms();
 }
 
-/** Takes in a message or an event (an edit, delete or reaction), live or from an `after=` page of
- * history. `room.messages` keeps both by `seq`, events only to know them again; events are never
- * lines of their own. `heldBefore`, for a page, is the seqs held before it: a message of the page
- * is current as of the page, so only the page's events on messages held before it change them. */
-function receiveMessage(room, message, heldBefore = null) {
+/** An envelope of the room's messages topic, live: a message or an event (an edit, delete or
+ * reaction). */
+function receiveLive(room, envelope) {
+  if (room.syncing) {
+    room.queue.push(envelope);
+  } else if (room.loaded && envelope.seq > room.through + 1) {
+    room.queue.push(envelope);
+    sync(room).catch(showSidebarError);
+  } else {
+    take(room, envelope);
+  }
+}
+
+/** Takes in a message or an event, live or from an `after=` page (whose messages are current as
+ * of `asOf`), in seq order. A room not loaded yet only counts its messages unread. */
+function take(room, envelope, asOf = envelope.seq) {
+  if (!room.loaded) {
+    if (!envelope.type) receiveMessage(room, envelope, asOf);
+    return;
+  }
+  if (envelope.seq <= room.through) return;
+  room.through = envelope.seq;
+  if (envelope.type) receiveChange(room, envelope);
+  else receiveMessage(room, envelope, asOf);
+}
+
+/** A message: a line of the room, unread unless the room is in view. */
+function receiveMessage(room, message, asOf) {
   if (room.messages.has(message.seq)) return;
-  room.messages.set(message.seq, message);
-  if (message.type) return receiveChange(room, message, heldBefore);
+  room.messages.set(message.seq, Object.assign(message, { asOf }));
   if (room.id === state.current && document.visibilityState === "visible") {
     const list = $("messages");
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -537,8 +623,7 @@ function receiveMessage(room, message, heldBefore = null) {
 function markRead(room) {
   room.unread = 0;
   room.capped = false;
-  if (room.messages.size === 0) return;
-  const newest = Math.max(...room.messages.keys());
+  const newest = room.loaded ? room.through : Math.max(0, ...room.messages.keys());
   if (newest > (room.readSent || 0)) {
     room.readSent = newest;
     publish(`rooms/${room.id}/receipts`, { read_seq: newest }, 1);
@@ -610,12 +695,12 @@ function publishChange(room, change) {
   publish(`rooms/${room.id}/messages`, { id: crypto.randomUUID(), ...change }, 1);
 }
 
-/** A live event, or one of an `after=` page (see receiveMessage): folded into its target when
- * the page holds it. Nothing else moves: no line, no unread count, no scrolling away. */
-function receiveChange(room, event, heldBefore) {
+/** A live event, or one of an `after=` page (see take): folded into its target when the page
+ * holds it and it is not in it already (the target is current as of a seq below the event's).
+ * Nothing else moves: no line, no unread count, no scrolling away. */
+function receiveChange(room, event) {
   const target = room.messages.get(event.target);
-  if (!target || target.type || target.deleted) return;
-  if (heldBefore && !heldBefore.has(event.target)) return;
+  if (!target || target.deleted || event.seq <= (target.asOf ?? 0)) return;
   applyChange(room, target, event);
   if (room.id === state.current && document.visibilityState === "visible") {
     const list = $("messages");
@@ -967,7 +1052,7 @@ function route(levels, message) {
   } else if (kind === "rooms") {
     const room = state.rooms.get(name);
     if (!room) return;
-    if (leaf === "messages") receiveMessage(room, message);
+    if (leaf === "messages") receiveLive(room, message);
     else if (leaf === "typing") receiveTyping(room, message);
     else if (leaf === "events") receiveEvent(room, message);
   }
@@ -1164,7 +1249,6 @@ function renderMessages(room) {
   const caret = typed && document.activeElement === typed ? [typed.selectionStart, typed.selectionEnd] : null;
   list.replaceChildren(
     ...[...room.messages.values()]
-      .filter((message) => !message.type)
       .sort((a, b) => a.seq - b.seq)
       .map((message) => renderMessage(room, message)),
   );
