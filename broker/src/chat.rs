@@ -87,15 +87,12 @@ impl Chat {
     }
 
     /// The message `seq` of `room` as the store holds it, unless it is an event or deleted: one
-    /// a reply answers or an event changes. A message a client could have seen was handed to the ingest before it was
-    /// delivered, so one the store does not have yet is waited for; in a cluster another node's
-    /// message can arrive here before that node has stored it, so the store is asked again for a
-    /// while. `settled` first waits for everything accepted so far to be written, so that the
-    /// answer shows the events before this one (an edit after a delete is refused).
+    /// a reply answers or an event changes. A message a client could have seen was handed to
+    /// the ingest before it was delivered, so one the store does not have yet is waited for
+    /// (`settled`: the caller waited for the ingest already); in a cluster another node's
+    /// message can arrive here before that node has stored it, so the store is asked again for
+    /// a while.
     async fn stored_message(&self, room: &str, seq: i64, settled: bool) -> Option<Envelope> {
-        if settled {
-            self.ingest.written().await;
-        }
         let wanted = [seq];
         for ask in 1..=TARGET_ASKS {
             let found = retry_until_ok("looking up a message", || self.store.messages_at(room, &wanted)).await;
@@ -113,7 +110,9 @@ impl Chat {
     }
 
     /// Whether `user` may apply `event` to its target now, and for a reaction whether it adds
-    /// its key (true) or takes it back (false).
+    /// its key (true) or takes it back (false). The caller waited for the ingest to write what
+    /// it holds, so the target shows the events before this one (an edit after a delete is
+    /// refused).
     async fn check_event(&self, user: &str, room: &str, event: &ClientMessage) -> Result<Option<bool>, Invalid> {
         let seq = event.target.expect("events name their target");
         let Some(target) = self.stored_message(room, seq, true).await else {
@@ -144,10 +143,19 @@ impl Chat {
         }
     }
 
-    /// True when `user` owns `room`: the owner deletes anyone's messages.
+    /// True when `user` owns `room`: the owner deletes anyone's messages. In a direct-message
+    /// room neither user has owner powers, whoever opened it.
     async fn owns(&self, room: &str, user: &str) -> bool {
         let found = retry_until_ok("looking up a room's owner", || self.store.room(room)).await;
-        found.is_some_and(|found| found.owner == user)
+        found.is_some_and(|found| found.owner == user && !found.direct)
+    }
+
+    /// True when the store holds an event of `user` in `room` with client id `id`: a retry this
+    /// node does not remember (sent first to another node, or before a restart), applied once
+    /// already and not to be checked and applied again.
+    async fn stored_before(&self, room: &str, user: &str, id: Option<&str>) -> bool {
+        let Some(id) = id else { return false };
+        retry_until_ok("looking up a retried event", || self.store.message_with_id(room, user, id)).await.is_some()
     }
 
     /// A room message or event of `user`: its attachments expanded, its reply or target
@@ -175,10 +183,18 @@ impl Chat {
         }
         let reaction_on = match message.kind {
             MessageKind::Message => None,
-            _ => match self.check_event(user, room, &message).await {
-                Ok(on) => on,
-                Err(invalid) => return Outcome::Refused(invalid),
-            },
+            _ => {
+                self.ingest.written().await;
+                if self.stored_before(room, user, client_id.as_deref()).await {
+                    let (done, stored) = oneshot::channel();
+                    let _ = done.send(());
+                    return Outcome::Again { stored };
+                }
+                match self.check_event(user, room, &message).await {
+                    Ok(on) => on,
+                    Err(invalid) => return Outcome::Refused(invalid),
+                }
+            }
         };
         let seq = self.sequencer.next(room).await;
         // the room was deleted while this waited for its number (its lease is gone): the

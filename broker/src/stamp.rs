@@ -170,7 +170,7 @@ fn validate_event(event: &ClientMessage) -> Result<(), Invalid> {
     }
     let has_body = !event.body.is_empty();
     let fits = match event.kind {
-        MessageKind::Edit => event.key.is_none() && has_body,
+        MessageKind::Edit => event.key.is_none(),
         MessageKind::Delete => event.key.is_none() && !has_body,
         MessageKind::Reaction => !has_body && event.key.as_deref().is_some_and(is_reaction_key),
         MessageKind::Message => unreachable!("messages are validated apart"),

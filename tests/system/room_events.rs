@@ -210,6 +210,12 @@ async fn edits_deletes_and_reactions_change_their_message(system: System) {
     assert_eq!(hi["reactions"], json!([{"key": "👍", "count": 1, "me": true}, {"key": "🎉", "count": 1, "me": false}]));
     let as_bob = system.history("lobby", "bob", "?before=3&limit=1").await;
     assert_eq!(as_bob[0]["reactions"][0], json!({"key": "👍", "count": 1, "me": false}), "me is the reader's");
+    // a retry is the first publish again: a new payload under a used id is not looked at
+    assert_eq!(publish_rc(&mut carol_says, "lobby", json!({"id": "c-1", "body": "hi"})).await, 0);
+    let swapped = json!({"id": "c-1", "type": "delete", "target": 1});
+    assert_eq!(publish_rc(&mut carol_says, "lobby", swapped).await, 0, "taken as the retry it claims to be");
+    assert_eq!(system.history("lobby", "carol", "?before=2").await[0]["body"], "the secret plan, v2");
+    assert_eq!(next_on(&mut carol, "rooms/lobby/messages").await["body"], "hi");
     let (status, unread) = system.call("GET", "/v1/rooms/lobby/unread", Some(&system.token("carol", 60)), None).await;
     assert_eq!((status, &unread["unread"]), (200, &json!(2)), "events are not unread: {unread}");
 
@@ -219,7 +225,7 @@ async fn edits_deletes_and_reactions_change_their_message(system: System) {
     let deleted = next_on(&mut carol, "rooms/lobby/messages").await;
     assert_eq!(
         (deleted["seq"].as_i64(), deleted["type"].as_str(), deleted["from"].as_str()),
-        (Some(8), Some("delete"), Some("alice"))
+        (Some(9), Some("delete"), Some("alice"))
     );
     for gone in [
         json!({"type": "edit", "target": 1, "body": "v3"}),
@@ -251,13 +257,22 @@ async fn edits_deletes_and_reactions_change_their_message(system: System) {
     let (status, _) = system.call("GET", &format!("/v1/media/{media}"), Some(&system.token("carol", 60)), None).await;
     assert_eq!(status, 404, "the upload only it showed is gone");
 
+    // whoever opened a DM has no owner powers in it
+    system.register("bob").await;
+    let (status, dm) =
+        system.call("POST", "/v1/dms", Some(&system.token("alice", 60)), Some(json!({"user": "bob"}))).await;
+    assert_eq!(status, 201, "{dm}");
+    let dm = dm["id"].as_str().expect("the DM's id").to_owned();
+    assert_eq!(publish_rc(&mut bob, &dm, json!({"body": "just us"})).await, 0);
+    assert_eq!(publish_rc(&mut alice, &dm, json!({"type": "delete", "target": 1})).await, NOT_AUTHORIZED);
+
     // 20 different keys on a message, not 21; a key already given still toggles
     for n in 0..18 {
         assert_eq!(publish_rc(&mut bob, "lobby", reaction(&format!("k{n}"), 2)).await, 0, "key {n}");
     }
     assert_eq!(publish_rc(&mut bob, "lobby", reaction("k-one-too-many", 2)).await, QUOTA_EXCEEDED);
     assert_eq!(publish_rc(&mut carol_says, "lobby", reaction("🎉", 2)).await, 0);
-    let hi = &system.history("lobby", "carol", "?limit=1").await[0];
+    let hi = &system.history("lobby", "carol", "?before=3&limit=1").await[0];
     assert_eq!(hi["reactions"].as_array().map(Vec::len), Some(20), "{hi}");
     assert_eq!(hi["reactions"][1], json!({"key": "🎉", "count": 2, "me": true}));
 }

@@ -107,8 +107,10 @@ async fn listed(
     Ok(listed.collect())
 }
 
-/// Most messages an unread count looks at; beyond it the count is `capped`.
-const UNREAD_COUNTED: u32 = 100;
+/// Most messages an unread count counts; beyond it the count is `capped`.
+const UNREAD_COUNTED: usize = 100;
+/// Most pages of history (of [`MAX_LIMIT`]) an unread count reads.
+const UNREAD_PAGES: usize = 10;
 
 /// What a member has not read yet in a room: messages of others after its last receipt (edits,
 /// deletes, reactions and deleted messages aside).
@@ -166,12 +168,20 @@ pub(crate) async fn unread(
 ) -> Result<Json<Unread>, ApiError> {
     rooms.of_member(&id, &user).await?;
     let last_read = state.store.last_read(&id, &user).await?;
-    let page = Page::After { after: last_read.unwrap_or(0), before: None, limit: UNREAD_COUNTED };
-    let after = state.store.messages(&id, page).await?;
-    let capped = after.len() == UNREAD_COUNTED as usize;
-    let unread =
-        after.iter().filter(|message| message.from != user && message.kind.is_message() && !message.deleted).count();
-    Ok(Json(Unread { last_read, unread, capped }))
+    // the pages list edits, deletes and reactions too, which are not unread: read on until more
+    // than the count is found, the room ends, or enough was read to call it "more"
+    let (mut after, mut unread, mut more) = (last_read.unwrap_or(0), 0, false);
+    for _ in 0..UNREAD_PAGES {
+        let page = state.store.messages(&id, Page::After { after, before: None, limit: MAX_LIMIT }).await?;
+        unread += page.iter().filter(|m| m.from != user && m.kind.is_message() && !m.deleted).count();
+        more = page.len() == MAX_LIMIT as usize;
+        match page.last() {
+            Some(last) if more && unread <= UNREAD_COUNTED => after = last.seq,
+            _ => break,
+        }
+    }
+    let capped = unread > UNREAD_COUNTED || more;
+    Ok(Json(Unread { last_read, unread: unread.min(UNREAD_COUNTED), capped }))
 }
 
 #[cfg(test)]

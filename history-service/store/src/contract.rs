@@ -342,6 +342,8 @@ pub trait Store: Send + Sync + 'static {
     /// it a tombstone (`deleted`, `deleted_by`); a reaction adds or takes back its sender's key.
     async fn write_batch(&self, messages: &[Envelope], receipts: &[ReceiptStamped]) -> Result<(), StoreError>;
     async fn messages(&self, room: &str, page: Page) -> Result<Vec<Envelope>, StoreError>;
+    /// The message or event `from` sent to `room` with client id `id`, if the store has it.
+    async fn message_with_id(&self, room: &str, from: &str, id: &str) -> Result<Option<Envelope>, StoreError>;
     /// The seq of the newest message or event `room`'s history holds; 0 when none.
     async fn last_seq(&self, room: &str) -> Result<i64, StoreError>;
     /// The messages of `room` numbered `seqs` that history still serves, in seq order.

@@ -444,7 +444,15 @@ impl MongoStore {
                 }
             }
             MessageKind::Delete => {
-                let Some(message) = self.live_message(room, target).await? else { return Ok(()) };
+                // the mark first: an edit or reaction written after it finds no live target and
+                // keeps nothing; what follows can each be done again, so a replay of this delete
+                // (or a delete racing it) finishes what a failure left, attachments included
+                let message = doc! {"room": room, "seq": target, "type": null};
+                let Some(message) = self.messages().find_one(message.clone()).await.map_err(unavailable)? else {
+                    return Ok(());
+                };
+                let mark = doc! {"$set": {"deleted": true, "deleted_by": &event.from}, "$unset": {"words": ""}};
+                self.messages().update_one(live, mark).await.map_err(unavailable)?;
                 for Attachment { media, .. } in message.attachments.into_iter().flatten() {
                     self.release_media(room, target, &media).await?;
                 }
@@ -454,11 +462,14 @@ impl MongoStore {
                     .map_err(unavailable)?;
                 self.reactions_docs().delete_many(doc! {"room": room, "seq": target}).await.map_err(unavailable)?;
                 let erase = doc! {
-                    "$set": {"body": "", "deleted": true, "deleted_by": &event.from},
+                    "$set": {"body": ""},
                     "$unset": {"attachments": "", "data": "", "mentions": "", "reply_to": "", "edited_at": "",
-                               "push_due": "", "push_claim": "", "words": ""},
+                               "push_due": "", "push_claim": ""},
                 };
-                self.messages().update_one(live, erase).await.map_err(unavailable)?;
+                self.messages()
+                    .update_one(doc! {"room": room, "seq": target, "type": null}, erase)
+                    .await
+                    .map_err(unavailable)?;
             }
             MessageKind::Reaction => {
                 let (Some(key), Some(on)) = (event.key.as_deref(), event.on) else { return Ok(()) };
@@ -730,11 +741,12 @@ impl Store for MongoStore {
                 Err(e) => return Err(unavailable(e)),
             }
             for event in messages.iter().filter(|envelope| !envelope.kind.is_message()) {
-                // applied again when a failed batch is replayed (each step can be), never for a
-                // client's retry stored before under another seq
+                // what was stored at its seq is applied: again when a failed batch is replayed
+                // (each step can be), and never the content of a retry under the same id, which
+                // was neither checked nor stored
                 let stored = doc! {"room": &event.room, "seq": event.seq, "id": &event.id};
-                if self.messages().find_one(stored).await.map_err(unavailable)?.is_some() {
-                    self.apply_event(event).await?;
+                if let Some(stored) = self.messages().find_one(stored).await.map_err(unavailable)? {
+                    self.apply_event(&stored).await?;
                 }
             }
         }
@@ -777,6 +789,10 @@ impl Store for MongoStore {
             out.push(cursor.deserialize_current().map_err(unavailable)?);
         }
         Ok(out)
+    }
+
+    async fn message_with_id(&self, room: &str, from: &str, id: &str) -> Result<Option<Envelope>, StoreError> {
+        self.messages().find_one(doc! {"room": room, "from": from, "id": id}).await.map_err(unavailable)
     }
 
     async fn last_seq(&self, room: &str) -> Result<i64, StoreError> {

@@ -194,14 +194,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (or creates) the database file at `path` and its schema.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(unavailable)?;
+        let mut conn = Connection::open(path).map_err(unavailable)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(unavailable)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(unavailable)?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         add_missing_columns(&conn).map_err(unavailable)?;
         conn.execute_batch(INDEXES_ON_ADDED_COLUMNS).map_err(unavailable)?;
-        index_words(&conn).map_err(unavailable)?;
+        index_words(&mut conn).map_err(unavailable)?;
         // one process owns the file: what a process before it held when it died is free now
         conn.execute_batch(
             "UPDATE push_due SET lease_until = 0 WHERE lease_until > 0;
@@ -252,15 +252,14 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
 ];
 
 /// The words of every message's current body, for search: a contentless FTS5 index by the
-/// message's rowid, of the words [`words`] finds, joined by spaces. The index's own tokenizer
-/// takes every character of those words as a word character (letters, digits, marks), so it
-/// splits them as they were given. Search asks which messages have a word, never where in the
-/// message: no positions are kept (`detail = none`), which makes writing the index far cheaper.
-/// Deleting a message drops its words.
+/// message's rowid, of its room's term ([`room_term`]) and the words [`words`] finds, joined by
+/// spaces. The `ascii` tokenizer splits on ASCII spaces and punctuation only, none of which a
+/// word holds, so the index keeps the words as they were given. Search asks which messages have
+/// a word, never where in the message: no positions are kept (`detail = none`), which makes
+/// writing the index far cheaper. Deleting a message drops its words.
 const WORDS_INDEX: &str = "
 CREATE VIRTUAL TABLE message_words USING fts5(
-    words, content = '', contentless_delete = 1, detail = none,
-    tokenize = \"unicode61 remove_diacritics 0 categories 'L* N* Co M*'\");
+    words, content = '', contentless_delete = 1, detail = none, tokenize = 'ascii');
 INSERT INTO message_words (message_words, rank) VALUES ('automerge', 16);
 CREATE TRIGGER IF NOT EXISTS message_words_go AFTER DELETE ON messages
 BEGIN
@@ -268,31 +267,45 @@ BEGIN
 END;
 ";
 
-/// Makes the words index, filling it with the messages of a database from before search.
-fn index_words(conn: &Connection) -> rusqlite::Result<()> {
+/// Makes the words index, filling it with the messages of a database from before search, all
+/// in one transaction: an index that exists is a complete one.
+fn index_words(conn: &mut Connection) -> rusqlite::Result<()> {
     let present: bool =
         conn.query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'message_words'", [], |r| r.get(0))?;
     if present {
         return Ok(());
     }
-    conn.execute_batch(WORDS_INDEX)?;
-    let mut messages = conn.prepare("SELECT rowid, body FROM messages WHERE kind IS NULL AND deleted_by IS NULL")?;
-    let mut index = conn.prepare("INSERT INTO message_words (rowid, words) VALUES (?1, ?2)")?;
-    let mut rows = messages.query([])?;
-    while let Some(row) = rows.next()? {
-        let found = words(&row.get::<_, String>(1)?).join(" ");
-        if !found.is_empty() {
-            index.execute(params![row.get::<_, i64>(0)?, found])?;
+    let tx = conn.transaction()?;
+    tx.execute_batch(WORDS_INDEX)?;
+    {
+        let mut messages =
+            tx.prepare("SELECT rowid, room, body FROM messages WHERE kind IS NULL AND deleted_by IS NULL")?;
+        let mut rows = messages.query([])?;
+        while let Some(row) = rows.next()? {
+            index_body(&tx, row.get(0)?, &row.get::<_, String>(1)?, &row.get::<_, String>(2)?)?;
         }
     }
-    Ok(())
+    tx.commit()
 }
 
-/// Puts the words of `body` in the index as those of message `row`, a new one.
-fn index_body(tx: &rusqlite::Transaction<'_>, row: i64, body: &str) -> rusqlite::Result<()> {
-    let found = words(body).join(" ");
+/// The index's term for `room`: every message of the room has it, so a search of one room, or
+/// of a reader's rooms, reads only their messages' entries. `§` is no word character, so no
+/// word is ever a room term; the name is hex, which the tokenizer keeps in one piece.
+fn room_term(room: &str) -> String {
+    let mut term = String::from("§");
+    for byte in room.bytes() {
+        term.push_str(&format!("{byte:02x}"));
+    }
+    term
+}
+
+/// Puts the words of `body` in the index as those of message `row` of `room`, a new one.
+fn index_body(tx: &rusqlite::Transaction<'_>, row: i64, room: &str, body: &str) -> rusqlite::Result<()> {
+    let found = words(body);
     if !found.is_empty() {
-        tx.prepare_cached("INSERT INTO message_words (rowid, words) VALUES (?1, ?2)")?.execute(params![row, found])?;
+        let indexed = format!("{} {}", room_term(room), found.join(" "));
+        tx.prepare_cached("INSERT INTO message_words (rowid, words) VALUES (?1, ?2)")?
+            .execute(params![row, indexed])?;
     }
     Ok(())
 }
@@ -302,9 +315,12 @@ fn unindex(tx: &rusqlite::Transaction<'_>, row: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM message_words WHERE rowid = ?1")?.execute([row]).map(drop)
 }
 
-/// An FTS5 query matching every one of `words`, each as a phrase of its own.
-fn all_of(words: &[String]) -> String {
-    words.iter().map(|word| format!("\"{}\"", word.replace('"', "\"\""))).collect::<Vec<_>>().join(" AND ")
+/// An FTS5 query for messages of one of `rooms` with every one of `words`, each term quoted.
+fn matching(rooms: &[String], words: &[String]) -> String {
+    let quoted = |term: &str| format!("\"{}\"", term.replace('"', "\"\""));
+    let rooms: Vec<String> = rooms.iter().map(|room| quoted(&room_term(room))).collect();
+    let words = words.iter().map(|word| quoted(word)).collect::<Vec<_>>().join(" AND ");
+    format!("({}) AND {words}", rooms.join(" OR "))
 }
 
 /// Brings a database made by an earlier release up to [`SCHEMA`].
@@ -372,9 +388,10 @@ fn envelope_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Envelope> {
 
 /// How the `kind` column names an event; NULL for a message.
 fn kind_name(kind: MessageKind) -> Option<String> {
-    match serde_json::to_value(kind) {
-        Ok(serde_json::Value::String(name)) if !kind.is_message() => Some(name),
-        _ => None,
+    // every message passes here: nothing is serialized for one
+    match kind {
+        MessageKind::Message => None,
+        event => serde_json::to_value(event).ok().and_then(|name| name.as_str().map(str::to_owned)),
     }
 }
 
@@ -399,7 +416,7 @@ fn apply_event(tx: &rusqlite::Transaction<'_>, event: &Envelope, row: i64) -> ru
                 .optional()?;
             if let Some(edited) = edited {
                 unindex(tx, edited)?;
-                index_body(tx, edited, &event.body)?;
+                index_body(tx, edited, room, &event.body)?;
             }
             // an edit that lost the race with a delete keeps no text either
             tx.prepare_cached(&format!(
@@ -775,7 +792,7 @@ impl Store for SqliteStore {
                     match stored {
                         1 if m.kind.is_message() => {
                             due.execute([row, held_until])?;
-                            index_body(&tx, row, &m.body)?;
+                            index_body(&tx, row, &m.room, &m.body)?;
                         }
                         1 => apply_event(&tx, m, row)?,
                         _ => {}
@@ -815,6 +832,18 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn message_with_id(&self, room: &str, from: &str, id: &str) -> Result<Option<Envelope>, StoreError> {
+        let (room, from, id) = (room.to_owned(), from.to_owned(), id.to_owned());
+        self.with(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE room = ?1 AND sender = ?2 AND id = ?3"
+            ))?
+            .query_row(params![room, from, id], envelope_from_row)
+            .optional()
+        })
+        .await
+    }
+
     async fn last_seq(&self, room: &str) -> Result<i64, StoreError> {
         let room = room.to_owned();
         self.with(move |c| {
@@ -846,13 +875,14 @@ impl Store for SqliteStore {
     }
 
     async fn search(&self, scope: SearchScope<'_>, words: &[String], limit: u32) -> Result<Vec<Envelope>, StoreError> {
-        let matching = all_of(words);
+        let words = words.to_vec();
         const FOUND: &str = "rowid IN (SELECT rowid FROM message_words WHERE message_words MATCH ?1)
              AND seq >= (SELECT coalesce(max(floor), 0) FROM room_seq WHERE room_seq.room = messages.room)";
         match scope {
             SearchScope::Room { room, before } => {
                 let (room, before) = (room.to_owned(), before.unwrap_or(i64::MAX));
                 self.with(move |c| {
+                    let matching = matching(std::slice::from_ref(&room), &words);
                     let mut stmt = c.prepare_cached(&format!(
                         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {FOUND} AND room = ?2 AND seq < ?3
                          ORDER BY seq DESC LIMIT ?4"
@@ -867,6 +897,14 @@ impl Store for SqliteStore {
                 // no cursor: below every message's (ts, room, seq)
                 let (ts, room, seq) = before.map_or((i64::MAX, String::new(), 0), |b| (b.ts, b.room.clone(), b.seq));
                 self.with(move |c| {
+                    let rooms: Vec<String> = c
+                        .prepare_cached("SELECT room FROM members WHERE user = ?1")?
+                        .query_map([&user], |r| r.get(0))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    if rooms.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let matching = matching(&rooms, &words);
                     let mut stmt = c.prepare_cached(&format!(
                         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {FOUND}
                          AND room IN (SELECT room FROM members WHERE user = ?2) AND (ts, room, seq) < (?3, ?4, ?5)
