@@ -210,6 +210,8 @@ struct CounterDoc {
 
 /// The `room_seq` counter of outbox positions; `$` keeps it apart from every room name.
 const OUTBOX_COUNTER: &str = "$outbox";
+/// The `room_seq` entry that says the messages stored before search have their words.
+const WORDS_BACKFILLED: &str = "$words";
 #[derive(Serialize, Deserialize)]
 struct OutboxDoc {
     #[serde(rename = "_id")]
@@ -288,7 +290,33 @@ impl MongoStore {
         let db = client.default_database().unwrap_or_else(|| client.database("roost"));
         let store = Self { db };
         store.create_indexes().await?;
+        store.backfill_words().await?;
         Ok(store)
+    }
+
+    /// Gives the messages stored before search their `words`, once: a store that did it says so
+    /// in `room_seq`. Several processes starting together each set the same words.
+    async fn backfill_words(&self) -> Result<(), StoreError> {
+        if self.counters().find_one(doc! {"_id": WORDS_BACKFILLED}).await.map_err(unavailable)?.is_some() {
+            return Ok(());
+        }
+        let before = doc! {"words": {"$exists": false}, "type": null, "deleted_by": null};
+        let mut older = self.messages().find(before).await.map_err(unavailable)?;
+        while older.advance().await.map_err(unavailable)? {
+            let message = older.deserialize_current().map_err(unavailable)?;
+            let found = words(&message.body);
+            if !found.is_empty() {
+                self.messages()
+                    .update_one(doc! {"room": &message.room, "seq": message.seq}, doc! {"$set": {"words": found}})
+                    .await
+                    .map_err(unavailable)?;
+            }
+        }
+        let done = CounterDoc { room: WORDS_BACKFILLED.to_owned(), last: 0, floor: 0 };
+        match self.counters().insert_one(done).await {
+            Err(e) if !is_duplicate(&e) => Err(unavailable(e)),
+            _ => Ok(()),
+        }
     }
 
     async fn create_indexes(&self) -> Result<(), StoreError> {

@@ -747,6 +747,22 @@ async fn a_lease_has_one_holder_until_it_lapses(backend: impl Backend) {
 }
 
 /// Runs every contract test against the backend `open` makes.
+/// Proves: messages a MongoDB store kept from before search (no `words`) are found once a
+/// store of this release has connected to it.
+#[tokio::test]
+async fn mongo_messages_stored_before_search_are_found_after_the_upgrade() {
+    let Some(backend) = mongo().await else { return };
+    let client = mongodb::Client::with_uri_str(backend.0.uri()).await.expect("connect to the test server");
+    let messages = client.default_database().expect("a database").collection("messages");
+    let old = |seq: i64, body: &str| {
+        mongodb::bson::doc! {"id": format!("m{seq}"), "room": "lobby", "seq": seq, "from": "alice", "ts": seq, "body": body}
+    };
+    messages.insert_many([old(1, "lunch at noon"), old(2, "🎉"), old(3, "no lunch today")]).await.expect("insert");
+    let store = backend.open().await;
+    let found = store.search(SearchScope::Room { room: "lobby", before: None }, &["lunch".into()], 10).await.unwrap();
+    assert_eq!(found.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 1]);
+}
+
 macro_rules! contract {
     ($backend:ident) => {
         mod $backend {
