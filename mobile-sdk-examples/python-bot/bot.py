@@ -30,13 +30,19 @@ import urllib.request
 import paho.mqtt.client as mqtt
 
 
+# how far below the highest seq handled a late message is still taken (and remembered)
+HANDLED_KEPT = 1000
+
+
 class Bot:
     def __init__(self, args):
         self.args = args
         self.user = os.environ["ROOST_USER"]
         self.token = os.environ["ROOST_TOKEN"]
-        # room -> the last seq handled there
+        # room -> the highest seq handled there, and the seqs handled lately: two publishers'
+        # messages can arrive the other way round from their seqs, and both are handled
         self.last_seq = {}
+        self.handled = collections.defaultdict(set)
         self.subscribed_once = False
         self.seen = collections.Counter()
         self.stop = threading.Event()
@@ -83,10 +89,14 @@ class Bot:
         self.handle(json.loads(message.payload))
 
     def handle(self, envelope):
-        room = envelope["room"]
-        if envelope["seq"] <= self.last_seq.get(room, 0):
+        room, seq = envelope["room"], envelope["seq"]
+        handled, last = self.handled[room], self.last_seq.get(room, 0)
+        if seq in handled or seq <= last - HANDLED_KEPT:
             return
-        self.last_seq[room] = envelope["seq"]
+        handled.add(seq)
+        self.last_seq[room] = max(seq, last)
+        if len(handled) > 2 * HANDLED_KEPT:
+            handled.difference_update({old for old in handled if old <= self.last_seq[room] - HANDLED_KEPT})
         if "type" in envelope or envelope.get("deleted"):
             # an edit, delete or reaction of message `target` (PROTOCOL.md, 4), or a deleted message
             # from history: it moves last_seq on, but is no command and not counted
