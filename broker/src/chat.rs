@@ -98,7 +98,7 @@ impl Chat {
             let found = retry_until_ok("looking up a message", || self.store.messages_at(room, &wanted)).await;
             if let Some(message) = found.into_iter().next() {
                 // an event, or a tombstone, is nothing to answer or change
-                return Some(message).filter(|message| message.kind.is_message() && !message.deleted);
+                return Some(message).filter(Envelope::is_live_message);
             }
             match ask {
                 1 if !settled => self.ingest.written().await,

@@ -119,6 +119,14 @@ pub struct Envelope {
     pub deleted_by: Option<String>,
 }
 
+impl Envelope {
+    /// A message that is still there: not an event (edit, delete, reaction), not a tombstone.
+    /// Only such a one is answered, changed, reacted to, pushed or unread.
+    pub fn is_live_message(&self) -> bool {
+        self.kind.is_message() && !self.deleted
+    }
+}
+
 /// The names a message mentions: each `@name` word of the body (not inside an address such as
 /// `a@user`; case aside; a full stop after it ends the sentence) and each name listed in
 /// `data.mentions`, in order of appearance, each once. Which of them are members is the

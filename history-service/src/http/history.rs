@@ -92,8 +92,7 @@ async fn listed(
             quotes.insert(quoted.seq, quote);
         }
     }
-    let reacted: Vec<i64> =
-        messages.iter().filter(|message| message.kind.is_message() && !message.deleted).map(|m| m.seq).collect();
+    let reacted: Vec<i64> = messages.iter().filter(|message| message.is_live_message()).map(|m| m.seq).collect();
     let mut reactions: HashMap<i64, Vec<Reaction>> = HashMap::new();
     for count in store.reactions(room, &reacted, reader).await? {
         let reaction = Reaction { key: count.key, count: count.count, me: count.me };
@@ -173,7 +172,7 @@ pub(crate) async fn unread(
     let (mut after, mut unread, mut more) = (last_read.unwrap_or(0), 0, false);
     for _ in 0..UNREAD_PAGES {
         let page = state.store.messages(&id, Page::After { after, before: None, limit: MAX_LIMIT }).await?;
-        unread += page.iter().filter(|m| m.from != user && m.kind.is_message() && !m.deleted).count();
+        unread += page.iter().filter(|m| m.from != user && m.is_live_message()).count();
         more = page.len() == MAX_LIMIT as usize;
         match page.last() {
             Some(last) if more && unread <= UNREAD_COUNTED => after = last.seq,

@@ -148,7 +148,7 @@ impl Delivery {
     /// sender, not a bot, nobody with a device online, and only as their setting allows. Edits,
     /// deletes, reactions and deleted messages notify nobody.
     async fn plan(&self, message: &Envelope, now: i64) -> Result<(), StoreError> {
-        if !message.kind.is_message() || message.deleted {
+        if !message.is_live_message() {
             return Ok(());
         }
         let mut direct = None;
